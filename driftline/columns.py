@@ -1,0 +1,275 @@
+"""Mergeable per-column summaries: numeric (KLL + exact moments) and categorical (frequent items + HLL).
+
+Every summary keeps exact counters next to its sketch, so totals survive any number of merges, and
+the invariant ``valid + missing + nan + inf + invalid + absent == rows`` holds for each column of a
+profile. ``absent`` counts rows of merged-in profiles that did not have the column at all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from datasketches import (
+    frequent_items_error_type,
+    frequent_strings_sketch,
+    hll_sketch,
+    hll_union,
+    kll_floats_sketch,
+)
+
+__all__ = [
+    "DEFAULT_FI_LG_MAX",
+    "DEFAULT_HLL_LG_K",
+    "DEFAULT_KLL_K",
+    "CategoricalColumn",
+    "Column",
+    "NumericColumn",
+]
+
+DEFAULT_KLL_K = 200
+DEFAULT_FI_LG_MAX = 10
+DEFAULT_HLL_LG_K = 11
+
+
+class NumericColumn:
+    """A numeric column in one window: KLL quantile sketch plus exact count, min, max, sum, sum of squares."""
+
+    kind = "numeric"
+    __slots__ = ("kll", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max", "sum", "sumsq")
+
+    def __init__(self, k: int = DEFAULT_KLL_K) -> None:
+        self.kll = kll_floats_sketch(k)
+        self.count = 0
+        self.missing = 0
+        self.nan = 0
+        self.inf = 0
+        self.invalid = 0
+        self.absent = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.sum = 0.0
+        self.sumsq = 0.0
+
+    @property
+    def k(self) -> int:
+        return int(self.kll.k)
+
+    @property
+    def rows(self) -> int:
+        """Rows this column has seen in any state."""
+        return self.count + self.missing + self.nan + self.inf + self.invalid + self.absent
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count else math.nan
+
+    @property
+    def std(self) -> float:
+        if self.count < 2:
+            return math.nan
+        var = (self.sumsq - self.sum * self.sum / self.count) / (self.count - 1)
+        return math.sqrt(max(var, 0.0))
+
+    def update_array(self, values: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
+        """Fold a float array in one vectorised call; NaN and +-inf are counted, not sketched."""
+        self.missing += missing
+        self.invalid += invalid
+        if values.size == 0:
+            return
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        n_finite = int(np.count_nonzero(finite))
+        if n_finite != values.size:
+            nan = int(np.count_nonzero(np.isnan(values)))
+            self.nan += nan
+            self.inf += values.size - n_finite - nan
+            values = values[finite]
+        if n_finite == 0:
+            return
+        self.count += n_finite
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+        self.sum += float(values.sum())
+        self.sumsq += float(np.dot(values, values))
+        self.kll.update(values.astype(np.float32, copy=False))
+
+    def merge(self, other: NumericColumn) -> None:
+        """Fold another numeric column into this one."""
+        self.kll.merge(other.kll)
+        self.count += other.count
+        self.missing += other.missing
+        self.nan += other.nan
+        self.inf += other.inf
+        self.invalid += other.invalid
+        self.absent += other.absent
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+
+    def copy(self) -> NumericColumn:
+        return NumericColumn.from_dict(self.to_dict())
+
+    def quantiles(self, ranks: np.ndarray | list[float]) -> np.ndarray:
+        """Approximate quantiles at the given normalised ranks (NaN when empty)."""
+        if self.kll.is_empty():
+            return np.full(len(ranks), np.nan)
+        return np.asarray(self.kll.get_quantiles(np.asarray(ranks, dtype=np.float64)), dtype=np.float64)
+
+    def cdf(self, points: np.ndarray) -> np.ndarray:
+        """Approximate CDF (fraction <= point) at sorted split points."""
+        if self.kll.is_empty():
+            return np.full(len(points), np.nan)
+        pts = np.asarray(points, dtype=np.float32)
+        return np.asarray(self.kll.get_cdf(pts, inclusive=True), dtype=np.float64)[:-1]
+
+    @property
+    def rank_error(self) -> float:
+        """Normalised single-sided rank error bound (99% confidence) of the KLL sketch."""
+        return float(self.kll.normalized_rank_error(False))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "numeric",
+            "count": self.count,
+            "missing": self.missing,
+            "nan": self.nan,
+            "inf": self.inf,
+            "invalid": self.invalid,
+            "absent": self.absent,
+            "min": self.min if self.count else None,
+            "max": self.max if self.count else None,
+            "sum": self.sum,
+            "sumsq": self.sumsq,
+            "kll": bytes(self.kll.serialize()),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NumericColumn:
+        col = cls.__new__(cls)
+        col.kll = kll_floats_sketch.deserialize(bytes(d["kll"]))
+        col.count = int(d["count"])
+        col.missing = int(d["missing"])
+        col.nan = int(d["nan"])
+        col.inf = int(d["inf"])
+        col.invalid = int(d["invalid"])
+        col.absent = int(d["absent"])
+        col.min = math.inf if d["min"] is None else float(d["min"])
+        col.max = -math.inf if d["max"] is None else float(d["max"])
+        col.sum = float(d["sum"])
+        col.sumsq = float(d["sumsq"])
+        return col
+
+
+class CategoricalColumn:
+    """A categorical column in one window: frequent-items sketch, HLL distinct count, exact counts."""
+
+    kind = "categorical"
+    __slots__ = ("fi", "hll", "count", "missing", "invalid", "absent", "lg_k")
+
+    def __init__(self, lg_max_k: int = DEFAULT_FI_LG_MAX, hll_lg_k: int = DEFAULT_HLL_LG_K) -> None:
+        self.fi = frequent_strings_sketch(lg_max_k)
+        self.hll = hll_sketch(hll_lg_k)
+        self.lg_k = hll_lg_k
+        self.count = 0
+        self.missing = 0
+        self.invalid = 0
+        self.absent = 0
+
+    @property
+    def rows(self) -> int:
+        return self.count + self.missing + self.invalid + self.absent
+
+    def update_counts(self, values: np.ndarray, counts: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
+        """Fold pre-aggregated (distinct value, count) pairs: one sketch call per distinct value."""
+        self.missing += missing
+        self.invalid += invalid
+        fi_update = self.fi.update
+        hll_update = self.hll.update
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            s = str(v)
+            fi_update(s, int(c))
+            hll_update(s)
+        self.count += int(counts.sum()) if counts.size else 0
+
+    def update_array(self, values: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
+        """Fold an array of category labels (already stringified, no missing values)."""
+        if values.size:
+            uniq, counts = np.unique(values, return_counts=True)
+        else:
+            uniq, counts = values, np.zeros(0, dtype=np.int64)
+        self.update_counts(uniq, counts, missing, invalid)
+
+    def merge(self, other: CategoricalColumn) -> None:
+        self.fi.merge(other.fi)
+        u = hll_union(max(self.lg_k, other.lg_k))
+        u.update(self.hll)
+        u.update(other.hll)
+        self.lg_k = max(self.lg_k, other.lg_k)
+        self.hll = u.get_result()
+        self.count += other.count
+        self.missing += other.missing
+        self.invalid += other.invalid
+        self.absent += other.absent
+
+    def copy(self) -> CategoricalColumn:
+        return CategoricalColumn.from_dict(self.to_dict())
+
+    @property
+    def distinct(self) -> float:
+        """Estimated number of distinct categories (HLL)."""
+        return float(self.hll.get_estimate())
+
+    @property
+    def max_error(self) -> int:
+        """Upper bound on the under-count of any single category's frequency (0 means exact)."""
+        # The sketch under-counts every item by the same offset; an unseen item's upper bound is it.
+        return int(self.fi.get_upper_bound("\x00driftline:unseen\x00"))
+
+    def frequencies(self) -> dict[str, int]:
+        """Guaranteed lower bound of the count per retained category (exact when ``max_error == 0``)."""
+        items = self.fi.get_frequent_items(frequent_items_error_type.NO_FALSE_NEGATIVES, 0)
+        return {item: int(lb) for item, _est, lb, _ub in items}
+
+    def frequency_bounds(self) -> dict[str, tuple[int, int]]:
+        """(lower, upper) bounds of the count per retained category."""
+        items = self.fi.get_frequent_items(frequent_items_error_type.NO_FALSE_NEGATIVES, 0)
+        return {item: (int(lb), int(ub)) for item, _est, lb, _ub in items}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "categorical",
+            "count": self.count,
+            "missing": self.missing,
+            "invalid": self.invalid,
+            "absent": self.absent,
+            "fi": bytes(self.fi.serialize()),
+            "hll": bytes(self.hll.serialize_compact()),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CategoricalColumn:
+        col = cls.__new__(cls)
+        col.fi = frequent_strings_sketch.deserialize(bytes(d["fi"]))
+        col.hll = hll_sketch.deserialize(bytes(d["hll"]))
+        col.lg_k = int(col.hll.lg_config_k)
+        col.count = int(d["count"])
+        col.missing = int(d["missing"])
+        col.invalid = int(d["invalid"])
+        col.absent = int(d["absent"])
+        return col
+
+
+Column = NumericColumn | CategoricalColumn
+
+
+def column_from_dict(d: dict[str, Any]) -> Column:
+    """Rebuild a column from its dict form (the wire format's column map)."""
+    kind = d.get("kind")
+    if kind == "numeric":
+        return NumericColumn.from_dict(d)
+    if kind == "categorical":
+        return CategoricalColumn.from_dict(d)
+    raise ValueError(f"unknown column kind {kind!r}")

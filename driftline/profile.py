@@ -1,0 +1,498 @@
+"""Window profiles: everything Driftline knows about one stream in one time window, in a few KB.
+
+A :class:`WindowProfile` summarises the rows one (model, model_version, variant, source) produced in
+``[start, end)``: exact row counts, one mergeable summary per feature and per model output, and
+optionally runtime stats and a bounded reservoir of raw rows. Profiles merge associatively and
+commutatively with exact totals, so the sidecar, the spool and the service can combine them in any
+order.
+
+Merging profiles with different feature sets is defined: the result has the union of columns, and a
+column missing from one side records that side's rows as ``absent`` (so per-column totals still add
+up to ``rows_profiled``). Key fields that differ (say, two devices) become ``"*"`` in the result.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from datasketches import kll_floats_sketch
+
+from .batch import as_columns, categorical_data, infer_kind, numeric_data
+from .columns import (
+    DEFAULT_FI_LG_MAX,
+    DEFAULT_HLL_LG_K,
+    DEFAULT_KLL_K,
+    CategoricalColumn,
+    Column,
+    NumericColumn,
+    column_from_dict,
+)
+from .errors import ProfileError, SchemaConflictError
+
+__all__ = [
+    "ANY",
+    "ProfileConfig",
+    "Reservoir",
+    "RuntimeStats",
+    "StreamKey",
+    "WindowProfile",
+    "merge_all",
+]
+
+ANY = "*"
+"""Value of a key field after merging profiles that disagree on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKey:
+    """Who produced a profile: the model, its version, the traffic variant, the source and cohort labels."""
+
+    model: str
+    model_version: str
+    variant: str = "default"
+    source: str = ""
+    cohort: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        model_version: str,
+        variant: str = "default",
+        source: str = "",
+        cohort: Mapping[str, str] | None = None,
+    ) -> StreamKey:
+        return cls(model, model_version, variant, source, tuple(sorted((cohort or {}).items())))
+
+    @property
+    def cohort_dict(self) -> dict[str, str]:
+        return dict(self.cohort)
+
+    def merged_with(self, other: StreamKey) -> StreamKey:
+        def pick(a: str, b: str) -> str:
+            return a if a == b else ANY
+
+        cohort = tuple(sorted(set(self.cohort) & set(other.cohort)))
+        return StreamKey(
+            pick(self.model, other.model),
+            pick(self.model_version, other.model_version),
+            pick(self.variant, other.variant),
+            pick(self.source, other.source),
+            cohort,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileConfig:
+    """Sketch sizes and forced column kinds. Larger ``kll_k`` means smaller rank error and bigger profiles."""
+
+    kll_k: int = DEFAULT_KLL_K
+    fi_lg_max_k: int = DEFAULT_FI_LG_MAX
+    hll_lg_k: int = DEFAULT_HLL_LG_K
+    reservoir_size: int = 0
+    categorical: frozenset[str] = frozenset()
+    numeric: frozenset[str] = frozenset()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.kll_k <= 65535:
+            raise ProfileError(f"kll_k must be in [8, 65535], got {self.kll_k}")
+        if not 3 <= self.fi_lg_max_k <= 24:
+            raise ProfileError(f"fi_lg_max_k must be in [3, 24], got {self.fi_lg_max_k}")
+        if not 4 <= self.hll_lg_k <= 21:
+            raise ProfileError(f"hll_lg_k must be in [4, 21], got {self.hll_lg_k}")
+        if self.reservoir_size < 0:
+            raise ProfileError("reservoir_size must be >= 0")
+
+
+class RuntimeStats:
+    """Serving health in one window: latency quantiles (ms), errors, process CPU seconds and peak RSS."""
+
+    __slots__ = ("latency_ms", "errors", "cpu_seconds", "rss_bytes")
+
+    def __init__(self, k: int = DEFAULT_KLL_K) -> None:
+        self.latency_ms = kll_floats_sketch(k)
+        self.errors = 0
+        self.cpu_seconds = 0.0
+        self.rss_bytes = 0
+
+    def update(
+        self,
+        latency_ms: float | Sequence[float] | np.ndarray | None = None,
+        errors: int = 0,
+        cpu_seconds: float = 0.0,
+        rss_bytes: int = 0,
+    ) -> None:
+        if latency_ms is not None:
+            lat = np.atleast_1d(np.asarray(latency_ms, dtype=np.float64))
+            lat = lat[np.isfinite(lat)]
+            if lat.size:
+                self.latency_ms.update(lat.astype(np.float32))
+        self.errors += int(errors)
+        self.cpu_seconds += float(cpu_seconds)
+        self.rss_bytes = max(self.rss_bytes, int(rss_bytes))
+
+    def merge(self, other: RuntimeStats) -> None:
+        self.latency_ms.merge(other.latency_ms)
+        self.errors += other.errors
+        self.cpu_seconds += other.cpu_seconds
+        self.rss_bytes = max(self.rss_bytes, other.rss_bytes)
+
+    def latency_quantile(self, q: float) -> float:
+        return math.nan if self.latency_ms.is_empty() else float(self.latency_ms.get_quantile(q))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": bytes(self.latency_ms.serialize()),
+            "errors": self.errors,
+            "cpu_seconds": self.cpu_seconds,
+            "rss_bytes": self.rss_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RuntimeStats:
+        rt = cls.__new__(cls)
+        rt.latency_ms = kll_floats_sketch.deserialize(bytes(d["latency_ms"]))
+        rt.errors = int(d["errors"])
+        rt.cpu_seconds = float(d["cpu_seconds"])
+        rt.rss_bytes = int(d["rss_bytes"])
+        return rt
+
+
+class Reservoir:
+    """A bounded uniform sample of raw rows (Algorithm R), for drill-down reports. Off by default."""
+
+    __slots__ = ("capacity", "seen", "rows", "_rng")
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.seen = 0
+        self.rows: list[dict[str, Any]] = []
+        self._rng = random.Random(seed)
+
+    def add_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.seen += 1
+            if len(self.rows) < self.capacity:
+                self.rows.append(row)
+            else:
+                j = self._rng.randrange(self.seen)
+                if j < self.capacity:
+                    self.rows[j] = row
+
+    def merge(self, other: Reservoir) -> None:
+        """Weighted merge: each side keeps a share of slots proportional to the rows it has seen."""
+        total = self.seen + other.seen
+        capacity = max(self.capacity, other.capacity)
+        if total == 0:
+            self.capacity = capacity
+            return
+        take_self = min(len(self.rows), round(capacity * self.seen / total))
+        take_other = min(len(other.rows), capacity - take_self)
+        take_self = min(len(self.rows), capacity - take_other)
+        rng = random.Random(total)
+        rows = rng.sample(self.rows, take_self) + rng.sample(other.rows, take_other)
+        self.rows = rows
+        self.capacity = capacity
+        self.seen = total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "seen": self.seen, "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reservoir:
+        r = cls(int(d["capacity"]))
+        r.seen = int(d["seen"])
+        r.rows = [dict(x) for x in d["rows"]]
+        return r
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if v is None or isinstance(v, str | int | float | bool):
+        return v
+    return str(v)
+
+
+@dataclass
+class WindowProfile:
+    """The mergeable summary of one stream over one time window ``[start, end)`` (epoch seconds)."""
+
+    key: StreamKey
+    start: float
+    end: float
+    config: ProfileConfig = field(default_factory=ProfileConfig)
+    rows: int = 0
+    rows_profiled: int = 0
+    features: dict[str, Column] = field(default_factory=dict)
+    outputs: dict[str, Column] = field(default_factory=dict)
+    runtime: RuntimeStats | None = None
+    reservoir: Reservoir | None = None
+
+    # ---- building -------------------------------------------------------------------------
+    def update(
+        self,
+        features: Any,
+        outputs: Any = None,
+        *,
+        feature_names: Sequence[str] | None = None,
+        output_names: Sequence[str] | None = None,
+        latency_ms: float | Sequence[float] | np.ndarray | None = None,
+        errors: int = 0,
+        rows_observed: int | None = None,
+    ) -> WindowProfile:
+        """Fold a batch (or one row) of features and outputs; returns ``self``.
+
+        ``rows_observed`` is the exact number of rows seen before sampling (defaults to the
+        batch size), so row totals stay exact when only a sample is profiled.
+        """
+        n, fcols = as_columns(features, feature_names)
+        n_out, ocols = as_columns(outputs, output_names)
+        if ocols and fcols and n_out != n:
+            raise ProfileError(f"features have {n} rows but outputs have {n_out}")
+        n = n or n_out
+        self._fold(self.features, fcols, n)
+        self._fold(self.outputs, ocols, n)
+        self.rows_profiled += n
+        self.rows += n if rows_observed is None else int(rows_observed)
+        if latency_ms is not None or errors:
+            self.runtime_stats().update(latency_ms=latency_ms, errors=errors)
+        if self.reservoir is None and self.config.reservoir_size > 0:
+            self.reservoir = Reservoir(self.config.reservoir_size, self.config.seed)
+        if self.reservoir is not None and n:
+            self._sample_rows(n, fcols, ocols)
+        return self
+
+    def runtime_stats(self) -> RuntimeStats:
+        """The runtime stats of this window, created on first use."""
+        if self.runtime is None:
+            self.runtime = RuntimeStats(self.config.kll_k)
+        return self.runtime
+
+    def _new_column(self, name: str, arr: np.ndarray) -> Column:
+        cfg = self.config
+        if name in cfg.categorical:
+            kind = "categorical"
+        elif name in cfg.numeric:
+            kind = "numeric"
+        else:
+            kind = infer_kind(arr)
+        if kind == "numeric":
+            return NumericColumn(cfg.kll_k)
+        return CategoricalColumn(cfg.fi_lg_max_k, cfg.hll_lg_k)
+
+    def _fold(self, target: dict[str, Column], cols: dict[str, np.ndarray], n: int) -> None:
+        for name, arr in cols.items():
+            col = target.get(name)
+            if col is None:
+                col = self._new_column(name, arr)
+                col.absent = self.rows_profiled  # rows before this column first appeared
+                target[name] = col
+            if isinstance(col, NumericColumn):
+                data = numeric_data(arr)
+            else:
+                data = categorical_data(arr)
+            col.update_array(data.values, missing=data.missing, invalid=data.invalid)
+        for name, col in target.items():
+            if name not in cols:
+                col.absent += n
+
+    def _sample_rows(self, n: int, fcols: dict[str, np.ndarray], ocols: dict[str, np.ndarray]) -> None:
+        res = self.reservoir
+        assert res is not None
+        # Only materialise rows that could enter the reservoir.
+        def rows() -> Iterable[dict[str, Any]]:
+            for i in range(n):
+                row = {k: _json_safe(v[i]) for k, v in fcols.items()}
+                row.update({f"output:{k}": _json_safe(v[i]) for k, v in ocols.items()})
+                yield row
+
+        res.add_rows(rows())
+
+    # ---- combining -------------------------------------------------------------------------
+    def merge(self, other: WindowProfile) -> WindowProfile:
+        """Return a new profile that summarises both; neither input changes."""
+        out = self.copy()
+        out.merge_into(other)
+        return out
+
+    def merge_into(self, other: WindowProfile) -> WindowProfile:
+        """Fold ``other`` into this profile in place; returns ``self``."""
+        self.key = self.key.merged_with(other.key)
+        self.start = min(self.start, other.start)
+        self.end = max(self.end, other.end)
+        _merge_columns(self.features, other.features, self.rows_profiled, other.rows_profiled)
+        _merge_columns(self.outputs, other.outputs, self.rows_profiled, other.rows_profiled)
+        self.rows += other.rows
+        self.rows_profiled += other.rows_profiled
+        if other.runtime is not None:
+            self.runtime_stats().merge(other.runtime)
+        if other.reservoir is not None:
+            if self.reservoir is None:
+                self.reservoir = Reservoir(other.reservoir.capacity)
+            self.reservoir.merge(other.reservoir)
+        return self
+
+    def copy(self) -> WindowProfile:
+        return WindowProfile.from_dict(self.to_dict())
+
+    def with_key(self, **changes: Any) -> WindowProfile:
+        out = self.copy()
+        out.key = replace(out.key, **changes)
+        return out
+
+    # ---- reading ---------------------------------------------------------------------------
+    @property
+    def columns(self) -> dict[str, Column]:
+        """Features and outputs together (outputs prefixed ``output:`` only on a name clash)."""
+        out: dict[str, Column] = dict(self.features)
+        for k, v in self.outputs.items():
+            out[f"output:{k}" if k in out else k] = v
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary for people: per column kind, counts and a few quantiles."""
+
+        def col_summary(name: str, col: Column) -> dict[str, Any]:
+            if isinstance(col, NumericColumn):
+                qs = col.quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
+                return {
+                    "name": name,
+                    "type": "numeric",
+                    "count": col.count,
+                    "missing": col.missing + col.nan,
+                    "inf": col.inf,
+                    "invalid": col.invalid,
+                    "min": col.min if col.count else None,
+                    "max": col.max if col.count else None,
+                    "mean": col.mean if col.count else None,
+                    "quantiles": {
+                        f"p{int(r * 100)}": (None if math.isnan(v) else float(v))
+                        for r, v in zip([0.01, 0.25, 0.5, 0.75, 0.99], qs, strict=True)
+                    },
+                }
+            freqs = sorted(col.frequencies().items(), key=lambda kv: -kv[1])[:10]
+            return {
+                "name": name,
+                "type": "categorical",
+                "count": col.count,
+                "missing": col.missing,
+                "invalid": col.invalid,
+                "distinct": round(col.distinct),
+                "top": [{"value": k, "count": v} for k, v in freqs],
+            }
+
+        return {
+            "model": self.key.model,
+            "model_version": self.key.model_version,
+            "variant": self.key.variant,
+            "source": self.key.source,
+            "cohort": self.key.cohort_dict,
+            "start": self.start,
+            "end": self.end,
+            "rows": self.rows,
+            "rows_profiled": self.rows_profiled,
+            "features": [col_summary(k, c) for k, c in self.features.items()],
+            "outputs": [col_summary(k, c) for k, c in self.outputs.items()],
+        }
+
+    # ---- dict form (the wire codec encodes this) --------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        d: dict[str, Any] = {
+            "model": self.key.model,
+            "model_version": self.key.model_version,
+            "variant": self.key.variant,
+            "source": self.key.source,
+            "cohort": [list(kv) for kv in self.key.cohort],
+            "start": float(self.start),
+            "end": float(self.end),
+            "rows": self.rows,
+            "rows_profiled": self.rows_profiled,
+            "config": {
+                "kll_k": cfg.kll_k,
+                "fi_lg_max_k": cfg.fi_lg_max_k,
+                "hll_lg_k": cfg.hll_lg_k,
+                "reservoir_size": cfg.reservoir_size,
+                "categorical": sorted(cfg.categorical),
+                "numeric": sorted(cfg.numeric),
+            },
+            "features": {k: c.to_dict() for k, c in self.features.items()},
+            "outputs": {k: c.to_dict() for k, c in self.outputs.items()},
+        }
+        if self.runtime is not None:
+            d["runtime"] = self.runtime.to_dict()
+        if self.reservoir is not None:
+            d["reservoir"] = self.reservoir.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WindowProfile:
+        c = d.get("config") or {}
+        cfg = ProfileConfig(
+            kll_k=int(c.get("kll_k", DEFAULT_KLL_K)),
+            fi_lg_max_k=int(c.get("fi_lg_max_k", DEFAULT_FI_LG_MAX)),
+            hll_lg_k=int(c.get("hll_lg_k", DEFAULT_HLL_LG_K)),
+            reservoir_size=int(c.get("reservoir_size", 0)),
+            categorical=frozenset(str(x) for x in c.get("categorical", ())),
+            numeric=frozenset(str(x) for x in c.get("numeric", ())),
+        )
+        key = StreamKey(
+            str(d["model"]),
+            str(d["model_version"]),
+            str(d["variant"]),
+            str(d["source"]),
+            tuple((str(a), str(b)) for a, b in d.get("cohort", ())),
+        )
+        prof = cls(
+            key=key,
+            start=float(d["start"]),
+            end=float(d["end"]),
+            config=cfg,
+            rows=int(d["rows"]),
+            rows_profiled=int(d["rows_profiled"]),
+            features={str(k): column_from_dict(v) for k, v in dict(d["features"]).items()},
+            outputs={str(k): column_from_dict(v) for k, v in dict(d["outputs"]).items()},
+        )
+        if d.get("runtime") is not None:
+            prof.runtime = RuntimeStats.from_dict(d["runtime"])
+        if d.get("reservoir") is not None:
+            prof.reservoir = Reservoir.from_dict(d["reservoir"])
+        return prof
+
+
+def _merge_columns(mine: dict[str, Column], theirs: dict[str, Column], my_rows: int, their_rows: int) -> None:
+    for name, col in theirs.items():
+        if name in mine:
+            ours = mine[name]
+            if type(ours) is not type(col):
+                raise SchemaConflictError(name, ours.kind, col.kind)
+            ours.merge(col)  # type: ignore[arg-type]
+        else:
+            new = col.copy()
+            new.absent += my_rows
+            mine[name] = new
+    for name, col in mine.items():
+        if name not in theirs:
+            col.absent += their_rows
+
+
+def merge_all(profiles: Iterable[WindowProfile]) -> WindowProfile:
+    """Merge any number of profiles (at least one) into a new profile."""
+    it = iter(profiles)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ProfileError("merge_all needs at least one profile") from None
+    out = first.copy()
+    for p in it:
+        out.merge_into(p)
+    return out

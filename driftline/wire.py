@@ -1,0 +1,186 @@
+"""The wire format: a small versioned binary envelope carrying one or more window profiles.
+
+Layout (all integers big-endian; see ``docs/wire-format.md`` for the full field list)::
+
+    0   4  magic            b"DLNE"
+    4   1  major version    1 (a reader refuses a major it does not know)
+    5   1  minor version    0 (readers ignore unknown keys added by newer minors)
+    6   2  flags            bit 0: body is zlib-compressed
+    8  16  envelope id      UUID bytes; the service drops an id it has already merged
+   24   4  body length      bytes that follow the header
+   28   4  body CRC-32      of the body bytes as sent
+   32   …  body             MessagePack map: producer, created_at, profiles
+
+Every failure to decode raises :class:`~driftline.errors.WireFormatError` (or its subclass
+:class:`~driftline.errors.UnsupportedVersionError`), never another exception.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .errors import DataFileError, UnsupportedVersionError, WireFormatError
+from .profile import WindowProfile
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FORMAT_MAJOR",
+    "FORMAT_MINOR",
+    "MAGIC",
+    "Envelope",
+    "decode_envelope",
+    "encode_envelope",
+    "read_profile_file",
+    "write_profile_file",
+]
+
+MAGIC = b"DLNE"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+FLAG_ZLIB = 0x0001
+HEADER = struct.Struct(">4sBBH16sII")
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+DECOMPRESSION_FACTOR = 16  # a body may inflate to at most this many times max_bytes
+
+
+@dataclass
+class Envelope:
+    """A batch of window profiles from one producer, with an id for de-duplication."""
+
+    profiles: list[WindowProfile]
+    producer: dict[str, str] = field(default_factory=dict)
+    envelope_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.profiles)
+
+
+def encode_envelope(env: Envelope, *, compress: bool = True) -> bytes:
+    """Encode an envelope to bytes (deterministic for equal inputs)."""
+    body = msgpack.packb(
+        {
+            "producer": dict(env.producer),
+            "created_at": float(env.created_at),
+            "profiles": [p.to_dict() for p in env.profiles],
+        },
+        use_bin_type=True,
+    )
+    flags = 0
+    if compress:
+        body = zlib.compress(body, 1)
+        flags |= FLAG_ZLIB
+    header = HEADER.pack(
+        MAGIC,
+        FORMAT_MAJOR,
+        FORMAT_MINOR,
+        flags,
+        uuid.UUID(env.envelope_id).bytes,
+        len(body),
+        zlib.crc32(body) & 0xFFFFFFFF,
+    )
+    return header + body
+
+
+def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+    """Decode and validate an envelope; raise :class:`WireFormatError` with a clear reason on any defect."""
+    try:
+        return _decode(bytes(data), max_bytes)
+    except WireFormatError:
+        raise
+    except Exception as exc:  # any defect deeper in the body is still a wire-format defect
+        raise WireFormatError(f"envelope body is malformed: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(data: bytes, max_bytes: int) -> Envelope:
+    if len(data) > max_bytes:
+        raise WireFormatError(f"envelope is {len(data)} bytes, over the {max_bytes}-byte limit")
+    if len(data) < HEADER.size:
+        if not MAGIC.startswith(data[:4]):
+            raise WireFormatError("not a Driftline envelope (bad magic bytes)")
+        raise WireFormatError(f"envelope truncated: {len(data)} bytes, the header alone is {HEADER.size}")
+    magic, major, _minor, flags, raw_id, length, crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise WireFormatError("not a Driftline envelope (bad magic bytes)")
+    if major != FORMAT_MAJOR:
+        raise UnsupportedVersionError(major, FORMAT_MAJOR)
+    body = data[HEADER.size :]
+    if len(body) != length:
+        kind = "truncated" if len(body) < length else "has trailing bytes"
+        raise WireFormatError(f"envelope {kind}: header says {length} body bytes, got {len(body)}")
+    if zlib.crc32(body) & 0xFFFFFFFF != crc:
+        raise WireFormatError("envelope body checksum mismatch (corrupted in transit?)")
+    if flags & FLAG_ZLIB:
+        limit = max_bytes * DECOMPRESSION_FACTOR
+        d = zlib.decompressobj()
+        body = d.decompress(body, limit)
+        if d.unconsumed_tail or not d.eof:
+            raise WireFormatError(f"compressed body is corrupt or inflates past {limit} bytes")
+    obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    if not isinstance(obj, Mapping):
+        raise WireFormatError("envelope body is not a map")
+    profiles_raw = obj.get("profiles")
+    if not isinstance(profiles_raw, Sequence) or isinstance(profiles_raw, str | bytes):
+        raise WireFormatError("envelope body has no 'profiles' list")
+    producer = obj.get("producer") or {}
+    if not isinstance(producer, Mapping):
+        raise WireFormatError("envelope 'producer' is not a map")
+    profiles = [_profile(p, i) for i, p in enumerate(profiles_raw)]
+    return Envelope(
+        profiles=profiles,
+        producer={str(k): str(v) for k, v in producer.items()},
+        envelope_id=str(uuid.UUID(bytes=raw_id)),
+        created_at=float(obj.get("created_at", 0.0)),
+    )
+
+
+def _profile(raw: Any, index: int) -> WindowProfile:
+    if not isinstance(raw, Mapping):
+        raise WireFormatError(f"profile #{index} is not a map")
+    try:
+        prof = WindowProfile.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireFormatError(f"profile #{index} is malformed: {type(exc).__name__}: {exc}") from exc
+    if prof.rows < 0 or prof.rows_profiled < 0 or prof.rows_profiled > prof.rows:
+        raise WireFormatError(f"profile #{index} has inconsistent row counts")
+    if not prof.end >= prof.start:
+        raise WireFormatError(f"profile #{index} window ends before it starts")
+    for name, col in prof.columns.items():
+        if min(col.count, col.missing, col.invalid, col.absent) < 0:
+            raise WireFormatError(f"profile #{index} column {name!r} has negative counts")
+    return prof
+
+
+def write_profile_file(path: str | Path, profile: WindowProfile, producer: Mapping[str, str] | None = None) -> int:
+    """Write one profile as an envelope file (the same bytes the service accepts); returns its size."""
+    data = encode_envelope(Envelope([profile], producer=dict(producer or {"name": "driftline-cli"})))
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+def read_profile_file(path: str | Path, *, max_bytes: int = 256 * 1024 * 1024) -> WindowProfile:
+    """Read a profile file; several profiles in one file are merged."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    try:
+        env = decode_envelope(data, max_bytes=max_bytes)
+    except WireFormatError as exc:
+        raise DataFileError(f"{p} is not a Driftline profile file: {exc}") from exc
+    if not env.profiles:
+        raise DataFileError(f"{p} holds no profile")
+    from .profile import merge_all
+
+    return merge_all(env.profiles) if len(env.profiles) > 1 else env.profiles[0]
