@@ -231,12 +231,12 @@ class CategoricalColumn:
     def frequencies(self) -> dict[str, int]:
         """Guaranteed lower bound of the count per retained category (exact when ``max_error == 0``)."""
         items = self.fi.get_frequent_items(frequent_items_error_type.NO_FALSE_NEGATIVES, 0)
-        return {item: int(lb) for item, _est, lb, _ub in items}
+        return {item: int(lb) for item, _est, lb, ub in items}
 
     def frequency_bounds(self) -> dict[str, tuple[int, int]]:
         """(lower, upper) bounds of the count per retained category."""
         items = self.fi.get_frequent_items(frequent_items_error_type.NO_FALSE_NEGATIVES, 0)
-        return {item: (int(lb), int(ub)) for item, _est, lb, _ub in items}
+        return {item: (int(lb), int(ub)) for item, _est, lb, ub in items}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,56 @@
+"""``driftline reference build``: turn training data into a reference profile file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..datafiles import DataFile
+from ..profile import StreamKey
+from ..profiling import profile_file
+from ..wire import write_profile_file
+from ._args import add_profile_config_args, profile_config_from_args
+from .progress import ProgressBar
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reference", help="build reference profiles from training data")
+    rsub = p.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
+    b = rsub.add_parser(
+        "build",
+        help="profile a CSV, Parquet or JSON Lines file into a reference profile file",
+        description="Profile training data into a reference profile (the wire format holding one "
+        "profile), ready to upload with PUT /v1/models/{model}/versions/{version}/reference.",
+    )
+    b.add_argument("data", help="training data: .csv, .parquet or .jsonl")
+    b.add_argument("--model", required=True, help="model name")
+    b.add_argument("--version", required=True, dest="model_version", help="model version")
+    b.add_argument("--out", required=True, help="profile file to write")
+    b.add_argument("--exclude", default="", help="comma-separated columns to ignore (ids, timestamps)")
+    add_profile_config_args(b)
+    b.set_defaults(func=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ._args import column_list
+
+    data = DataFile(args.data)
+    key = StreamKey.of(args.model, args.model_version, variant="reference", source="training")
+    with ProgressBar(data.total, f"profiling {data.path.name}", unit=data.unit) as bar:
+        prof = profile_file(
+            data,
+            key,
+            profile_config_from_args(args),
+            outputs=args.output,
+            exclude=column_list(args.exclude),
+            on_progress=bar.update_to,
+        )
+    size = write_profile_file(args.out, prof)
+    print(
+        f"wrote {args.out}: {prof.rows} rows, {len(prof.features)} features, "
+        f"{len(prof.outputs)} outputs, {size} bytes",
+        file=sys.stdout,
+    )
+    return 0
