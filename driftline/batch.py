@@ -117,21 +117,24 @@ def _tighten(arr: np.ndarray) -> np.ndarray:
 
 
 def infer_kind(arr: np.ndarray) -> str:
-    """``numeric`` for numbers (bools excluded), else ``categorical``; all-missing columns are numeric."""
+    """``numeric`` when most present values are numbers (bools excluded), else ``categorical``.
+
+    Majority, not unanimity: one stray string in a numeric column is a wrong-typed value to count,
+    not a reason to treat the column as categorical. All-missing columns are numeric.
+    """
     if arr.dtype.kind in "fiu":
         return "numeric"
-    if arr.dtype.kind == "b":
+    if arr.dtype.kind in "bUS":
         return "categorical"
-    if arr.dtype.kind in "USO":
-        seen_number = False
-        for v in arr.tolist():
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                continue
-            if isinstance(v, bool) or not isinstance(v, Real):
-                return "categorical"
-            seen_number = True
-        return "numeric" if seen_number or arr.dtype.kind == "O" else "categorical"
-    return "categorical"
+    numbers = others = 0
+    for v in arr.tolist():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, Real) and not isinstance(v, bool):
+            numbers += 1
+        else:
+            others += 1
+    return "numeric" if numbers >= others else "categorical"
 
 
 def numeric_data(arr: np.ndarray) -> ColumnData:

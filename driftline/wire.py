@@ -105,6 +105,8 @@ def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DE
 def _decode(data: bytes, max_bytes: int) -> Envelope:
     if len(data) > max_bytes:
         raise WireFormatError(f"envelope is {len(data)} bytes, over the {max_bytes}-byte limit")
+    if not data:
+        raise WireFormatError("empty envelope (0 bytes)")
     if len(data) < HEADER.size:
         if not MAGIC.startswith(data[:4]):
             raise WireFormatError("not a Driftline envelope (bad magic bytes)")

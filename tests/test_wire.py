@@ -1,0 +1,200 @@
+"""Wire envelope: round trips, and every defect raises exactly one typed error (fuzzed)."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from driftline.errors import DriftlineError, UnsupportedVersionError, WireFormatError
+from driftline.profile import ProfileConfig, StreamKey, WindowProfile
+from driftline.wire import (
+    FORMAT_MAJOR,
+    HEADER,
+    MAGIC,
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    read_profile_file,
+    write_profile_file,
+)
+
+
+def sample_profile(n: int = 1000, seed: int = 0) -> WindowProfile:
+    rng = np.random.default_rng(seed)
+    p = WindowProfile(StreamKey.of("m", "v2", "canary", "dev-9", {"site": "oslo"}), 60.0, 120.0,
+                      ProfileConfig(categorical=frozenset({"label"})))
+    p.update(
+        {"x": rng.normal(size=n), "city": rng.choice(["a", "b"], size=n)},
+        {"score": rng.random(n), "label": rng.integers(0, 3, n)},
+        latency_ms=rng.gamma(2, 3, n),
+        errors=3,
+    )
+    return p
+
+
+ENVELOPE = encode_envelope(Envelope([sample_profile(), sample_profile(50, 1)], producer={"device": "dev-9"}))
+
+
+def test_round_trip_preserves_everything() -> None:
+    env = Envelope([sample_profile()], producer={"name": "t", "device": "d"})
+    out = decode_envelope(encode_envelope(env))
+    assert out.envelope_id == env.envelope_id
+    assert out.producer == env.producer
+    assert out.created_at == env.created_at
+    assert [p.to_dict() for p in out.profiles] == [p.to_dict() for p in env.profiles]
+    assert out.rows == env.rows
+
+
+def test_uncompressed_round_trip_and_header_layout() -> None:
+    env = Envelope([sample_profile(10)])
+    data = encode_envelope(env, compress=False)
+    magic, major, minor, flags, raw_id, length, crc = HEADER.unpack_from(data)
+    assert (magic, major, flags) == (MAGIC, FORMAT_MAJOR, 0)
+    assert uuid.UUID(bytes=raw_id) == uuid.UUID(env.envelope_id)
+    assert length == len(data) - HEADER.size and crc == zlib.crc32(data[HEADER.size:])
+    assert msgpack.unpackb(data[HEADER.size:])["profiles"][0]["model"] == "m"
+    assert decode_envelope(data).profiles[0].to_dict() == env.profiles[0].to_dict()
+
+
+def test_profile_file_round_trip(tmp_path) -> None:
+    p = sample_profile()
+    write_profile_file(tmp_path / "ref.dlp", p)
+    assert read_profile_file(tmp_path / "ref.dlp").to_dict() == p.to_dict()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"hello world", "bad magic"),
+        (ENVELOPE[:10], "truncated"),
+        (ENVELOPE[:-5], "truncated"),
+        (ENVELOPE + b"xx", "trailing"),
+        (ENVELOPE[:40] + bytes([ENVELOPE[40] ^ 0xFF]) + ENVELOPE[41:], "checksum"),
+    ],
+)
+def test_defects_have_clear_messages(data: bytes, message: str) -> None:
+    with pytest.raises(WireFormatError, match=message):
+        decode_envelope(data)
+
+
+def test_oversized_is_refused_before_parsing() -> None:
+    with pytest.raises(WireFormatError, match="over the 100-byte limit"):
+        decode_envelope(ENVELOPE, max_bytes=100)
+
+
+def test_unknown_major_version() -> None:
+    data = bytearray(ENVELOPE)
+    data[4] = FORMAT_MAJOR + 1
+    with pytest.raises(UnsupportedVersionError, match="version 2.x is not supported"):
+        decode_envelope(bytes(data))
+
+
+def test_newer_minor_version_is_read() -> None:
+    data = bytearray(ENVELOPE)
+    data[5] = 7
+    assert len(decode_envelope(bytes(data)).profiles) == 2
+
+
+def _seal(body_obj: object, compress: bool = False) -> bytes:
+    body = msgpack.packb(body_obj, use_bin_type=True)
+    flags = 0
+    if compress:
+        body, flags = zlib.compress(body), 1
+    return HEADER.pack(MAGIC, FORMAT_MAJOR, 0, flags, uuid.uuid4().bytes, len(body), zlib.crc32(body)) + body
+
+
+def test_decompression_bomb_is_refused() -> None:
+    bomb = _seal({"pad": b"\0" * (20 * 1024 * 1024), "profiles": []}, compress=True)
+    assert len(bomb) < 100_000
+    with pytest.raises(WireFormatError, match="inflates past"):
+        decode_envelope(bomb, max_bytes=1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"profiles": "nope"},
+        {"profiles": [1, 2]},
+        {"profiles": [{"model": "m"}]},
+        {"profiles": [], "producer": [1]},
+    ],
+)
+def test_valid_frame_with_bad_body(body: object) -> None:
+    with pytest.raises(WireFormatError):
+        decode_envelope(_seal(body))
+
+
+def test_sketch_bytes_that_are_garbage_inside_a_valid_frame() -> None:
+    d = sample_profile(20).to_dict()
+    d["features"]["x"]["kll"] = b"\x05\x01\x0f garbage"
+    with pytest.raises(WireFormatError, match="malformed"):
+        decode_envelope(_seal({"profiles": [d]}))
+
+
+def test_inconsistent_counts_are_refused() -> None:
+    d = sample_profile(20).to_dict()
+    d["rows_profiled"] = d["rows"] + 1
+    with pytest.raises(WireFormatError, match="inconsistent"):
+        decode_envelope(_seal({"profiles": [d]}))
+
+
+def _assert_only_typed(data: bytes) -> None:
+    try:
+        decode_envelope(data, max_bytes=64 * 1024)
+    except WireFormatError:
+        pass
+    except Exception as exc:  # pragma: no cover - the failure we are looking for
+        raise AssertionError(f"decode raised {type(exc).__name__}: {exc}") from exc
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=300))
+def test_fuzz_garbage(data: bytes) -> None:
+    _assert_only_typed(data)
+    _assert_only_typed(MAGIC + data)
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(0, len(ENVELOPE) - 1), st.integers(0, 255), st.integers(0, len(ENVELOPE)))
+def test_fuzz_mutated_and_truncated_envelopes(pos: int, byte: int, cut: int) -> None:
+    data = bytearray(ENVELOPE)
+    data[pos] = byte
+    _assert_only_typed(bytes(data))
+    _assert_only_typed(ENVELOPE[:cut])
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8) | st.binary(max_size=16),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(json_like)
+def test_fuzz_valid_frames_with_arbitrary_bodies(body: object) -> None:
+    _assert_only_typed(_seal(body))
+    _assert_only_typed(_seal({"profiles": [body]}))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(sorted(sample_profile(20).to_dict())), json_like)
+def test_fuzz_profile_fields_with_wrong_types(field: str, value: object) -> None:
+    d = sample_profile(20).to_dict()
+    d[field] = value
+    _assert_only_typed(_seal({"profiles": [d]}))
+
+
+def test_every_wire_error_is_a_driftline_error() -> None:
+    assert issubclass(WireFormatError, DriftlineError)
+    assert issubclass(UnsupportedVersionError, WireFormatError)
+    assert struct.calcsize(">4sBBH16sII") == HEADER.size == 32
