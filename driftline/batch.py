@@ -43,8 +43,7 @@ def as_columns(batch: Any, names: Sequence[str] | None = None) -> tuple[int, dic
     if batch is None:
         return 0, {}
     if _is_pandas_frame(batch):
-        cols = {str(c): batch[c].to_numpy() for c in batch.columns}
-        return len(batch), cols
+        return len(batch), {str(c): batch[c].to_numpy() for c in batch.columns}
     if isinstance(batch, np.ndarray):
         arr = batch
         if arr.ndim == 1:
@@ -163,8 +162,8 @@ def categorical_data(arr: np.ndarray) -> ColumnData:
         n_missing = int(np.count_nonzero(nan))
         vals = arr[~nan] if n_missing else arr
         ints = vals.astype(np.int64)
-        labels = np.where(ints == vals, ints.astype(str), vals.astype(str)) if vals.size else vals.astype(str)
-        return ColumnData(labels, missing=n_missing)
+        as_text = np.where(ints == vals, ints.astype(str), vals.astype(str)) if vals.size else vals.astype(str)
+        return ColumnData(as_text, missing=n_missing)
     if arr.dtype.kind in "iuU":
         return ColumnData(arr.astype(str))
     if arr.dtype.kind == "b":
