@@ -1,0 +1,306 @@
+"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) on loopback.
+
+The jars come from Maven Central through ``scripts/fetch-kafka.sh`` and are cached; the broker runs
+as ``java -cp 'libs/*' kafka.Kafka server.properties`` with its data, config and log in one work
+directory, so a stopped broker restarts with the same data and ports.
+
+Local use::
+
+    python -m tests.harness.kafka start [--port 9092]   # prints the bootstrap address
+    python -m tests.harness.kafka status
+    python -m tests.harness.kafka stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.harness.errors import HarnessError, MissingDependencyError
+from tests.harness.ports import free_port, port_open
+from tests.harness.proc import ManagedProcess, log_tail, pid_alive, terminate_pid
+
+__all__ = ["KAFKA_VERSION", "KafkaBroker", "default_libs_dir", "ensure_kafka_libs", "main"]
+
+KAFKA_VERSION = "4.1.1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FETCH_SCRIPT = REPO_ROOT / "scripts" / "fetch-kafka.sh"
+JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true")
+
+_LOG4J2 = """\
+status = error
+name = driftline-test-broker
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d{HH:mm:ss,SSS}] %p %m (%c{1})%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = out
+logger.lifecycle.name = kafka.server.BrokerServer
+logger.lifecycle.level = info
+"""
+
+
+def default_libs_dir() -> Path:
+    """The jar cache: ``$DRIFTLINE_KAFKA_LIBS`` or ``~/.cache/driftline/kafka-<version>/libs``."""
+    env = os.environ.get("DRIFTLINE_KAFKA_LIBS")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "driftline" / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def ensure_kafka_libs(libs: Path | None = None) -> Path:
+    """Return the jar folder, fetching the jars with Maven first when the cache is incomplete."""
+    libs = Path(libs) if libs is not None else default_libs_dir()
+    if (libs / ".complete").exists() and (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return libs
+    for tool in ("java", "mvn", "bash"):
+        if shutil.which(tool) is None:
+            raise MissingDependencyError(
+                f"'{tool}' is not installed; Kafka jars are missing from {libs}. Install step: "
+                "apt-get install -y openjdk-17-jre-headless maven && scripts/fetch-kafka.sh")
+    proc = subprocess.run(["bash", str(FETCH_SCRIPT), str(libs)], capture_output=True, text=True,
+                          timeout=600, check=False)
+    if proc.returncode != 0:
+        raise MissingDependencyError(f"scripts/fetch-kafka.sh failed:\n{proc.stdout}{proc.stderr}")
+    return libs
+
+
+class KafkaBroker:
+    """One Kafka broker process whose data lives in ``workdir`` and survives stop/start.
+
+    ``port`` is the client port (default: a free one); the controller gets a second free port.
+    Ports and the cluster id are kept in ``workdir/broker.json`` so a new ``KafkaBroker`` on the
+    same folder reuses them.
+    """
+
+    def __init__(self, workdir: Path | str, port: int | None = None, *,
+                 libs: Path | None = None, start_timeout: float = 90.0) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Resolved now: tests scrub DRIFTLINE_* from the environment before a later restart.
+        self.libs = Path(libs) if libs is not None else default_libs_dir()
+        self.start_timeout = start_timeout
+        state = self._load_state()
+        self.port = int(port or state.get("port") or free_port())
+        self.controller_port = int(state.get("controller_port") or free_port())
+        self.cluster_id = str(state.get("cluster_id") or _random_cluster_id())
+        self.data_dir = self.workdir / "data"
+        self.config_path = self.workdir / "server.properties"
+        self.log_path = self.workdir / "broker.log"
+        self.startup_seconds: float | None = None
+        self._proc: ManagedProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``bootstrap_servers`` string for clients: ``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running
+
+    def start(self) -> KafkaBroker:
+        """Start the broker (formatting storage on first use); return once clients can connect."""
+        if self.running:
+            return self
+        libs = ensure_kafka_libs(self.libs)
+        java = shutil.which("java")
+        if java is None:
+            raise MissingDependencyError("'java' is not installed (apt-get install -y openjdk-17-jre-headless)")
+        if port_open(self.port) or port_open(self.controller_port):
+            raise HarnessError(f"port {self.port} or {self.controller_port} is already in use; "
+                               "is another broker running (scripts/kafka.sh status)?")
+        self._write_config()
+        classpath = f"{libs}/*"
+        log4j = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}"
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, classpath, log4j)
+        started = time.monotonic()
+        self._proc = ManagedProcess([java, *JVM_OPTS, log4j, "-cp", classpath, "kafka.Kafka",
+                                     str(self.config_path)], self.log_path, cwd=self.workdir)
+        self._proc.start()
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self._proc.kill()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM (controlled shutdown), SIGKILL after ``timeout``; True when it stopped cleanly."""
+        if self._proc is None:
+            return True
+        return self._proc.stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as in a crash; ``start()`` recovers from the same data."""
+        if self._proc is not None:
+            self._proc.kill()
+
+    def restart(self) -> KafkaBroker:
+        """Stop and start again on the same port with the same data."""
+        self.stop()
+        return self.start()
+
+    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+        """Create a topic (replication 1) and wait until every partition has a leader.
+
+        Creating a topic that already exists is not an error.
+        """
+        from kafka.errors import TopicAlreadyExistsError
+
+        with self.admin() as admin:
+            try:
+                admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}},
+                                    timeout_ms=int(timeout * 1000))
+            except TopicAlreadyExistsError:
+                pass
+            admin.wait_for_topics([name], timeout_ms=int(timeout * 1000))
+
+    def admin(self):  # -> kafka.KafkaAdminClient (imported lazily: kafka-python is an extra)
+        """A kafka-python admin client on this broker; close it (use it as a context manager)."""
+        from kafka import KafkaAdminClient
+
+        return KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="driftline-test-harness",
+                                request_timeout_ms=10_000, bootstrap_timeout_ms=10_000)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the broker's log (stdout and stderr, log4j2 at WARN)."""
+        return log_tail(self.log_path, lines)
+
+    def _wait_ready(self, started: float) -> None:
+        from kafka.errors import KafkaError
+
+        deadline = started + self.start_timeout
+        last_error = "port not open yet"
+        while time.monotonic() < deadline:
+            if self._proc is None or not self._proc.running:
+                code = self._proc.returncode if self._proc is not None else None
+                raise HarnessError(f"Kafka broker exited with code {code} during start; "
+                                   f"log {self.log_path}:\n{self.log_tail()}")
+            if port_open(self.port):
+                try:
+                    with self.admin() as admin:
+                        if admin.describe_cluster().get("brokers"):
+                            return
+                        last_error = "no registered broker in metadata yet"
+                except (KafkaError, OSError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.25)
+        raise HarnessError(f"Kafka broker on {self.bootstrap} not ready after {self.start_timeout:.0f}s "
+                           f"({last_error}); log {self.log_path}:\n{self.log_tail()}")
+
+    def _format(self, java: str, classpath: str, log4j: str) -> None:
+        argv = [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", log4j, "-cp", classpath,
+                "kafka.tools.StorageTool", "format", "--standalone", "-t", self.cluster_id,
+                "-c", str(self.config_path)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise HarnessError(f"kafka StorageTool format failed ({proc.returncode}):\n"
+                               f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+
+    def _write_config(self) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "background.threads": "2",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.flush.interval.messages": "1",
+        }
+        text = "".join(f"{key}={value}\n" for key, value in props.items())
+        self.config_path.write_text("# written by tests/harness/kafka.py\n" + text)
+        (self.workdir / "log4j2.properties").write_text(_LOG4J2)
+        state = {"port": self.port, "controller_port": self.controller_port,
+                 "cluster_id": self.cluster_id}
+        (self.workdir / "broker.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    def _load_state(self) -> dict[str, object]:
+        try:
+            return dict(json.loads((self.workdir / "broker.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+
+def _random_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``start`` / ``stop`` / ``status`` of a broker for local use; state in ``--state-dir``."""
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.kafka", description=main.__doc__)
+    parser.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    parser.add_argument("--port", type=int, default=None, help="client port (default: free port)")
+    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".cache" / "kafka",
+                        help="pid, config, data and log (default: <repo>/.cache/kafka)")
+    args = parser.parse_args(argv)
+    pid_file = args.state_dir / "broker.pid"
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    alive = pid is not None and pid_alive(pid)
+    if args.action == "fetch":
+        print(ensure_kafka_libs())
+        return 0
+    if args.action == "status":
+        if not alive:
+            print("kafka: not running")
+            return 1
+        print(f"kafka: running, pid {pid}, bootstrap {KafkaBroker(args.state_dir / 'broker').bootstrap}")
+        return 0
+    if args.action == "stop":
+        if alive and pid is not None:
+            clean = terminate_pid(pid, timeout=30)
+            print("kafka: stopped" if clean else "kafka: killed after 30s")
+        else:
+            print("kafka: not running")
+        pid_file.unlink(missing_ok=True)
+        return 0
+    if alive:
+        print(KafkaBroker(args.state_dir / "broker").bootstrap)
+        return 0
+    broker = KafkaBroker(args.state_dir / "broker", port=args.port)
+    try:
+        broker.start()
+    except HarnessError as exc:
+        print(f"kafka: {exc}", file=sys.stderr)
+        return 1
+    pid_file.write_text(f"{broker.pid}\n")
+    print(f"kafka: started in {broker.startup_seconds:.1f}s, pid {broker.pid}, "
+          f"data {broker.data_dir}, log {broker.log_path}", file=sys.stderr)
+    print(broker.bootstrap)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
