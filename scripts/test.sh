@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a Debian machine, then run the whole suite.
+#
+#   bash scripts/test.sh [pytest args...]
+#   bash scripts/test.sh --setup-only        # install only, run no tests
+#
+# Runs as root (CI) or with sudo; needs no stdin. Every step is idempotent and skips itself when
+# its work is already done, so a second run goes straight to the tests. Each step logs its time.
+#   1. Debian packages: prometheus, prometheus-alertmanager, chromium, postgresql (+ java, maven)
+#   2. pip install -e '.[all]'
+#   3. Kafka 4.1.1 jars from Maven Central (scripts/fetch-kafka.sh), cached in ~/.cache/driftline
+#   4. helm v3.22.0 built with `go install` into ~/.cache/driftline/bin (put on PATH)
+#   5. python -m pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+  PIP_NO_INPUT=1 PYTHONDONTWRITEBYTECODE=1
+PYTHON="${PYTHON:-python3}"
+CACHE="${DRIFTLINE_CACHE:-$HOME/.cache/driftline}"
+HELM_VERSION=v3.22.0
+APT_PACKAGES=(prometheus prometheus-alertmanager chromium postgresql)
+mkdir -p "$CACHE/bin"
+export PATH="$CACHE/bin:$PATH"
+
+t_all=$(date +%s)
+step_start=0
+step() { step_start=$(date +%s); echo "==> $*"; }
+done_step() { echo "    ${1:-done} ($(( $(date +%s) - step_start ))s)"; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
+  else echo "test.sh: need root (or sudo) to run: $*" >&2; return 1
+  fi
+}
+
+# --- 1. Debian packages -----------------------------------------------------------------------
+step "Debian packages"
+command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || APT_PACKAGES+=(maven)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if (( ${#missing[@]} )); then
+  echo "    installing: ${missing[*]}"
+  as_root apt-get update -qq
+  # postgresql's install script may try to start the system cluster; the tests run their own.
+  as_root apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+  done_step "installed"
+else
+  done_step "already installed"
+fi
+
+# --- 2. Python package and its extras ------------------------------------------------------------
+step "pip install -e '.[all]'"
+stamp="$CACHE/pip-$(printf '%s' "$PWD" | sha256sum | cut -c1-12).stamp"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$PYTHON" scripts/deps_satisfied.py all; then
+  done_step "up to date"
+else
+  "$PYTHON" -m pip install -q --progress-bar off -e '.[all]'
+  echo "$want" > "$stamp"
+  done_step "installed"
+fi
+
+# --- 3. Kafka jars -------------------------------------------------------------------------------
+step "Kafka jars"
+bash scripts/fetch-kafka.sh | sed 's/^/    /'
+done_step
+
+# --- 4. helm -------------------------------------------------------------------------------------
+step "helm $HELM_VERSION"
+if command -v helm >/dev/null 2>&1; then
+  done_step "present: $(command -v helm)"
+elif command -v go >/dev/null 2>&1; then
+  # -X stamps the full version as helm's own release build does (else `helm version` says v3.22).
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 GOFLAGS=-mod=mod go install \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  done_step "built into $CACHE/bin"
+else
+  echo "test.sh: 'go' is not installed; it is needed to build helm (go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION)" >&2
+  exit 1
+fi
+
+if [[ "${1:-}" == "--setup-only" ]]; then
+  echo "==> setup done in $(( $(date +%s) - t_all ))s"
+  exit 0
+fi
+
+# --- 5. the suite --------------------------------------------------------------------------------
+step "pytest"
+set +e
+"$PYTHON" -m pytest -q -ra -p no:cacheprovider --durations=15 "$@"
+status=$?
+set -e
+done_step "pytest exit code $status"
+echo "==> total $(( $(date +%s) - t_all ))s"
+exit "$status"
