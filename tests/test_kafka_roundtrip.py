@@ -114,13 +114,20 @@ def test_envelopes_round_trip_through_kafka(kafka_broker: KafkaBroker) -> None:
 def test_broker_restart_keeps_data_and_port(kafka_broker: KafkaBroker) -> None:
     topic = f"driftline.restart-{uuid.uuid4().hex[:8]}"
     kafka_broker.create_topic(topic)
-    envelope = Envelope([make_profile("restart", seed=7, rows=300)])
-    produce(kafka_broker, topic, [envelope])
+    first = Envelope([make_profile("restart", seed=7, rows=300)])
+    produce(kafka_broker, topic, [first])
     bootstrap = kafka_broker.bootstrap
 
     assert kafka_broker.stop()
     kafka_broker.start()
-
     assert kafka_broker.bootstrap == bootstrap
     records = consume_all(kafka_broker, topic, group="restart", expected=1)
-    assert [decode_envelope(r.value).envelope_id for r in records] == [envelope.envelope_id]
+    assert [decode_envelope(r.value).envelope_id for r in records] == [first.envelope_id]
+
+    # A crash (SIGKILL) loses nothing acknowledged with acks=all, and the group's offset survives.
+    second = Envelope([make_profile("restart", seed=8, rows=300)])
+    produce(kafka_broker, topic, [second])
+    kafka_broker.kill()
+    kafka_broker.start()
+    records = consume_all(kafka_broker, topic, group="restart", expected=1)
+    assert [decode_envelope(r.value).envelope_id for r in records] == [second.envelope_id]

@@ -93,6 +93,8 @@ class KafkaBroker:
         state = self._load_state()
         self.port = int(port or state.get("port") or free_port())
         self.controller_port = int(state.get("controller_port") or free_port())
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
         self.cluster_id = str(state.get("cluster_id") or _random_cluster_id())
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "server.properties"
@@ -113,8 +115,11 @@ class KafkaBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.running
 
-    def start(self) -> KafkaBroker:
-        """Start the broker (formatting storage on first use); return once clients can connect."""
+    def start(self, *, detach: bool = False) -> KafkaBroker:
+        """Start the broker (formatting storage on first use); return once clients can connect.
+
+        ``detach=True`` lets the broker outlive this Python process (``scripts/kafka.sh``).
+        """
         if self.running:
             return self
         libs = ensure_kafka_libs(self.libs)
@@ -131,7 +136,8 @@ class KafkaBroker:
             self._format(java, classpath, log4j)
         started = time.monotonic()
         self._proc = ManagedProcess([java, *JVM_OPTS, log4j, "-cp", classpath, "kafka.Kafka",
-                                     str(self.config_path)], self.log_path, cwd=self.workdir)
+                                     str(self.config_path)], self.log_path, cwd=self.workdir,
+                                    detach=detach)
         self._proc.start()
         try:
             self._wait_ready(started)
@@ -237,6 +243,10 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # After a kill() the restarted broker stays fenced until its old registration's session
+            # expires (default 9 s); 5 s with 1 s heartbeats keeps that short but tolerant of load.
+            "broker.session.timeout.ms": "5000",
+            "broker.heartbeat.interval.ms": "1000",
             "log.flush.interval.messages": "1",
         }
         text = "".join(f"{key}={value}\n" for key, value in props.items())
@@ -291,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     broker = KafkaBroker(args.state_dir / "broker", port=args.port)
     try:
-        broker.start()
+        broker.start(detach=True)
     except HarnessError as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1

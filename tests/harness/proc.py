@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -10,6 +12,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["ManagedProcess", "log_tail", "pid_alive", "terminate_pid"]
+
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the parent dies (a killed pytest leaks nothing)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -64,8 +79,9 @@ class ManagedProcess:
     """One server process started in its own session, its stdout and stderr appended to ``log_path``.
 
     ``stop`` sends ``stop_signal``, waits up to ``timeout`` seconds and then SIGKILLs the process
-    group, so a stop can never hang. ``detach=True`` leaves the process running when Python exits
-    (used by the command-line entry points for local use).
+    group, so a stop can never hang. Unless ``detach=True``, the kernel kills the process when the
+    thread that started it dies, so even a SIGKILLed test run leaves no server behind; the
+    command-line entry points for local use detach.
     """
 
     def __init__(
@@ -77,6 +93,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         user: str | None = None,
         stop_signal: int = signal.SIGTERM,
+        detach: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
@@ -84,6 +101,7 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else None
         self.user = user
         self.stop_signal = stop_signal
+        self.detach = detach
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,6 +126,7 @@ class ManagedProcess:
                 user=self.user,
                 group=self.user,
                 start_new_session=True,
+                preexec_fn=None if self.detach else _die_with_parent,
             )
 
     @property
