@@ -9,6 +9,7 @@
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
 here="$(cd "$(dirname "$0")" && pwd)"
 libs="${1:-${DRIFTLINE_KAFKA_LIBS:-$HOME/.cache/driftline/kafka-$KAFKA_VERSION/libs}}"
 marker="$libs/.complete"

@@ -16,7 +16,17 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
   PIP_NO_INPUT=1 PYTHONDONTWRITEBYTECODE=1
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
+# The machine's Python is pyenv's; a stripped environment may lack its shims on PATH.
+if [[ -d "$HOME/.pyenv/shims" && ":$PATH:" != *":$HOME/.pyenv/shims:"* ]]; then
+  export PATH="$HOME/.pyenv/shims:$PATH"
+fi
 PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "test.sh: $PYTHON is missing or older than 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
 CACHE="${DRIFTLINE_CACHE:-$HOME/.cache/driftline}"
 HELM_VERSION=v3.22.0
 APT_PACKAGES=(prometheus prometheus-alertmanager chromium postgresql)
@@ -72,6 +82,9 @@ done_step
 
 # --- 4. helm -------------------------------------------------------------------------------------
 step "helm $HELM_VERSION"
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
 if command -v helm >/dev/null 2>&1; then
   done_step "present: $(command -v helm)"
 elif command -v go >/dev/null 2>&1; then

@@ -165,6 +165,7 @@ class PostgresServer:
             if ready.returncode == 0:
                 return
             time.sleep(0.1)
-        self._proc.kill() if self._proc is not None else None
+        if self._proc is not None:
+            self._proc.kill()
         raise HarnessError(f"postgres on 127.0.0.1:{self.port} not ready after {self.start_timeout:.0f}s:\n"
                            f"{self.log_tail()}")
