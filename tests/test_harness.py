@@ -73,3 +73,15 @@ def test_promtool_rejects_a_bad_config(prometheus_binaries: PrometheusBinaries, 
     proc = subprocess.run([str(prometheus_binaries.promtool), "check", "config", str(config)],
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode != 0
+
+
+def test_kafka_cluster_ids_are_valid_and_never_look_like_options() -> None:
+    import base64
+
+    from tests.harness.kafka import _random_cluster_id
+
+    ids = {_random_cluster_id() for _ in range(3000)}
+    assert len(ids) == 3000
+    for cluster_id in ids:
+        assert len(cluster_id) == 22 and not cluster_id.startswith("-")
+        assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16

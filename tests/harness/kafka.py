@@ -213,8 +213,8 @@ class KafkaBroker:
 
     def _format(self, java: str, classpath: str, log4j: str) -> None:
         argv = [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", log4j, "-cp", classpath,
-                "kafka.tools.StorageTool", "format", "--standalone", "-t", self.cluster_id,
-                "-c", str(self.config_path)]
+                "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={self.cluster_id}",
+                f"--config={self.config_path}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise HarnessError(f"kafka StorageTool format failed ({proc.returncode}):\n"
@@ -264,8 +264,15 @@ class KafkaBroker:
 
 
 def _random_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid).
+
+    Like Kafka's ``Uuid.randomUuid`` it never starts with '-', which a command line would take for
+    an option (one id in 64 would).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def main(argv: list[str] | None = None) -> int:
