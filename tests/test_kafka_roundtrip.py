@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -131,3 +132,18 @@ def test_broker_restart_keeps_data_and_port(kafka_broker: KafkaBroker) -> None:
     kafka_broker.start()
     records = consume_all(kafka_broker, topic, group="restart", expected=1)
     assert [decode_envelope(r.value).envelope_id for r in records] == [second.envelope_id]
+
+
+@pytest.mark.slow
+def test_broker_picks_new_ports_when_its_port_is_taken(tmp_path) -> None:
+    broker = KafkaBroker(tmp_path / "kafka")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", broker.port))  # bound, not listening: only the broker's bind fails
+    taken = broker.port
+    try:
+        broker.start()
+        assert broker.port != taken
+        broker.create_topic("after-port-race")
+    finally:
+        broker.stop()
+        squatter.close()

@@ -91,6 +91,7 @@ class KafkaBroker:
         self.libs = Path(libs) if libs is not None else default_libs_dir()
         self.start_timeout = start_timeout
         state = self._load_state()
+        self._port_fixed = bool(port or state.get("port"))
         self.port = int(port or state.get("port") or free_port())
         self.controller_port = int(state.get("controller_port") or free_port())
         while self.controller_port == self.port:
@@ -118,7 +119,9 @@ class KafkaBroker:
     def start(self, *, detach: bool = False) -> KafkaBroker:
         """Start the broker (formatting storage on first use); return once clients can connect.
 
-        ``detach=True`` lets the broker outlive this Python process (``scripts/kafka.sh``).
+        ``detach=True`` lets the broker outlive this Python process (``scripts/kafka.sh``). On a
+        first start with harness-chosen ports, losing a port to another process between choosing
+        and binding it is retried with new ports (twice at most).
         """
         if self.running:
             return self
@@ -126,11 +129,22 @@ class KafkaBroker:
         java = shutil.which("java")
         if java is None:
             raise MissingDependencyError("'java' is not installed (apt-get install -y openjdk-17-jre-headless)")
+        fresh = not (self.data_dir / "meta.properties").exists()
+        for attempt in range(3):
+            try:
+                return self._start_once(java, f"{libs}/*", detach)
+            except _PortTaken:
+                if not fresh or self._port_fixed or attempt == 2:
+                    raise
+                shutil.rmtree(self.data_dir, ignore_errors=True)  # the quorum endpoint is in it
+                self.port, self.controller_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, java: str, classpath: str, detach: bool) -> KafkaBroker:
         if port_open(self.port) or port_open(self.controller_port):
-            raise HarnessError(f"port {self.port} or {self.controller_port} is already in use; "
-                               "is another broker running (scripts/kafka.sh status)?")
+            raise _PortTaken(f"port {self.port} or {self.controller_port} is already in use; "
+                             "is another broker running (scripts/kafka.sh status)?")
         self._write_config()
-        classpath = f"{libs}/*"
         log4j = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}"
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, classpath, log4j)
@@ -138,9 +152,10 @@ class KafkaBroker:
         self._proc = ManagedProcess([java, *JVM_OPTS, log4j, "-cp", classpath, "kafka.Kafka",
                                      str(self.config_path)], self.log_path, cwd=self.workdir,
                                     detach=detach)
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._proc.start()
         try:
-            self._wait_ready(started)
+            self._wait_ready(started, log_offset)
         except BaseException:
             self._proc.kill()
             raise
@@ -189,7 +204,7 @@ class KafkaBroker:
         """The last lines of the broker's log (stdout and stderr, log4j2 at WARN)."""
         return log_tail(self.log_path, lines)
 
-    def _wait_ready(self, started: float) -> None:
+    def _wait_ready(self, started: float, log_offset: int) -> None:
         from kafka.errors import KafkaError
 
         deadline = started + self.start_timeout
@@ -197,6 +212,9 @@ class KafkaBroker:
         while time.monotonic() < deadline:
             if self._proc is None or not self._proc.running:
                 code = self._proc.returncode if self._proc is not None else None
+                if b"Address already in use" in self.log_path.read_bytes()[log_offset:]:
+                    raise _PortTaken(f"Kafka broker lost port {self.port} or {self.controller_port} "
+                                     f"to another process; log {self.log_path}:\n{self.log_tail()}")
                 raise HarnessError(f"Kafka broker exited with code {code} during start; "
                                    f"log {self.log_path}:\n{self.log_tail()}")
             if port_open(self.port):
@@ -261,6 +279,10 @@ class KafkaBroker:
             return dict(json.loads((self.workdir / "broker.json").read_text()))
         except (OSError, ValueError):
             return {}
+
+
+class _PortTaken(HarnessError):
+    """The broker could not bind its port: someone else took it."""
 
 
 def _random_cluster_id() -> str:

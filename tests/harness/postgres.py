@@ -62,6 +62,7 @@ class PostgresServer:
 
     def __init__(self, workdir: Path | str, port: int | None = None, *, start_timeout: float = 60.0) -> None:
         self.workdir = Path(workdir)
+        self._port_fixed = port is not None
         self.port = port or free_port()
         self.start_timeout = start_timeout
         self.user = "driftline"
@@ -93,15 +94,24 @@ class PostgresServer:
         if self._root is None:
             self._root = self._make_root()
             self._initdb(bin_dir)
-        argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self._root}",
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                "-c", "shared_buffers=32MB", "-c", "max_connections=100", "-c", "logging_collector=off"]
-        # SIGINT is PostgreSQL's "fast" shutdown: SIGTERM would wait for every client to leave.
-        self._proc = ManagedProcess(argv, self._root / "postgres.log", user=self.run_as,
-                                    stop_signal=signal.SIGINT, env=self._env())
-        self._proc.start()
-        self._wait_ready(bin_dir, started)
+        for attempt in range(3):
+            log = self._root / "postgres.log"
+            log_offset = log.stat().st_size if log.exists() else 0
+            argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self._root}",
+                    "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                    "-c", "shared_buffers=32MB", "-c", "max_connections=100", "-c", "logging_collector=off"]
+            # SIGINT is PostgreSQL's "fast" shutdown: SIGTERM would wait for every client to leave.
+            self._proc = ManagedProcess(argv, log, user=self.run_as, stop_signal=signal.SIGINT, env=self._env())
+            self._proc.start()
+            try:
+                self._wait_ready(bin_dir, started)
+                break
+            except HarnessError:
+                lost_port = b"could not bind" in log.read_bytes()[log_offset:]
+                if not lost_port or self._port_fixed or attempt == 2:
+                    raise
+                self.port = free_port()  # someone took the port between choosing and binding it
         self.startup_seconds = time.monotonic() - started
         return self
 
