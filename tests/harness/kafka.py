@@ -13,7 +13,6 @@ Local use::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -26,9 +25,9 @@ from pathlib import Path
 
 from tests.harness.errors import HarnessError, MissingDependencyError
 from tests.harness.ports import free_port, port_open
-from tests.harness.proc import ManagedProcess, log_tail, pid_alive, terminate_pid
+from tests.harness.proc import ManagedProcess, log_tail
 
-__all__ = ["KAFKA_VERSION", "KafkaBroker", "default_libs_dir", "ensure_kafka_libs", "main"]
+__all__ = ["KAFKA_VERSION", "KafkaBroker", "default_libs_dir", "ensure_kafka_libs"]
 
 KAFKA_VERSION = "4.1.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -297,49 +296,7 @@ def _random_cluster_id() -> str:
             return cluster_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``start`` / ``stop`` / ``status`` of a broker for local use; state in ``--state-dir``."""
-    parser = argparse.ArgumentParser(prog="python -m tests.harness.kafka", description=main.__doc__)
-    parser.add_argument("action", choices=["start", "stop", "status", "fetch"])
-    parser.add_argument("--port", type=int, default=None, help="client port (default: free port)")
-    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".cache" / "kafka",
-                        help="pid, config, data and log (default: <repo>/.cache/kafka)")
-    args = parser.parse_args(argv)
-    pid_file = args.state_dir / "broker.pid"
-    pid = int(pid_file.read_text()) if pid_file.exists() else None
-    alive = pid is not None and pid_alive(pid)
-    if args.action == "fetch":
-        print(ensure_kafka_libs())
-        return 0
-    if args.action == "status":
-        if not alive:
-            print("kafka: not running")
-            return 1
-        print(f"kafka: running, pid {pid}, bootstrap {KafkaBroker(args.state_dir / 'broker').bootstrap}")
-        return 0
-    if args.action == "stop":
-        if alive and pid is not None:
-            clean = terminate_pid(pid, timeout=30)
-            print("kafka: stopped" if clean else "kafka: killed after 30s")
-        else:
-            print("kafka: not running")
-        pid_file.unlink(missing_ok=True)
-        return 0
-    if alive:
-        print(KafkaBroker(args.state_dir / "broker").bootstrap)
-        return 0
-    broker = KafkaBroker(args.state_dir / "broker", port=args.port)
-    try:
-        broker.start(detach=True)
-    except HarnessError as exc:
-        print(f"kafka: {exc}", file=sys.stderr)
-        return 1
-    pid_file.write_text(f"{broker.pid}\n")
-    print(f"kafka: started in {broker.startup_seconds:.1f}s, pid {broker.pid}, "
-          f"data {broker.data_dir}, log {broker.log_path}", file=sys.stderr)
-    print(broker.bootstrap)
-    return 0
-
-
 if __name__ == "__main__":
+    from tests.harness.kafka_cli import main
+
     sys.exit(main())
