@@ -1,0 +1,69 @@
+"""A local stand-in for a retraining system: receives the service's signed webhooks and checks them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["RetrainReceiver"]
+
+
+class RetrainReceiver:
+    """An HTTP server on loopback that records retraining requests whose HMAC signature verifies."""
+
+    def __init__(self, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.secret = secret.encode()
+        self.requests: list[dict[str, Any]] = []
+        self.rejected = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, 1 << 20))
+                ok = receiver.verify(body, self.headers)
+                with receiver._lock:
+                    if ok:
+                        try:
+                            payload = json.loads(body)
+                        except ValueError:
+                            payload = {"raw": body.decode("utf-8", "replace")}
+                        receiver.requests.append(
+                            {"payload": payload, "idempotency_key": self.headers.get("Idempotency-Key")}
+                        )
+                    else:
+                        receiver.rejected += 1
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="retrain-receiver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/retrain"
+
+    def verify(self, body: bytes, headers: Any) -> bool:
+        """Check ``X-Driftline-Signature: sha256=HMAC(secret, timestamp + '.' + body)``."""
+        ts = headers.get("X-Driftline-Timestamp", "")
+        sig = headers.get("X-Driftline-Signature", "")
+        expected = hmac.new(self.secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return bool(ts) and hmac.compare_digest(sig, f"sha256={expected}")
+
+    def start(self) -> RetrainReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
