@@ -1,0 +1,98 @@
+"""Prometheus metrics of the sidecar: one custom collector that reads live state on every scrape.
+
+Names and labels are those of ``docs/metrics.md`` (``driftline_sidecar_*``). Nothing is cached
+between scrapes; the registry is passed in, never the global one, so tests and several sidecars
+in one process do not share series. Labels are bounded: streams by ``max_streams``, reasons and
+results by fixed lists. The device id is never a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import REJECT_REASONS
+from .resources import cpu_seconds, rss_bytes
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
+    from .proxy import InferenceProxy
+    from .shipper import Shipper
+    from .spool import Spool
+
+__all__ = ["CLOSE_REASONS", "SidecarCollector", "render", "sidecar_registry"]
+
+CLOSE_REASONS = ("time", "size", "shutdown")
+
+
+class SidecarCollector(Collector):
+    """Builds every ``driftline_sidecar_*`` family from the monitor, spool, shipper and proxy."""
+
+    def __init__(self, monitor: Monitor, spool: Spool | None = None, shipper: Shipper | None = None,
+                 proxy: InferenceProxy | None = None, proc: str = "/proc") -> None:
+        self.monitor = monitor
+        self.spool = spool
+        self.shipper = shipper
+        self.proxy = proxy
+        self.proc = proc
+
+    def collect(self) -> Iterator[Metric]:
+        snap: dict[str, Any] = self.monitor.snapshot()
+        obs = CounterMetricFamily("driftline_sidecar_observations", "Rows observed (exact, before sampling).",
+                                  labels=["model", "version", "variant"])
+        for (model, version, variant), n in sorted(snap["observed"].items()):
+            obs.add_metric([model, version, variant], n)
+        yield obs
+        rej = CounterMetricFamily("driftline_sidecar_rejected", "Inputs that could not be used.", labels=["reason"])
+        for reason in REJECT_REASONS:
+            rej.add_metric([reason], snap["rejected"].get(reason, 0))
+        yield rej
+        closed = CounterMetricFamily("driftline_sidecar_windows_closed", "Windows closed.", labels=["reason"])
+        for reason in CLOSE_REASONS:
+            closed.add_metric([reason], snap["windows_closed"].get(reason, 0))
+        yield closed
+        yield CounterMetricFamily("driftline_sidecar_late_rows", "Rows later than the lateness allowance, "
+                                  "counted in the current window.", value=snap["late_rows"])
+        yield GaugeMetricFamily("driftline_sidecar_open_windows", "Windows being filled.", value=snap["open_windows"])
+        if self.spool is not None:
+            st = self.spool.stats()
+            yield GaugeMetricFamily("driftline_sidecar_spool_bytes", "Bytes in the spool.", value=st.bytes)
+            yield GaugeMetricFamily("driftline_sidecar_spool_limit_bytes", "The spool's byte bound.", value=st.limit)
+            yield GaugeMetricFamily("driftline_sidecar_spool_pending_windows", "Windows waiting for delivery.",
+                                    value=st.pending)
+            yield GaugeMetricFamily("driftline_sidecar_spool_oldest_pending_age_seconds",
+                                    "Age of the oldest pending window.", value=st.oldest_age_s)
+            yield CounterMetricFamily("driftline_sidecar_spool_merged", "Windows merged to make room.",
+                                      value=st.merged)
+            yield CounterMetricFamily("driftline_sidecar_spool_dropped", "Windows dropped when merging could "
+                                      "not make room.", value=st.dropped + snap["windows_dropped"])
+        if self.shipper is not None:
+            dl = CounterMetricFamily("driftline_sidecar_deliveries", "Delivery attempts.",
+                                     labels=["transport", "result"])
+            for result in ("ok", "error"):
+                dl.add_metric([self.shipper.transport.name, result], self.shipper.deliveries[result])
+            yield dl
+        if self.proxy is not None:
+            pr = CounterMetricFamily("driftline_sidecar_proxy_requests", "Requests through the inference proxy.",
+                                     labels=["result"])
+            for result in ("ok", "upstream_error"):
+                pr.add_metric([result], self.proxy.requests[result])
+            yield pr
+        yield GaugeMetricFamily("driftline_sidecar_resident_memory_bytes", "Sidecar RSS.", value=rss_bytes(self.proc))
+        yield CounterMetricFamily("driftline_sidecar_cpu_seconds", "Sidecar CPU time.", value=cpu_seconds())
+
+
+def sidecar_registry(collector: SidecarCollector) -> CollectorRegistry:
+    """A fresh registry holding only the sidecar's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition format of ``registry``."""
+    return generate_latest(registry)

@@ -1,0 +1,155 @@
+"""The sidecar process: monitor + spool + shipper + local API (+ proxy), wired from one settings object.
+
+``Sidecar(settings).run()`` serves until SIGTERM or SIGINT, then stops in the order that loses
+nothing: stop taking traffic (proxy, then the local API), fold buffered rows and close every open
+window into the spool (reason ``shutdown``), give the shipper ``shutdown_grace_seconds`` to deliver,
+and leave whatever is still pending on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from driftline import __version__
+from driftline.profile import WindowProfile
+
+from .ingest_http import LocalApi
+from .metrics import SidecarCollector, render, sidecar_registry
+from .monitor import Monitor
+from .proxy import InferenceProxy
+from .resources import cpu_seconds, rss_bytes
+from .settings import SidecarSettings
+from .shipper import Shipper
+from .spool import Spool
+from .transport import Transport, make_transport
+
+__all__ = ["Sidecar"]
+
+log = logging.getLogger("driftline.sidecar")
+
+
+class Sidecar:
+    """Everything ``driftline sidecar`` runs; also usable in-process (``start()`` / ``stop()``)."""
+
+    def __init__(self, settings: SidecarSettings, *, transport: Transport | None = None) -> None:
+        s = self.settings = settings
+        self.spool = Spool(s.spool.path, int(s.spool.max_bytes), fsync=s.spool.fsync, producer=self.producer,
+                           rejected_max_files=s.spool.rejected_max_files)
+        self.transport = transport or make_transport(s.transport)
+        self.shipper = Shipper(self.spool, self.transport, producer=self.producer,
+                               batch_windows=s.shipper.batch_windows,
+                               backoff_initial=s.shipper.backoff_initial_seconds,
+                               backoff_max=s.shipper.backoff_max_seconds)
+        self.monitor = Monitor.from_settings(s, sink=self._spool_window)
+        self.proxy: InferenceProxy | None = None
+        if s.proxy.enabled:
+            p = s.proxy
+            self.proxy = InferenceProxy(
+                self.monitor, p.upstream, p.host, p.port, variant=p.variant, default_version=p.model_version,
+                pool_size=p.pool_size, timeout=p.timeout_seconds, max_buffer_bytes=int(p.max_buffer_bytes),
+                max_capture_bytes=int(p.max_capture_bytes), max_features_per_tensor=p.max_features_per_tensor,
+                feature_names=p.feature_names, capture_queue=p.capture_queue)
+        self.registry = sidecar_registry(SidecarCollector(self.monitor, self.spool, self.shipper, self.proxy))
+        self.api = LocalApi(self.monitor, s.api.host, s.api.port, observe=s.api.observe,
+                            max_body_bytes=int(s.api.max_body_bytes), max_rows=s.api.max_rows_per_request,
+                            routes={"/healthz": self._health, "/metrics": self._metrics})
+        self._stopping = threading.Event()
+        self._stopped = False
+
+    # ---- wiring ----------------------------------------------------------------------------------
+    def producer(self) -> dict[str, str]:
+        """The envelope producer map: who sent it, and the device's backlog and footprint right now."""
+        st = self.spool.stats()
+        return {
+            "name": "driftline-sidecar",
+            "version": __version__,
+            "device": self.settings.device,
+            "spool_pending": str(st.pending),
+            "spool_oldest_age_s": f"{st.oldest_age_s:.1f}",
+            "rss_bytes": str(rss_bytes()),
+            "cpu_seconds": f"{cpu_seconds():.3f}",
+        }
+
+    def _spool_window(self, profile: WindowProfile, reason: str) -> None:
+        self.spool.put(profile)
+        self.shipper.wake()
+
+    def _health(self) -> tuple[int, str, bytes]:
+        snap = self.monitor.snapshot()
+        st = self.spool.stats()
+        body: dict[str, Any] = {
+            "status": "ok" if self.shipper.alive or self._stopping.is_set() else "degraded",
+            "device": self.settings.device,
+            "version": __version__,
+            "open_windows": snap["open_windows"],
+            "open_rows": snap["open_rows"],
+            "buffered_rows": snap["buffered_rows"],
+            "observed_rows": sum(snap["observed"].values()),
+            "rejected": snap["rejected"],
+            "spool": {"pending": st.pending, "pending_rows": st.pending_rows, "bytes": st.bytes,
+                      "limit": st.limit, "merged": st.merged, "dropped": st.dropped, "rejected": st.rejected,
+                      "oldest_age_s": round(st.oldest_age_s, 3)},
+            "shipper": {"transport": self.transport.name, "delivered": self.shipper.deliveries["ok"],
+                        "failures": self.shipper.failures, "last_error": self.shipper.last_error},
+        }
+        if self.proxy is not None:
+            body["proxy"] = {"port": self.proxy.port, "requests": dict(self.proxy.requests),
+                             "captured": self.proxy.captured}
+        return 200, "application/json", json.dumps(body).encode()
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", render(self.registry)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> Sidecar:
+        self.shipper.start()
+        if self.proxy is not None:
+            self.proxy.start()
+        self.api.start()
+        return self
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop cleanly; returns True when the spool was empty at the end of the grace period."""
+        if self._stopped:
+            return self.spool.stats().pending == 0
+        self._stopped = True
+        self._stopping.set()
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.api.stop()
+        self.monitor.close()
+        grace = self.settings.shipper.shutdown_grace_seconds if grace is None else grace
+        empty = self.shipper.drain(grace) if grace > 0 else self.spool.stats().pending == 0
+        self.shipper.stop()
+        st = self.spool.stats()
+        log.info("sidecar stopped: %d windows (%d rows) left in the spool", st.pending, st.pending_rows)
+        return empty
+
+    def request_stop(self, *_: Any) -> None:
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit code."""
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            where = f"api=http://{self.settings.api.host}:{self.api.port}"
+            if self.proxy is not None:
+                where += f" proxy=http://{self.proxy.host}:{self.proxy.port} -> {self.settings.proxy.upstream}"
+            print(f"driftline sidecar {__version__} running: {where} transport={self.transport.name} "
+                  f"spool={self.settings.spool.path}", file=sys.stderr, flush=True)
+            while not self._stopping.wait(0.5):
+                pass
+            t0 = time.monotonic()
+            self.stop()
+            print(f"driftline sidecar stopped in {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

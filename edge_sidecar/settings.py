@@ -1,0 +1,244 @@
+"""The sidecar's one settings object: a YAML file, overridden by ``DRIFTLINE_*`` environment variables.
+
+Nested keys use ``__`` in variable names: ``DRIFTLINE_SPOOL__MAX_BYTES=32MiB`` overrides
+``spool.max_bytes``. Unknown keys in the file are refused with a message naming them. Every key is
+documented in ``docs/sidecar.md`` and ``edge_sidecar/sidecar.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+from .errors import SettingsError
+
+__all__ = [
+    "ApiSettings",
+    "HttpTransportSettings",
+    "KafkaTransportSettings",
+    "ProfileSettings",
+    "ProxySettings",
+    "SamplingSettings",
+    "ShipperSettings",
+    "SidecarSettings",
+    "SpoolSettings",
+    "TransportSettings",
+    "WindowSettings",
+    "load_settings",
+]
+
+MAX_LABEL_CHARS = 64
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WindowSettings(_Section):
+    """Tumbling windows: closed on time (``seconds``) and on size (``max_rows``)."""
+
+    seconds: float = Field(60.0, gt=0)
+    max_rows: int = Field(1_000_000, ge=1)
+    lateness_seconds: float = Field(10.0, ge=0)
+    tick_seconds: float = Field(0.25, gt=0, description="how often the monitor folds rows and closes windows")
+
+
+class SamplingSettings(_Section):
+    """Which rows are profiled; row counters stay exact either way."""
+
+    rate: float = Field(1.0, gt=0, le=1)
+    mode: Literal["request_id", "random"] = "request_id"
+    seed: int = 0
+
+
+class ProfileSettings(_Section):
+    """Sketch sizes and forced column kinds (see ``driftline.profile.ProfileConfig``)."""
+
+    kll_k: int = Field(200, ge=8, le=65535)
+    fi_lg_max_k: int = Field(10, ge=3, le=24)
+    hll_lg_k: int = Field(11, ge=4, le=21)
+    categorical: list[str] = []
+    numeric: list[str] = []
+
+
+class SpoolSettings(_Section):
+    """The crash-safe disk spool of closed windows."""
+
+    path: Path = Path("driftline-spool")
+    max_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
+    fsync: bool = True
+    rejected_max_files: int = Field(1000, ge=1)
+
+
+class HttpTransportSettings(_Section):
+    """``POST {url}/v1/ingest`` with the envelope bytes."""
+
+    url: str = "http://127.0.0.1:8080"
+    token: SecretStr | None = None
+    timeout_seconds: float = Field(10.0, gt=0)
+    ca_file: Path | None = None
+    verify_tls: bool = True
+
+
+class KafkaTransportSettings(_Section):
+    """kafka-python producer settings; TLS and SASL keys are passed through as given."""
+
+    bootstrap_servers: Annotated[list[str], NoDecode] = ["127.0.0.1:9092"]
+    topic: str = "driftline.envelopes"
+    client_id: str = "driftline-sidecar"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    request_timeout_ms: int = Field(15_000, ge=1000)
+    max_block_ms: int = Field(10_000, ge=100)
+    retries: int = Field(5, ge=0)
+    retry_backoff_ms: int = Field(200, ge=0)
+    extra: dict[str, Any] = Field({}, description="any other KafkaProducer keyword, passed through")
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "host:9092,host2:9092" or a JSON list, as environment variables give it
+            return json.loads(v) if v.lstrip().startswith("[") else [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+
+class TransportSettings(_Section):
+    """Where closed windows go: ``http`` (the default) or ``kafka``."""
+
+    kind: Literal["http", "kafka"] = "http"
+    http: HttpTransportSettings = HttpTransportSettings()
+    kafka: KafkaTransportSettings = KafkaTransportSettings()
+
+
+class ShipperSettings(_Section):
+    """Delivery from spool to transport: batches, exponential backoff with jitter, shutdown grace."""
+
+    batch_windows: int = Field(32, ge=1)
+    backoff_initial_seconds: float = Field(0.5, gt=0)
+    backoff_max_seconds: float = Field(60.0, gt=0)
+    shutdown_grace_seconds: float = Field(5.0, ge=0)
+
+
+class ApiSettings(_Section):
+    """The local HTTP port: ``POST /v1/observe``, ``GET /healthz``, ``GET /metrics``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8471, ge=0, le=65535)
+    observe: bool = True
+    max_body_bytes: ByteSize = ByteSize(8 * 1024 * 1024)
+    max_rows_per_request: int = Field(100_000, ge=1)
+
+
+class ProxySettings(_Section):
+    """The transparent Open Inference Protocol v2 reverse proxy in front of a model server."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8470, ge=0, le=65535)
+    upstream: str = "http://127.0.0.1:8080"
+    model_version: str = "unknown"
+    variant: str = "default"
+    pool_size: int = Field(32, ge=1)
+    timeout_seconds: float = Field(60.0, gt=0)
+    max_buffer_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
+    max_capture_bytes: ByteSize = ByteSize(16 * 1024 * 1024)
+    max_features_per_tensor: int = Field(256, ge=1)
+    feature_names: dict[str, list[str]] = Field({}, description="tensor name -> column names")
+    capture_queue: int = Field(1000, ge=1)
+
+
+class SidecarSettings(BaseSettings):
+    """Everything ``driftline sidecar`` needs; defaults are safe on loopback."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid")
+
+    device: str = Field(default_factory=socket.gethostname, max_length=128)
+    cohort: dict[str, str] = {}
+    model: str | None = Field(None, description="default model name for rows that do not say")
+    model_version: str | None = None
+    variant: str = "default"
+    models: list[str] = Field([], description="allowed model names; empty allows any")
+    max_streams: int = Field(1000, ge=1)
+    max_features: int = Field(2000, ge=1)
+    max_cohort_labels: int = Field(8, ge=0)
+    window: WindowSettings = WindowSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    profile: ProfileSettings = ProfileSettings()
+    spool: SpoolSettings = SpoolSettings()
+    transport: TransportSettings = TransportSettings()
+    shipper: ShipperSettings = ShipperSettings()
+    api: ApiSettings = ApiSettings()
+    proxy: ProxySettings = ProxySettings()
+
+    @field_validator("cohort")
+    @classmethod
+    def _bounded_cohort(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if len(key) > MAX_LABEL_CHARS or len(value) > MAX_LABEL_CHARS:
+                raise ValueError(f"cohort label {key!r} is longer than {MAX_LABEL_CHARS} characters")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs (see load_settings); the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> SidecarSettings:
+    """Read the YAML file (if any) with ``overrides`` (tests) on top; ``DRIFTLINE_*`` variables win over both."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"cannot read settings file {p}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{p} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{p} must hold a mapping of settings, not a {type(loaded).__name__}")
+        data = loaded
+    data = _deep_merge(data, overrides)
+    try:
+        return SidecarSettings(**data)
+    except ValidationError as exc:
+        where = f" in {path}" if path is not None else ""
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid sidecar settings{where}: {problems}") from None
+    except PydanticSettingsError as exc:  # a DRIFTLINE_* variable that does not parse
+        raise SettingsError(f"invalid DRIFTLINE_* environment variable: {exc}") from None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

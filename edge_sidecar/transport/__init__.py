@@ -1,0 +1,67 @@
+"""Transports: how spooled envelopes leave the device (HTTP to the service, or Kafka).
+
+A transport sends a batch and reports, per envelope, ``None`` (the receiver confirmed it) or the
+:class:`~driftline.edge_sidecar.errors.TransportError` that stopped it. It never deletes anything:
+the shipper confirms, releases or rejects spool files from those outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ..errors import SettingsError, TransportError
+
+__all__ = ["Outgoing", "Transport", "make_transport", "transport_from_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One envelope to send: Kafka record key (the model name), bytes, and its id for logs."""
+
+    key: bytes
+    data: bytes
+    envelope_id: str
+
+
+class Transport(Protocol):
+    """What the shipper needs from a transport."""
+
+    name: str
+
+    def send(self, batch: list[Outgoing]) -> list[TransportError | None]: ...
+
+    def close(self) -> None: ...
+
+
+def make_transport(settings: Any) -> Transport:
+    """Build the transport named by ``settings.kind`` (a TransportSettings)."""
+    if settings.kind == "kafka":
+        from .kafka import KafkaTransport
+
+        return KafkaTransport.from_settings(settings.kafka)
+    from .http import HttpTransport
+
+    h = settings.http
+    return HttpTransport(h.url, token=h.token.get_secret_value() if h.token else None,
+                         timeout=h.timeout_seconds, ca_file=h.ca_file, verify=h.verify_tls)
+
+
+def transport_from_url(url: str, *, token: str | None = None, timeout: float = 10.0) -> Transport:
+    """``http(s)://host:port[/prefix]`` or ``kafka://host:port[,host:port]/topic`` (the replay CLI)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise SettingsError(f"--to {url}: no host")
+        from .http import HttpTransport
+
+        return HttpTransport(url, token=token, timeout=timeout)
+    if parts.scheme == "kafka":
+        topic = parts.path.strip("/")
+        if not parts.netloc or not topic or "/" in topic:
+            raise SettingsError(f"--to {url}: expected kafka://host:port/topic")
+        from .kafka import KafkaTransport
+
+        return KafkaTransport(parts.netloc.split(","), topic)
+    raise SettingsError(f"--to {url}: expected an http://, https:// or kafka:// URL")

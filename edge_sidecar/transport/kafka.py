@@ -1,0 +1,119 @@
+"""Kafka transport: one record per envelope, key = model name, ``acks=all``, retries with backoff.
+
+Keying by model keeps a model's windows on one partition, in order. TLS and SASL settings are
+passed to kafka-python as given, and ``extra`` can set any other producer option. The producer is
+created lazily and re-created after failures, so a sidecar that starts while the broker is down
+simply keeps its windows in the spool until the broker is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..errors import DeliveryRejected, TransportError
+from . import Outgoing
+
+__all__ = ["KafkaTransport"]
+
+log = logging.getLogger("driftline.sidecar.transport")
+
+# Errors after which retrying the same record cannot succeed.
+_PERMANENT = ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidTopicError",
+              "TopicAuthorizationFailedError", "UnsupportedForMessageFormatError")
+# Errors raised before anything reached a broker.
+_NOT_SENT = ("NoBrokersAvailable", "KafkaConnectionError", "NodeNotReadyError")
+
+
+class KafkaTransport:
+    """Sends envelopes to a Kafka topic; owned by the shipper's thread."""
+
+    name = "kafka"
+
+    def __init__(self, bootstrap_servers: list[str], topic: str, *, delivery_timeout_ms: int = 30_000,
+                 **producer_config: Any) -> None:
+        self.topic = topic
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.config: dict[str, Any] = {
+            "bootstrap_servers": list(bootstrap_servers),
+            "client_id": "driftline-sidecar",
+            "acks": "all",
+            "retries": 5,
+            "retry_backoff_ms": 200,
+            "request_timeout_ms": 15_000,
+            "max_block_ms": 10_000,
+            "delivery_timeout_ms": delivery_timeout_ms,
+            "linger_ms": 5,
+        }
+        self.config.update({k: v for k, v in producer_config.items() if v is not None})
+        self.config["acks"] = "all"  # the spool deletes a window only after every in-sync replica has it
+        self._producer: Any = None
+
+    @classmethod
+    def from_settings(cls, s: Any) -> KafkaTransport:
+        """From :class:`~driftline.edge_sidecar.settings.KafkaTransportSettings`."""
+        secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
+        cfg: dict[str, Any] = dict(
+            client_id=s.client_id, security_protocol=s.security_protocol, ssl_cafile=s.ssl_cafile,
+            ssl_certfile=s.ssl_certfile, ssl_keyfile=s.ssl_keyfile, ssl_password=secret(s.ssl_password),
+            ssl_check_hostname=s.ssl_check_hostname, sasl_mechanism=s.sasl_mechanism,
+            sasl_plain_username=s.sasl_plain_username, sasl_plain_password=secret(s.sasl_plain_password),
+            request_timeout_ms=s.request_timeout_ms, max_block_ms=s.max_block_ms, retries=s.retries,
+            retry_backoff_ms=s.retry_backoff_ms,
+        )
+        cfg.update(s.extra)
+        return cls(s.bootstrap_servers, s.topic, **cfg)
+
+    def _ensure(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+            from kafka.errors import KafkaError
+
+            try:
+                self._producer = KafkaProducer(**self.config)
+            except KafkaError as exc:
+                raise TransportError(f"cannot reach Kafka at {self.config['bootstrap_servers']}: {exc}") from exc
+        return self._producer
+
+    def send(self, batch: list[Outgoing]) -> list[TransportError | None]:
+        """Send every envelope, then wait for each acknowledgement (bounded by the delivery timeout)."""
+        from kafka.errors import KafkaError
+
+        try:
+            producer = self._ensure()
+        except TransportError as exc:
+            return [exc for _ in batch]
+        futures: list[Any] = []
+        for item in batch:
+            try:
+                futures.append(producer.send(self.topic, key=item.key, value=item.data))
+            except KafkaError as exc:
+                futures.append(self._error(exc, sent=False))
+        deadline = time.monotonic() + self.delivery_timeout_ms / 1000 + 5
+        results: list[TransportError | None] = []
+        for fut in futures:
+            if isinstance(fut, TransportError):
+                results.append(fut)
+                continue
+            try:
+                fut.get(timeout=max(0.1, deadline - time.monotonic()))
+                results.append(None)
+            except KafkaError as exc:
+                results.append(self._error(exc, sent=True))
+        return results
+
+    def _error(self, exc: Exception, *, sent: bool) -> TransportError:
+        kind = type(exc).__name__
+        if kind in _PERMANENT:
+            return DeliveryRejected(f"Kafka refused the envelope: {kind}: {exc}")
+        maybe = sent and kind not in _NOT_SENT
+        return TransportError(f"Kafka delivery failed: {kind}: {exc}", maybe_delivered=maybe)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception as exc:  # closing a producer whose broker is gone may complain; nothing to do
+                log.debug("closing the Kafka producer: %s", exc)
+            self._producer = None
