@@ -150,21 +150,26 @@ class Monitor:
         event_time: Any = None,
         device: str | None = None,
         cohort: Mapping[str, Any] | None = None,
+        processing_time: Any = None,
     ) -> None:
-        """Record one row or a batch. Never raises unless the monitor is strict."""
+        """Record one row or a batch. Never raises unless the monitor is strict.
+
+        ``processing_time`` (batches only; replay) is the clock to judge lateness by, one value or
+        one per row; it defaults to the monitor's clock.
+        """
         try:
             tf = type(features)
             if tf is dict:
                 single = not features or type(next(iter(features.values()))) in _ROW_SCALARS
             else:
                 single = tf is np.ndarray and features.ndim == 1
-            if single:
+            if single and processing_time is None:
                 self.observe_row(features, outputs, model=model, model_version=model_version, variant=variant,
                                  request_id=request_id, latency_ms=latency_ms, event_time=event_time,
                                  device=device, cohort=cohort)
             else:
                 self._observe_batch(features, outputs, model, model_version, variant, request_id, latency_ms,
-                                    event_time, device, cohort)
+                                    event_time, device, cohort, processing_time)
         except Exception as exc:  # the caller's inference path must survive anything we do
             self.reject(exc)
 
@@ -209,7 +214,8 @@ class Monitor:
 
     # ---- batches ---------------------------------------------------------------------------------
     def _observe_batch(self, features: Any, outputs: Any, model: Any, model_version: Any, variant: Any,
-                       request_id: Any, latency_ms: Any, event_time: Any, device: Any, cohort: Any) -> None:
+                       request_id: Any, latency_ms: Any, event_time: Any, device: Any, cohort: Any,
+                       processing_time: Any = None) -> None:
         if features is None and outputs is None:
             raise ObserveError("nothing to observe: features and outputs are both None", "malformed")
         names = self.feature_names if isinstance(features, np.ndarray) else None
@@ -227,12 +233,17 @@ class Monitor:
         keep = None if self.sampler.rate >= 1.0 else self.sampler.mask(n, request_id)
         with self._lock:
             key, obs = self.stream_key(model, model_version, variant, device, cohort)
-            now = self.clock()
-            if event_time is None or np.ndim(event_time) == 0 and not isinstance(event_time, list):
+            now = self.clock() if processing_time is None else processing_time
+            if np.ndim(now) == 0 and (event_time is None or np.ndim(event_time) == 0
+                                      and not isinstance(event_time, list)):
                 t = None if event_time is None else event_time_value(event_time)
-                groups: list[tuple[float, np.ndarray | None]] = [(self.windower.assign(t, now, n), None)]
+                groups: list[tuple[float, np.ndarray | None]] = [(self.windower.assign(t, float(now), n), None)]
             else:
-                starts = self.windower.assign_many(event_time_array(event_time, n), now)
+                times = np.full(n, np.nan) if event_time is None else event_time_array(event_time, n)
+                if np.ndim(now):
+                    now = event_time_array(now, n)
+                    times = np.where(np.isnan(times), now, times)
+                starts = self.windower.assign_many(times, now)
                 uniq = np.unique(starts)
                 groups = [(float(uniq[0]), None)] if len(uniq) == 1 else [
                     (float(s), np.flatnonzero(starts == s)) for s in uniq]

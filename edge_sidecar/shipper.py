@@ -60,6 +60,7 @@ class Shipper:
         self.failures = 0
         self.last_ok: float | None = None
         self.last_error: str | None = None
+        self.last_rejection: str | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,6 +150,7 @@ class Shipper:
             elif isinstance(res, DeliveryRejected):
                 self.deliveries["error"] += 1
                 self.rejected += 1
+                self.last_rejection = str(res)
                 self.spool.reject(lease.name, str(res))
             else:
                 if res.attempted:

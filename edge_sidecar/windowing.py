@@ -87,10 +87,13 @@ class Windower:
             return self.bucket(now)
         return start
 
-    def assign_many(self, times: np.ndarray | Sequence[float], now: float) -> np.ndarray:
-        """Window starts for an array of event times (NaN means "no usable time")."""
+    def assign_many(self, times: np.ndarray | Sequence[float], now: float | np.ndarray) -> np.ndarray:
+        """Window starts for an array of event times (NaN means "no usable time").
+
+        ``now`` may be one processing time or one per row (a replay advancing its clock row by row).
+        """
         t = np.asarray(times, dtype=np.float64)
-        current = self.bucket(now)
+        current = np.floor(np.asarray(now, dtype=np.float64) / self.seconds) * self.seconds
         starts = np.floor(t / self.seconds) * self.seconds
         invalid = ~np.isfinite(t)
         early = ~invalid & (t > now + self.lateness)
@@ -98,7 +101,8 @@ class Windower:
         self.invalid_time_rows += int(np.count_nonzero(invalid))
         self.early_rows += int(np.count_nonzero(early))
         self.late_rows += int(np.count_nonzero(late))
-        starts[invalid | early | late] = current
+        moved = invalid | early | late
+        starts[moved] = current[moved] if current.ndim else current
         return starts
 
     # ---- folding -----------------------------------------------------------------------------
