@@ -156,8 +156,9 @@ class RowFolder:
         if outs is not None and any(outs):
             ocols = as_columns(outs)[1]
         fcols, ocols = self.cap_columns(key, start, fcols, ocols)
-        closed = m.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,
-                                 latency_ms=latency)
+        with np.errstate(all="ignore"):  # huge values overflow sums and float32 casts: counted, not warned
+            closed = m.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,
+                                     latency_ms=latency)
         m.observed[obs] = m.observed.get(obs, 0) + rows
         m._closed_windows(closed)
 

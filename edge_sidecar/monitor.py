@@ -254,8 +254,10 @@ class Monitor:
                     sel = np.flatnonzero(keep) if idx is None else idx[keep[idx]]
                 fc, oc = self._folder.cap_columns(key, start, take(fcols, sel), take(ocols, sel))
                 lat_g = lat if lat is None or lat.size == 1 or idx is None else lat[idx]
-                self._closed_windows(self.windower.fold(key, start, fc or None, oc or None,
-                                                        rows_observed=rows, latency_ms=lat_g))
+                with np.errstate(all="ignore"):  # overflowing values are the sketches' to count, not to warn
+                    closed = self.windower.fold(key, start, fc or None, oc or None, rows_observed=rows,
+                                                latency_ms=lat_g)
+                self._closed_windows(closed)
             self.observed[obs] = self.observed.get(obs, 0) + n
 
     # ---- labels ----------------------------------------------------------------------------------
