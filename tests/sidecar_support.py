@@ -23,8 +23,8 @@ _NP = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}
 
 
 class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -181,7 +181,7 @@ class EnvelopeReceiver(_Server):
     requires ``Authorization: Bearer <token>``.
     """
 
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, port: int = 0) -> None:
         self.envelopes: dict[str, Envelope] = {}
         self.posts = 0
         self.duplicates = 0
@@ -222,7 +222,7 @@ class EnvelopeReceiver(_Server):
                                             "result": "duplicate" if dup else "accepted",
                                             "windows": len(env.profiles)}).encode())
 
-        super().__init__(Handler)
+        super().__init__(Handler, port)
 
     def rows(self) -> int:
         with self.lock:

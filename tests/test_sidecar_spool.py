@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from driftline.edge_sidecar.spool import Spool
+
 from driftline.profile import StreamKey, WindowProfile, merge_all
 from driftline.wire import Envelope, decode_envelope, encode_envelope
 

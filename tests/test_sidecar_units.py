@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from driftline.edge_sidecar.errors import CaptureError, ObserveError, SettingsError
 from driftline.edge_sidecar.inputs import event_time_array, event_time_value, label, normalise_outputs
 from driftline.edge_sidecar.oip import Exchange, decode_tensors, parse_exchange, tensor_columns
 from driftline.edge_sidecar.sampling import Sampler
 from driftline.edge_sidecar.settings import load_settings
 from driftline.edge_sidecar.windowing import Windower
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from driftline.profile import StreamKey
 
 REPO = Path(__file__).resolve().parents[1]
