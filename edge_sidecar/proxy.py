@@ -66,6 +66,7 @@ class InferenceProxy:
         self._server: asyncio.base_events.Server | None = None
         self._threads: list[threading.Thread] = []
         self._clients: set[asyncio.Task[None]] = set()
+        self._versions: dict[str, str] = {}  # model -> version its last response named (bounded by streams)
         self._ratelog = RateLimitedLog(log)
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -275,6 +276,8 @@ class InferenceProxy:
                 return
             try:
                 rows = parse_exchange(ex, self.feature_names, self.max_features)
+                if rows.model_version and not ex.path_version:
+                    self._versions[ex.model] = rows.model_version
                 self.monitor.observe(rows.features, rows.outputs or None, model=ex.model,
                                      model_version=rows.model_version or self.default_version,
                                      variant=self.variant, request_id=rows.request_id, latency_ms=ex.latency_ms)
@@ -288,8 +291,9 @@ class InferenceProxy:
                 self._reject(ObserveError(f"{type(exc).__name__}: {exc}", "malformed"))
 
     def _error(self, match: Any) -> None:
-        self.monitor.observe_error(model=match["model"], model_version=match["version"] or self.default_version,
-                                   variant=self.variant)
+        # A failed call has no response naming the version: use the path's, else the last one served.
+        version = match["version"] or self._versions.get(match["model"]) or self.default_version
+        self.monitor.observe_error(model=match["model"], model_version=version, variant=self.variant)
 
     def _reject(self, exc: ObserveError) -> None:
         try:

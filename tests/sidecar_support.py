@@ -150,6 +150,8 @@ def _infer_rows(body: bytes, header_len: str | None) -> tuple[dict[str, Any], np
     binary = body[n:]
     cols, offset = [], 0
     for t in doc["inputs"]:
+        if t["datatype"] == "BYTES":  # this model only uses numeric inputs
+            continue
         shape = t["shape"]
         size = (t.get("parameters") or {}).get("binary_data_size")
         if size is not None:
