@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["RateLimitFilter", "RateLimitedLog"]
 
 
 class RateLimitedLog:
@@ -38,3 +38,28 @@ class RateLimitedLog:
 
     def error(self, key: str, msg: str, *args: Any) -> None:
         self.log(logging.ERROR, key, msg, *args)
+
+
+class RateLimitFilter(logging.Filter):
+    """A logging filter for chatty libraries (kafka-python logs every reconnect while a broker is down).
+
+    Passes at most one record per (logger, level, message template) every ``interval`` seconds.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[tuple[str, int, str], float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                return False
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = now
+            return True

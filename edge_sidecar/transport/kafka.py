@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from ..errors import DeliveryRejected, TransportError
+from ..ratelog import RateLimitFilter
 from . import Outgoing
 
 __all__ = ["KafkaTransport"]
@@ -34,7 +35,6 @@ class KafkaTransport:
     def __init__(self, bootstrap_servers: list[str], topic: str, *, delivery_timeout_ms: int = 30_000,
                  **producer_config: Any) -> None:
         self.topic = topic
-        self.delivery_timeout_ms = delivery_timeout_ms
         self.config: dict[str, Any] = {
             "bootstrap_servers": list(bootstrap_servers),
             "client_id": "driftline-sidecar",
@@ -47,8 +47,12 @@ class KafkaTransport:
             "linger_ms": 5,
         }
         self.config.update({k: v for k, v in producer_config.items() if v is not None})
+        # Creating a producer blocks until a broker answers: no longer than a send may block.
+        self.config.setdefault("bootstrap_timeout_ms", self.config["max_block_ms"])
+        self.delivery_timeout_ms = int(self.config["delivery_timeout_ms"])
         self.config["acks"] = "all"  # the spool deletes a window only after every in-sync replica has it
         self._producer: Any = None
+        _quiet_kafka_logs()
 
     @classmethod
     def from_settings(cls, s: Any) -> KafkaTransport:
@@ -80,6 +84,8 @@ class KafkaTransport:
         """Send every envelope, then wait for each acknowledgement (bounded by the delivery timeout)."""
         from kafka.errors import KafkaError
 
+        if not batch:
+            return []
         try:
             producer = self._ensure()
         except TransportError as exc:
@@ -117,3 +123,11 @@ class KafkaTransport:
             except Exception as exc:  # closing a producer whose broker is gone may complain; nothing to do
                 log.debug("closing the Kafka producer: %s", exc)
             self._producer = None
+
+
+def _quiet_kafka_logs() -> None:
+    """kafka-python logs each failed reconnect; a device whose broker is away for hours logs each once a minute."""
+    for name in ("kafka", "kafka.net.manager", "kafka.net.connection", "kafka.conn", "kafka.client"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, RateLimitFilter) for f in lg.filters):
+            lg.addFilter(RateLimitFilter(60.0))
