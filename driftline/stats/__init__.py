@@ -1,1 +1,26 @@
-"""placeholder"""
+"""Statistics from profiles alone: drift, prediction shift, data quality and skew (pure, numpy only).
+
+See ``docs/statistics.md`` for the formulas, the decision rule and the measured error bounds.
+"""
+
+from __future__ import annotations
+
+from .categorical import CategoricalScores, categorical_scores, exact_categorical_scores
+from .decision import DEFAULT_THRESHOLDS, DriftConfig, benjamini_hochberg
+from .numeric import NumericScores, exact_numeric_scores, numeric_scores
+from .report import ColumnResult, DriftReport, compare_profiles
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "CategoricalScores",
+    "ColumnResult",
+    "DriftConfig",
+    "DriftReport",
+    "NumericScores",
+    "benjamini_hochberg",
+    "categorical_scores",
+    "compare_profiles",
+    "exact_categorical_scores",
+    "exact_numeric_scores",
+    "numeric_scores",
+]

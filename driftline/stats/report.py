@@ -1,0 +1,193 @@
+"""``compare_profiles``: one reference, one current profile, one honest report.
+
+The JSON shape of :meth:`DriftReport.to_dict` is the public contract shared by ``driftline drift
+--json`` and the service's ``GET /v1/models/{model}/drift``::
+
+    {"dataset_drift": bool, "drift_share": float, "status": "ok"|"drift"|"insufficient_data",
+     "features": [item...], "outputs": [item...], "data_quality": {"issues": [...], "counts": {...}},
+     "reference_rows": int, "current_rows": int, "config": {...}}
+
+    item = {"name", "type", "drift_detected", "status", "method", "threshold", "effect",
+            "p_value" (BH-adjusted), "scores": {...}, "rows": {"reference", "current"},
+            "missing_ratio": {"reference", "current"}, "critical": bool}
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..columns import CategoricalColumn, Column, NumericColumn
+from ..profile import WindowProfile
+from .categorical import categorical_scores
+from .decision import DriftConfig, benjamini_hochberg
+from .numeric import numeric_scores
+from .quality import SIGNALS, column_issues, missing_ratio, schema_issues
+
+__all__ = ["ColumnResult", "DriftReport", "compare_profiles"]
+
+
+@dataclass
+class ColumnResult:
+    """The verdict for one feature or output."""
+
+    name: str
+    kind: str
+    status: str
+    method: str
+    threshold: float
+    effect: float | None = None
+    raw_p_value: float | None = None
+    p_value: float | None = None
+    drift_detected: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    rows: tuple[int, int] = (0, 0)
+    missing: tuple[float, float] = (0.0, 0.0)
+    critical: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.kind,
+            "drift_detected": self.drift_detected,
+            "status": self.status,
+            "method": self.method,
+            "threshold": self.threshold,
+            "effect": _clean(self.effect),
+            "p_value": _clean(self.p_value),
+            "scores": {k: _clean(v) for k, v in self.scores.items()},
+            "rows": {"reference": self.rows[0], "current": self.rows[1]},
+            "missing_ratio": {"reference": round(self.missing[0], 6), "current": round(self.missing[1], 6)},
+            "critical": self.critical,
+        }
+
+
+def _clean(v: float | None) -> float | None:
+    if v is None or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+@dataclass
+class DriftReport:
+    """Per-column results, the dataset-level decision and data-quality findings."""
+
+    features: list[ColumnResult]
+    outputs: list[ColumnResult]
+    issues: list[dict[str, Any]]
+    reference_rows: int
+    current_rows: int
+    config: DriftConfig
+
+    @property
+    def evaluated(self) -> list[ColumnResult]:
+        return [f for f in self.features if f.status in ("ok", "drift")]
+
+    @property
+    def drift_share(self) -> float:
+        ev = self.evaluated
+        return sum(f.drift_detected for f in ev) / len(ev) if ev else 0.0
+
+    @property
+    def dataset_drift(self) -> bool:
+        return bool(self.evaluated) and self.drift_share >= self.config.drift_share_threshold
+
+    @property
+    def status(self) -> str:
+        if not self.evaluated:
+            return "insufficient_data"
+        return "drift" if self.dataset_drift else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: 0 for s in SIGNALS}
+        for i in self.issues:
+            counts[i["signal"]] = counts.get(i["signal"], 0) + 1
+        return {
+            "dataset_drift": self.dataset_drift,
+            "drift_share": round(self.drift_share, 6),
+            "status": self.status,
+            "features": [f.to_dict() for f in self.features],
+            "outputs": [f.to_dict() for f in self.outputs],
+            "data_quality": {"issues": self.issues, "counts": counts},
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "config": {
+                "alpha": self.config.alpha,
+                "correction": self.config.correction,
+                "min_rows": self.config.min_rows,
+                "drift_share_threshold": self.config.drift_share_threshold,
+                "numeric_method": self.config.numeric_method,
+                "categorical_method": self.config.categorical_method,
+            },
+        }
+
+
+def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, issues: list[dict[str, Any]]) -> ColumnResult:
+    method = cfg.method_for(name, ref.kind)
+    res = ColumnResult(name=name, kind=ref.kind, status="ok", method=method,
+                       threshold=cfg.threshold_for(name, method), critical=name in cfg.critical_features,
+                       missing=(missing_ratio(ref), missing_ratio(cur)))
+    if isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
+        res.rows = (ref.count, cur.count)
+        if min(ref.count, cur.count) < cfg.min_rows:
+            res.status = "insufficient_data"
+            issues.extend(column_issues(name, ref, cur, cfg))
+            return res
+        ns = numeric_scores(ref, cur, bins=cfg.bins)
+        res.scores = ns.as_dict()
+        res.scores["rank_error"] = ns.rank_error
+        res.raw_p_value = ns.ks_p_value
+        effect = ns.as_dict()[method]
+        res.effect = max(effect - ns.rank_error, 0.0) if method == "ks" else effect
+        issues.extend(column_issues(name, ref, cur, cfg))
+    elif isinstance(ref, CategoricalColumn) and isinstance(cur, CategoricalColumn):
+        res.rows = (ref.count, cur.count)
+        if min(ref.count, cur.count) < cfg.min_rows:
+            res.status = "insufficient_data"
+            issues.extend(column_issues(name, ref, cur, cfg))
+            return res
+        cs = categorical_scores(ref, cur)
+        res.scores = cs.as_dict()
+        res.raw_p_value = cs.chi2_p_value
+        res.effect = cs.as_dict()[method]
+        issues.extend(column_issues(name, ref, cur, cfg, cs.new_category_rate))
+    return res
+
+
+def _compare_side(ref: dict[str, Column], cur: dict[str, Column], cfg: DriftConfig, role: str,
+                  issues: list[dict[str, Any]]) -> list[ColumnResult]:
+    schema = schema_issues(ref, cur, role)
+    issues.extend(schema)
+    broken = {i["column"]: i["signal"] for i in schema if i["signal"] in ("missing_column", "type_change")}
+    results = []
+    for name, rcol in ref.items():
+        if name in broken:
+            kind = rcol.kind
+            method = cfg.method_for(name, kind)
+            results.append(ColumnResult(name=name, kind=kind, status=broken[name], method=method,
+                                        threshold=cfg.threshold_for(name, method),
+                                        critical=name in cfg.critical_features))
+            continue
+        results.append(_score_column(name, rcol, cur[name], cfg, issues))
+    return results
+
+
+def compare_profiles(reference: WindowProfile, current: WindowProfile, config: DriftConfig | None = None) -> DriftReport:
+    """Compare every feature and output of ``current`` with ``reference``.
+
+    Features and outputs share one Benjamini-Hochberg correction, so adding columns does not
+    inflate false alarms. Columns only in ``current`` are reported as ``new_column`` issues.
+    """
+    cfg = config or DriftConfig()
+    issues: list[dict[str, Any]] = []
+    features = _compare_side(reference.features, current.features, cfg, "feature", issues)
+    outputs = _compare_side(reference.outputs, current.outputs, cfg, "output", issues)
+    tested = [r for r in features + outputs if r.raw_p_value is not None]
+    raw = [r.raw_p_value if r.raw_p_value is not None and math.isfinite(r.raw_p_value) else 1.0 for r in tested]
+    adjusted = benjamini_hochberg(raw) if cfg.correction == "bh" else raw
+    for r, p in zip(tested, adjusted, strict=True):
+        r.p_value = float(p)
+        r.drift_detected = bool(p < cfg.alpha and r.effect is not None and r.effect >= r.threshold)
+        r.status = "drift" if r.drift_detected else "ok"
+    return DriftReport(features, outputs, issues, reference.rows, current.rows, cfg)
