@@ -116,8 +116,12 @@ class Shipper:
                 self._wake.clear()
 
     def ship_once(self) -> tuple[int, bool]:
-        """One round: returns (windows confirmed, whether a retriable failure happened)."""
-        leases = self.spool.lease(self.batch_windows)
+        """One round: returns (windows confirmed, whether a retriable failure happened).
+
+        After a failure only one window goes out per round (a probe) until a delivery succeeds:
+        windows out for delivery cannot be merged, and the spool needs them when it is full.
+        """
+        leases = self.spool.lease(self.batch_windows if self.failures == 0 else 1)
         if not leases:
             return 0, False
         batch: list[Outgoing] = []
