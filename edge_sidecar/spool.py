@@ -40,6 +40,7 @@ from driftline.wire import Envelope, decode_envelope, encode_envelope
 
 from .errors import SpoolError
 from .fsutil import atomic_write, fsync_dir
+from .ratelog import RateLimitedLog
 
 __all__ = ["Lease", "Spool", "SpoolEntry", "SpoolStats"]
 
@@ -112,6 +113,7 @@ class Spool:
         self.tmp_dir = self.root / "tmp"
         self.rejected_dir = self.root / "rejected"
         self._lock = threading.RLock()
+        self._ratelog = RateLimitedLog(log)
         self._entries: dict[str, SpoolEntry] = {}
         self._bytes = 0
         self._seq = 0
@@ -226,7 +228,8 @@ class Spool:
             self._write(a.stream, data, env_id, merged.rows, min(a.spooled_at, b.spooled_at), seq=a.seq,
                         replaces=[a.name, b.name])
             self.merged += 1
-            log.info("spool full: merged windows %s and %s (%d rows)", a.name, b.name, merged.rows)
+            self._ratelog.log(logging.INFO, "merge", "spool full: merged windows %s and %s (%d rows; %d merges "
+                              "so far)", a.name, b.name, merged.rows, self.merged)
             return True
         return False
 
@@ -253,7 +256,8 @@ class Spool:
     def _count_drop(self, windows: int, rows: int, why: str) -> None:
         self.dropped += windows
         self.dropped_rows += rows
-        log.error("%s (%d rows lost; %d windows dropped so far)", why, rows, self.dropped)
+        self._ratelog.error("drop", "%s (%d rows lost; %d windows, %d rows dropped so far)", why, rows,
+                            self.dropped, self.dropped_rows)
 
     # ---- the shipper's side ----------------------------------------------------------------------
     def lease(self, n: int) -> list[Lease]:
@@ -308,7 +312,8 @@ class Spool:
 
     def _move_aside(self, path: Path, reason: str) -> None:
         self.rejected += 1
-        log.error("spool: moved %s to %s: %s", path.name, self.rejected_dir, reason)
+        self._ratelog.error("aside", "spool: moved %s to %s (%d so far): %s", path.name, self.rejected_dir,
+                            self.rejected, reason)
         try:
             os.replace(path, self.rejected_dir / path.name)
             (self.rejected_dir / (path.name + ".why")).write_text(reason + "\n")

@@ -10,6 +10,7 @@ the envelopes), 1 when the receiver could not be reached in time (windows stay i
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import tempfile
@@ -64,6 +65,8 @@ def _replay(args: argparse.Namespace) -> int:
     from ..edge_sidecar.spool import Spool
     from ..edge_sidecar.transport import transport_from_url
 
+    if not getattr(args, "verbose", 0):  # the summary line reports drops and rejections; -v shows the detail
+        logging.getLogger("driftline.sidecar").setLevel(logging.CRITICAL)
     if not args.window > 0 or args.batch_rows < 1 or args.max_rows < 1:
         raise DataFileError("--window, --batch-rows and --max-rows must be positive")
     data = DataFile(args.data)
@@ -106,27 +109,30 @@ def _replay(args: argparse.Namespace) -> int:
                 monitor.tick()
                 rows += n
                 bar.update_to(done)
+                if shipper.rejected:
+                    break  # the receiver refuses our envelopes (a bad token, say): no point reading on
         missing = outputs - seen
         if missing and rows:
             raise DataFileError(f"{data.path}: output column(s) not found: {', '.join(sorted(missing))}")
         monitor.close()
-        delivered = shipper.drain(args.timeout)
+        delivered = shipper.drain(args.timeout) if not shipper.rejected else False
     finally:
         shipper.stop()
     st = spool.stats()
     snap = monitor.snapshot()
     closed = sum(snap["windows_closed"].values())
     if st.rejected:
-        raise DriftlineError(f"the receiver at {args.to} rejected {st.rejected} windows "
-                             f"({shipper.last_rejection}); they are in {spool.rejected_dir}")
+        raise DriftlineError(f"the receiver at {args.to} rejected the envelopes ({shipper.last_rejection}); "
+                             f"refused windows are in {spool.rejected_dir}, the rest in {spool.pending_dir}")
     if not delivered:
         print(f"driftline: error: {st.pending} windows ({st.pending_rows} rows) not delivered to {args.to} "
               f"within {args.timeout:.0f}s ({shipper.last_error}); they stay in {spool_dir}", file=sys.stderr)
         return 1
     if not args.spool:
         _remove_tree(spool_dir)
+    dropped = f", DROPPED {st.dropped} windows ({st.dropped_rows} rows): spool too small" if st.dropped else ""
     print(f"replayed {rows} rows of {data.path.name} as {closed} windows to {args.to} "
-          f"(late rows {snap['late_rows']}, windows merged in the spool {st.merged})")
+          f"(late rows {snap['late_rows']}, windows merged in the spool {st.merged}{dropped})")
     return 0
 
 
