@@ -5,13 +5,19 @@ See ``docs/statistics.md`` for the formulas, the decision rule and the measured 
 
 from __future__ import annotations
 
+from .canary import DEFAULT_GUARDRAILS, CanaryConfig, CanaryResult, Guardrail, evaluate_canary
 from .categorical import CategoricalScores, categorical_scores, exact_categorical_scores
 from .decision import DEFAULT_THRESHOLDS, DriftConfig, benjamini_hochberg
 from .numeric import NumericScores, exact_numeric_scores, numeric_scores
 from .report import ColumnResult, DriftReport, compare_profiles
 
 __all__ = [
+    "DEFAULT_GUARDRAILS",
     "DEFAULT_THRESHOLDS",
+    "CanaryConfig",
+    "CanaryResult",
+    "Guardrail",
+    "evaluate_canary",
     "CategoricalScores",
     "ColumnResult",
     "DriftConfig",
