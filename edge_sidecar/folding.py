@@ -9,6 +9,7 @@ counted rejection and never costs its neighbours their place in the totals.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,35 @@ __all__ = ["RowFolder"]
 log = logging.getLogger("driftline.sidecar.monitor")
 MAX_COLUMN_NAME = 256
 _SCALARS = (str, bytes, bool, int, float, np.generic)
+
+
+_NUMBER_TYPES = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+
+
+def rows_to_columns(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Columns of row dicts, as :func:`driftline.batch.as_columns` makes them, faster for one shared schema.
+
+    Rows with the same keys (the usual case) are unpacked in C (``itemgetter`` into a 2-D object array);
+    a column whose values are all plain numbers becomes float64, all strings a string array. Anything
+    else, and rows with differing keys, take the core's general path, so the result is the same.
+    """
+    keys = tuple(rows[0])
+    if not keys or any(len(r) != len(keys) for r in rows) or any(tuple(r) != keys for r in rows):
+        return as_columns(rows)[1]
+    getter = operator.itemgetter(*keys)
+    table = np.empty((len(rows), len(keys)), dtype=object)
+    table[:] = list(map(getter, rows)) if len(keys) > 1 else [(getter(r),) for r in rows]
+    cols: dict[str, np.ndarray] = {}
+    for j, k in enumerate(keys):
+        col = table[:, j]
+        kinds = set(map(type, col))
+        if kinds <= _NUMBER_TYPES:
+            cols[str(k)] = col.astype(np.float64)
+        elif kinds == {str}:
+            cols[str(k)] = col.astype(str)
+        else:
+            cols[str(k)] = as_columns({k: list(col)})[1][str(k)]
+    return cols
 
 
 class _Group:
@@ -58,6 +88,8 @@ class RowFolder:
         """One row's outputs as a name -> value mapping."""
         if outs is None:
             return {}
+        if type(outs) is dict:  # observe_row copied it already
+            return outs
         if isinstance(outs, Mapping):
             return dict(outs)
         names = self.m.output_names
@@ -81,12 +113,12 @@ class RowFolder:
         for feats, outs, model, version, variant, device, cohort, _rid, lat, et, t_obs, keep in items:
             try:
                 key, obs = m.stream_key(model, version, variant, device, cohort)
-                latency = None if lat is None else float(lat)
+                latency = None if lat is None else lat if type(lat) is float else float(lat)
                 if keep:
                     if feats is None and outs is None:
                         raise ObserveError("a row needs features or outputs", "malformed")
                     out_row = self.row_outputs(outs)
-                    if feats is None or isinstance(feats, Mapping):
+                    if type(feats) is dict or feats is None or isinstance(feats, Mapping):
                         kind = "dict"
                     elif isinstance(feats, np.ndarray | list | tuple):
                         feats = np.asarray(feats)
@@ -152,9 +184,9 @@ class RowFolder:
             names = m.feature_names
             if isinstance(feats, np.ndarray) and (names is None or len(names) != feats.shape[1]):
                 names = None
-            fcols = as_columns(feats, names)[1]
+            fcols = rows_to_columns(feats) if isinstance(feats, list) else as_columns(feats, names)[1]
         if outs is not None and any(outs):
-            ocols = as_columns(outs)[1]
+            ocols = rows_to_columns(outs)
         fcols, ocols = self.cap_columns(key, start, fcols, ocols)
         with np.errstate(all="ignore"):  # huge values overflow sums and float32 casts: counted, not warned
             closed = m.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from driftline.edge_sidecar.errors import CaptureError, ObserveError, SettingsError
+from driftline.edge_sidecar.folding import rows_to_columns
 from driftline.edge_sidecar.inputs import event_time_array, event_time_value, label, normalise_outputs
 from driftline.edge_sidecar.oip import Exchange, decode_tensors, parse_exchange, tensor_columns
 from driftline.edge_sidecar.sampling import Sampler
@@ -18,6 +19,7 @@ from driftline.edge_sidecar.windowing import Windower
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from driftline.batch import as_columns
 from driftline.profile import StreamKey
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,3 +265,18 @@ def test_oip_exchange_to_rows_json_and_binary() -> None:
 def test_unreadable_inference_bodies_raise_capture_errors_only(body: bytes) -> None:
     with pytest.raises(CaptureError):
         parse_exchange(Exchange("m", None, body, None, b"{}", None))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "a": st.one_of(st.floats(), st.integers(-10**6, 10**6)),
+    "b": st.one_of(st.text(max_size=4), st.none(), st.booleans(), st.floats(), st.integers(-5, 5)),
+    "c": st.text(max_size=3),
+}), min_size=1, max_size=20))
+def test_fast_row_unpacking_matches_the_core(rows: list[dict[str, object]]) -> None:
+    """The folding thread's fast path builds the same columns as driftline.batch.as_columns."""
+    fast, core = rows_to_columns(rows), as_columns(rows)[1]
+    assert list(fast) == list(core)
+    for k in core:
+        assert (fast[k].dtype.kind == "f") == (core[k].dtype.kind == "f"), k
+        np.testing.assert_array_equal(fast[k].astype(object), core[k].astype(object))
