@@ -1,0 +1,40 @@
+"""``driftline service``: run the cloud service (embedded defaults: SQLite, HTTP ingest, port 8000)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("service", help="run the cloud service",
+                       description="Run the Driftline service. Settings come from --config (YAML), then "
+                       "DRIFTLINE_* environment variables; see service/config.example.yaml.")
+    p.add_argument("--config", help="YAML settings file")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--check", action="store_true", help="validate the settings, print them, and exit")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import MissingExtraError
+
+    try:
+        import uvicorn
+
+        from driftline.service.app import create_app
+        from driftline.service.settings import load_settings
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "fastapi", "service") from None
+    settings = load_settings(args.config, host=args.host, port=args.port)
+    if args.check:
+        print(settings.model_dump_json(indent=2))
+        return 0
+    print(f"driftline service on http://{settings.host}:{settings.port} (store {settings.database_url.split('@')[-1]}, "
+          f"kafka {'on' if settings.kafka.enabled else 'off'})", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=10)
+    return 0

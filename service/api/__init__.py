@@ -1,0 +1,1 @@
+"""HTTP routers, one module per resource; :mod:`driftline.service.app` mounts them."""

@@ -1,0 +1,34 @@
+"""``POST /v1/ingest``: envelopes from sidecars over HTTP, merged exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from driftline.errors import WireFormatError
+from driftline.wire import decode_envelope
+
+from ..errors import BadRequest
+from .deps import PartsDep, WriteAccess, read_body
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+
+@router.post("/ingest", dependencies=[WriteAccess],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def ingest(request: Request, parts: PartsDep) -> dict[str, Any]:
+    """Accept one binary envelope (see docs/wire-format.md); a known envelope id is a no-op."""
+    limit = parts.settings.max_body_bytes
+    body = await read_body(request, limit)
+    try:
+        env = decode_envelope(body, max_bytes=limit)
+    except WireFormatError as exc:
+        parts.stats.record("http", "rejected", len(body))
+        raise BadRequest("malformed envelope", str(exc)) from None
+    res = parts.store.ingest(env, "http")
+    parts.stats.record("http", res.result, len(body), env.profiles, env.producer)
+    return {"envelope_id": res.envelope_id, "result": res.result, "windows": res.windows}

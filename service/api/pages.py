@@ -1,0 +1,64 @@
+"""Health, readiness, metrics and the status page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..errors import NotFound, ServiceError
+from ..status import render_index, render_model
+from .deps import PartsDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(parts: PartsDep) -> dict[str, Any]:
+    """Readiness: the store answers."""
+    parts.store.query("SELECT 1")
+    return {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(parts: PartsDep) -> Response:
+    """Prometheus exposition, read from current state at scrape time."""
+    return Response(generate_latest(parts.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(parts: PartsDep) -> HTMLResponse:
+    models = parts.store.models()
+    for m in models:
+        st = [s for (name, _v), s in parts.evaluator.states.items() if name == m["name"] and s.drift]
+        m["drift"] = max(st, key=lambda s: s.evaluated_at).drift if st else None
+        cs = parts.evaluator.canary_states.get(m["name"])
+        m["canary"] = cs.result if cs else None
+    return HTMLResponse(render_index(models))
+
+
+@router.get("/models/{model}", response_class=HTMLResponse, include_in_schema=False)
+def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLResponse:
+    ev = parts.evaluator
+    version = version or ev.latest_version(model)
+    try:
+        drift = ev.drift(model, version)
+        history = ev.history(model, version)
+        devices = ev.devices(model, version)
+    except NotFound:
+        drift, history, devices = None, [], []
+    try:
+        canary = ev.canary(model)
+    except ServiceError:
+        canary = None
+    return HTMLResponse(render_model(model, drift, history, canary, devices, version=version))

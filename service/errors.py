@@ -1,0 +1,46 @@
+"""Typed errors of the service; the API turns each into a JSON error with a clear message.
+
+    ServiceError
+    ├── NotFound          (404) no such model, version, reference or canary
+    ├── BadRequest        (400) a body or parameter that cannot be used
+    ├── PayloadTooLarge   (413) a body over the configured limit
+    ├── Unauthorized      (401) a missing or wrong bearer token
+    └── StoreError        (503) the database failed; retriable
+"""
+
+from __future__ import annotations
+
+__all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError", "Unauthorized"]
+
+
+class ServiceError(Exception):
+    """Base of the service's errors; ``status`` is the HTTP status the API answers with."""
+
+    status = 500
+    retriable = False
+
+    def __init__(self, message: str, detail: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class BadRequest(ServiceError):
+    status = 400
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
+class Unauthorized(ServiceError):
+    status = 401
+
+
+class StoreError(ServiceError):
+    status = 503
+    retriable = True

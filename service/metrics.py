@@ -1,0 +1,279 @@
+"""Prometheus exposition: collectors that read current state at scrape time (nothing cached here).
+
+One collector per source of truth: :class:`DriftCollector` (the evaluator's newest results and the
+store's per-stream totals), :class:`IngestCollector` (ingest counters and device reports),
+:class:`CanaryCollector` and :class:`RetrainCollector`. Cohort labels are capped to the top N values
+by rows, the rest folded into ``other``; a device id is never a label.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily
+
+from driftline import __version__
+
+from .evaluation import Evaluator
+from .retrain import Dispatcher
+
+__all__ = ["IngestStats", "build_registry"]
+
+SCORE_METHODS = ("ks", "psi", "jensen_shannon", "wasserstein", "hellinger", "tvd", "chi2_p_value")
+
+
+@dataclass
+class IngestStats:
+    """Counters the ingest paths bump; read by the collector at scrape time."""
+
+    envelopes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    bytes: Counter[str] = field(default_factory=Counter)
+    observations: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    windows: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    cohort_rows: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    cohort_last_end: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    last_end: dict[tuple[str, str], float] = field(default_factory=dict)
+    lag: dict[str, float] = field(default_factory=dict)
+    devices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> device -> report
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, transport: str, result: str, nbytes: int, profiles: list[Any] | None = None,
+               producer: dict[str, str] | None = None, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self.lock:
+            self.envelopes[(transport, result)] += 1
+            self.bytes[transport] += nbytes
+            if result != "accepted" or not profiles:
+                return
+            for p in profiles:
+                k = p.key
+                self.observations[(k.model, k.model_version, k.variant)] += p.rows
+                self.windows[(k.model, k.model_version, k.variant)] += 1
+                self.last_end[(k.model, k.model_version)] = max(self.last_end.get((k.model, k.model_version), 0), p.end)
+                self.lag[k.model] = max(now - p.end, 0.0)
+                for label, value in k.cohort:
+                    ck = (k.model, label, value)
+                    self.cohort_rows[ck] += p.rows
+                    self.cohort_last_end[ck] = max(self.cohort_last_end.get(ck, 0.0), p.end)
+                if k.source:
+                    rep = dict(producer or {})
+                    rep.update(seen=now, cohort=dict(k.cohort))
+                    self.devices.setdefault(k.model, {})[k.source] = rep
+
+
+def _top_cohorts(stats: IngestStats, top_n: int) -> dict[tuple[str, str, str], str]:
+    """Map (model, label, value) to the value to expose: itself if in the top N by rows, else 'other'."""
+    by_label: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for (model, label, value), rows in stats.cohort_rows.items():
+        by_label.setdefault((model, label), []).append((rows, value))
+    out = {}
+    for (model, label), vals in by_label.items():
+        keep = {v for _, v in sorted(vals, key=lambda x: (-x[0], x[1]))[:top_n]}
+        for _, v in vals:
+            out[(model, label, v)] = v if v in keep else "other"
+    return out
+
+
+class DriftCollector:
+    """Drift scores, decisions, data quality and references from the evaluator's newest results."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def collect(self) -> Any:
+        score = GaugeMetricFamily("driftline_feature_drift_score", "Drift score of a feature by method",
+                                  labels=["model", "version", "feature", "method"])
+        detected = GaugeMetricFamily("driftline_feature_drift_detected", "1 when a feature is flagged as drifted",
+                                     labels=["model", "version", "feature"])
+        critical = GaugeMetricFamily("driftline_feature_importance_critical", "1 for features marked critical",
+                                     labels=["model", "version", "feature"])
+        missing = GaugeMetricFamily("driftline_feature_missing_ratio", "Missing or NaN share in the current window",
+                                    labels=["model", "version", "feature"])
+        share = GaugeMetricFamily("driftline_dataset_drift_share", "Share of features flagged",
+                                  labels=["model", "version"])
+        dataset = GaugeMetricFamily("driftline_dataset_drift", "1 when drift share is over the threshold",
+                                    labels=["model", "version"])
+        shift = GaugeMetricFamily("driftline_prediction_shift_score", "Shift score of a model output by method",
+                                  labels=["model", "version", "output", "method"])
+        shift_d = GaugeMetricFamily("driftline_prediction_shift_detected", "1 when a model output is flagged",
+                                    labels=["model", "version", "output"])
+        dq = GaugeMetricFamily("driftline_data_quality_issues", "Columns with a data-quality signal",
+                               labels=["model", "version", "signal"])
+        ref = GaugeMetricFamily("driftline_reference_info", "The reference in use", labels=["model", "version", "source"])
+        with self.evaluator._lock:
+            states = list(self.evaluator.states.values())
+        for st in states:
+            rep = st.drift
+            if rep is None:
+                continue
+            m, v = st.model, st.version
+            for f in rep["features"]:
+                for meth in SCORE_METHODS:
+                    val = f["scores"].get(meth)
+                    if val is not None:
+                        score.add_metric([m, v, f["name"], meth], val)
+                detected.add_metric([m, v, f["name"]], 1.0 if f["drift_detected"] else 0.0)
+                critical.add_metric([m, v, f["name"]], 1.0 if f.get("critical") else 0.0)
+                missing.add_metric([m, v, f["name"]], f["missing_ratio"]["current"])
+            for o in rep["outputs"]:
+                for meth in SCORE_METHODS:
+                    val = o["scores"].get(meth)
+                    if val is not None:
+                        shift.add_metric([m, v, o["name"], meth], val)
+                shift_d.add_metric([m, v, o["name"]], 1.0 if o["drift_detected"] else 0.0)
+            share.add_metric([m, v], rep["drift_share"])
+            dataset.add_metric([m, v], 1.0 if rep["dataset_drift"] else 0.0)
+            for signal, n in rep["data_quality"]["counts"].items():
+                dq.add_metric([m, v, signal], n)
+            if st.reference_source:
+                ref.add_metric([m, v, st.reference_source], 1.0)
+        yield from (score, detected, critical, missing, share, dataset, shift, shift_d, dq, ref)
+
+
+class IngestCollector:
+    """Ingest counters, per-stream totals, cohorts and what devices report about themselves."""
+
+    def __init__(self, stats: IngestStats, top_n: int) -> None:
+        self.stats = stats
+        self.top_n = top_n
+
+    def collect(self) -> Any:
+        s = self.stats
+        now = time.time()
+        build = GaugeMetricFamily("driftline_build_info", "Driftline build", labels=["version"])
+        build.add_metric([__version__], 1.0)
+        env = CounterMetricFamily("driftline_ingest_envelopes", "Envelopes received", labels=["transport", "result"])
+        nbytes = CounterMetricFamily("driftline_ingest_bytes", "Envelope bytes received", labels=["transport"])
+        obs = CounterMetricFamily("driftline_observations", "Rows observed on devices",
+                                  labels=["model", "version", "variant"])
+        win = CounterMetricFamily("driftline_windows", "Window profiles merged", labels=["model", "version", "variant"])
+        last = GaugeMetricFamily("driftline_last_window_end_timestamp_seconds", "End of the newest window",
+                                 labels=["model", "version"])
+        lag = GaugeMetricFamily("driftline_ingest_delivery_lag_seconds", "Ingest time minus window end, newest",
+                                labels=["model"])
+        c_obs = CounterMetricFamily("driftline_cohort_observations", "Rows per cohort value",
+                                    labels=["model", "cohort_label", "cohort_value"])
+        c_last = GaugeMetricFamily("driftline_cohort_last_window_end_timestamp_seconds",
+                                   "End of the newest window from a cohort", labels=["model", "cohort_label", "cohort_value"])
+        reporting = GaugeMetricFamily("driftline_edge_devices_reporting", "Devices that sent a window in 15 minutes",
+                                      labels=["model", "cohort_label", "cohort_value"])
+        pending = GaugeMetricFamily("driftline_edge_spool_pending_windows", "Spool backlog reported by devices",
+                                    labels=["model"])
+        oldest = GaugeMetricFamily("driftline_edge_spool_oldest_pending_age_seconds",
+                                   "Oldest pending window age reported by devices", labels=["model"])
+        rss = GaugeMetricFamily("driftline_edge_sidecar_resident_memory_bytes", "Largest sidecar RSS reported",
+                                labels=["model"])
+        cpu = CounterMetricFamily("driftline_edge_sidecar_cpu_seconds", "Sidecar CPU seconds reported", labels=["model"])
+        with s.lock:
+            for (t, r), n in s.envelopes.items():
+                env.add_metric([t, r], n)
+            for t, n in s.bytes.items():
+                nbytes.add_metric([t], n)
+            for k, n in s.observations.items():
+                obs.add_metric(list(k), n)
+            for k, n in s.windows.items():
+                win.add_metric(list(k), n)
+            for (m, v), ts in s.last_end.items():
+                last.add_metric([m, v], ts)
+            for m, v in s.lag.items():
+                lag.add_metric([m], v)
+            names = _top_cohorts(s, self.top_n)
+            rows: Counter[tuple[str, str, str]] = Counter()
+            ends: dict[tuple[str, str, str], float] = {}
+            for k, n in s.cohort_rows.items():
+                shown = (k[0], k[1], names[k])
+                rows[shown] += n
+                ends[shown] = max(ends.get(shown, 0.0), s.cohort_last_end[k])
+            for k, n in rows.items():
+                c_obs.add_metric(list(k), n)
+                c_last.add_metric(list(k), ends[k])
+            for model, devices in s.devices.items():
+                live: Counter[tuple[str, str, str]] = Counter()
+                total_pending = 0.0
+                max_age = max_rss = total_cpu = 0.0
+                for rep in devices.values():
+                    total_cpu += _num(rep.get("cpu_seconds"))
+                    if now - rep["seen"] > 900:
+                        continue
+                    total_pending += _num(rep.get("spool_pending"))
+                    max_age = max(max_age, _num(rep.get("spool_oldest_age_s")))
+                    max_rss = max(max_rss, _num(rep.get("rss_bytes")))
+                    for label, value in rep["cohort"].items():
+                        live[(model, label, names.get((model, label, value), "other"))] += 1
+                for k, n in live.items():
+                    reporting.add_metric(list(k), n)
+                pending.add_metric([model], total_pending)
+                oldest.add_metric([model], max_age)
+                rss.add_metric([model], max_rss)
+                cpu.add_metric([model], total_cpu)
+        yield from (build, env, nbytes, obs, win, last, lag, c_obs, c_last, reporting, pending, oldest, rss, cpu)
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class CanaryCollector:
+    """Canary verdicts as a state set, with effect, p-value and rows per comparison."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def collect(self) -> Any:
+        verdict = StateSetMetricFamily("driftline_canary_verdict", "Current canary verdict",
+                                       labels=["model", "baseline_version", "canary_version"])
+        effect = GaugeMetricFamily("driftline_canary_effect", "Canary minus baseline (ratio - 1 for latency)",
+                                   labels=["model", "baseline_version", "canary_version", "metric"])
+        pval = GaugeMetricFamily("driftline_canary_p_value", "Always-valid p-value of a comparison",
+                                 labels=["model", "baseline_version", "canary_version", "metric"])
+        rows = GaugeMetricFamily("driftline_canary_rows", "Rows per arm",
+                                 labels=["model", "baseline_version", "canary_version", "arm"])
+        with self.evaluator._lock:
+            states = {m: s.result for m, s in self.evaluator.canary_states.items() if s.result}
+        for model, res in states.items():
+            labels = [model, res["baseline_version"], res["canary_version"]]
+            verdict.add_metric(labels, {v: res["verdict"] == v for v in ("continue", "promote", "rollback")})
+            for c in res["comparisons"]:
+                if c["effect"] is not None:
+                    effect.add_metric([*labels, c["metric"]], c["effect"])
+                if c["p_value"] is not None:
+                    pval.add_metric([*labels, c["metric"]], c["p_value"])
+            for arm, n in res["rows"].items():
+                rows.add_metric([*labels, arm], n)
+        yield from (verdict, effect, pval, rows)
+
+
+class RetrainCollector:
+    """Retraining requests by result, and the outbox's depth and oldest pending age."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def collect(self) -> Any:
+        req = CounterMetricFamily("driftline_retrain_requests", "Retraining requests by result",
+                                  labels=["model", "target", "result"])
+        for (m, t, r), n in list(self.dispatcher.results.items()):
+            req.add_metric([m, t, r], n)
+        depth, age = self.dispatcher.outbox_stats()
+        d = GaugeMetricFamily("driftline_retrain_outbox_depth", "Requests waiting in the outbox")
+        d.add_metric([], depth)
+        a = GaugeMetricFamily("driftline_retrain_outbox_oldest_pending_age_seconds", "Age of the oldest pending request")
+        a.add_metric([], age)
+        yield from (req, d, a)
+
+
+def build_registry(evaluator: Evaluator, stats: IngestStats, dispatcher: Dispatcher, top_n: int) -> CollectorRegistry:
+    """A fresh registry with every collector (never the global one)."""
+    reg = CollectorRegistry(auto_describe=False)
+    for c in (DriftCollector(evaluator), IngestCollector(stats, top_n), CanaryCollector(evaluator),
+              RetrainCollector(dispatcher)):
+        reg.register(c)  # type: ignore[arg-type]
+    return reg
