@@ -1,0 +1,226 @@
+"""The demo scenario, end to end: service, fleet, reference, canary, retraining receiver, live view.
+
+Everything is real: the service is the same FastAPI app ``driftline service`` runs (SQLite, HTTP
+ingest), every device runs the sidecar's SDK, spool and HTTP shipper, the models are trained here,
+and the retraining webhook is a signed HTTP request to a local receiver.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..profile import ProfileConfig, StreamKey, WindowProfile
+from ..wire import Envelope, encode_envelope
+from .api import ApiError, ServiceClient
+from .fleet import Device, Fleet, plan_fleet
+from .model import FEATURES, load_digits_split, train_models
+from .receiver import RetrainReceiver
+from .view import render_live, render_summary, summarise
+
+__all__ = ["DemoOptions", "run_demo"]
+
+MODEL = "digits-camera"
+
+
+@dataclass
+class DemoOptions:
+    """What ``driftline demo`` was asked to do."""
+
+    devices: int = 6
+    duration: float = 60.0
+    port: int = 8000
+    seed: int = 0
+    forever: bool = False
+    bad_canary: bool = False
+    json: bool = False
+    window_seconds: float = 2.0
+    rows_per_second: int = 120
+    canary_share: float = 0.3
+    data_dir: str | None = None
+
+
+class _ServiceThread:
+    """The real service app under uvicorn, in this process, stoppable."""
+
+    def __init__(self, settings: Any) -> None:
+        import uvicorn
+
+        from ..service.app import create_app
+
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="error",
+                                lifespan="on", timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, name="demo-service", daemon=True)
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start (is the port free? try --port)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _service_settings(opts: DemoOptions, data: Path, receiver: RetrainReceiver, secret: str) -> Any:
+    from ..service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
+
+    return ServiceSettings(
+        host="127.0.0.1", port=opts.port, database_url=f"sqlite:///{data / 'driftline.sqlite'}",
+        evaluation=EvaluationSettings(current_window_seconds=max(8 * opts.window_seconds, 15.0),
+                                      interval_seconds=1.0, history_bucket_seconds=max(opts.window_seconds * 2, 4.0),
+                                      min_rows=30, drift_share_threshold=0.3),
+        retrain=RetrainSettings(targets=[RetrainTarget(name="local-retrainer", url=receiver.url)], secret=secret,
+                                consecutive_evaluations=4, cooldown_seconds=3600.0, backoff_initial_seconds=0.2,
+                                backoff_max_seconds=2.0),
+    )
+
+
+def _sidecar(opts: DemoOptions, data: Path, url: str, plan: Any) -> Any:
+    from ..edge_sidecar.runner import Sidecar
+    from ..edge_sidecar.settings import (
+        ApiSettings,
+        HttpTransportSettings,
+        ProfileSettings,
+        ShipperSettings,
+        SidecarSettings,
+        SpoolSettings,
+        TransportSettings,
+        WindowSettings,
+    )
+
+    settings = SidecarSettings(
+        device=plan.device, cohort=plan.cohort, model=MODEL, model_version="v1", variant="baseline",
+        window=WindowSettings(seconds=opts.window_seconds, lateness_seconds=opts.window_seconds, tick_seconds=0.2),
+        profile=ProfileSettings(categorical=["label"]),
+        spool=SpoolSettings(path=data / "spool" / plan.device, fsync=False),
+        transport=TransportSettings(kind="http", http=HttpTransportSettings(url=url, timeout_seconds=5)),
+        shipper=ShipperSettings(backoff_initial_seconds=0.2, backoff_max_seconds=2.0, shutdown_grace_seconds=3.0),
+        api=ApiSettings(port=0),
+    )
+    return Sidecar(settings).start()
+
+
+def _reference(model: Any, x: np.ndarray, version: str) -> bytes:
+    labels, scores = model.predict(x)
+    prof = WindowProfile(StreamKey.of(MODEL, version, "reference", "training"), 0, 0,
+                         ProfileConfig(categorical=frozenset({"label"})))
+    prof.update({n: x[:, j] for j, n in enumerate(FEATURES)}, {"score": scores, "label": labels.astype(str)})
+    return encode_envelope(Envelope([prof], producer={"name": "driftline-demo"}))
+
+
+def _poll(client: ServiceClient, receiver: RetrainReceiver, devices: list[Device]) -> dict[str, Any]:
+    snap: dict[str, Any] = {"model": MODEL, "rows": sum(d.rows for d in devices)}
+    snap["windows"] = sum(d.sidecar.shipper.deliveries.get("ok", 0) for d in devices)
+    for key, path in (("drift", f"/v1/models/{MODEL}/drift?version=v1"), ("canary", f"/v1/models/{MODEL}/canary"),
+                      ("devices", f"/v1/models/{MODEL}/devices?version=v1")):
+        try:
+            val = client.get(path)
+            snap[key] = val["devices"] if key == "devices" else val
+        except ApiError:
+            snap[key] = None
+    snap["retrain_requests"] = len(receiver.requests)
+    snap["retrain_payloads"] = [r["payload"] for r in receiver.requests]
+    return snap
+
+
+def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the scenario; returns the exit code. Ctrl-C stops everything cleanly."""
+    tmp = None
+    if opts.data_dir:
+        data = Path(opts.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="driftline-demo-")
+        data = Path(tmp.name)
+    secret = secrets.token_hex(16)
+    receiver = RetrainReceiver(secret).start()
+    service = _ServiceThread(_service_settings(opts, data, receiver, secret))
+    devices: list[Device] = []
+    fleet: Fleet | None = None
+    base = f"http://127.0.0.1:{opts.port}"
+    urls = {"status page": f"{base}/", "model page": f"{base}/models/{MODEL}", "API docs": f"{base}/docs",
+            "drift (JSON)": f"{base}/v1/models/{MODEL}/drift", "canary (JSON)": f"{base}/v1/models/{MODEL}/canary",
+            "metrics": f"{base}/metrics"}
+    tty = err.isatty()
+    try:
+        print(f"driftline demo: {opts.devices} camera devices, {opts.duration:.0f}s, "
+              f"{'bad' if opts.bad_canary else 'harmless'} canary; data in {data}", file=err, flush=True)
+        service.start()
+        print(f"service running: {urls['status page']}", file=err, flush=True)
+        x_train, y_train, x_serve, _ = load_digits_split(opts.seed)
+        models = train_models(x_train, y_train, opts.seed, opts.bad_canary)
+        client = ServiceClient(base)
+        for version, m in models.items():
+            client.put_bytes(f"/v1/models/{MODEL}/versions/{version}/reference", _reference(m, x_train, version))
+        client.put_json(f"/v1/models/{MODEL}/canary", {
+            "baseline_version": "v1", "canary_version": "v2", "score_output": "score", "label_output": "label",
+            "min_rows": 1500, "min_duration_seconds": min(20.0, opts.duration / 3)})
+        plans = plan_fleet(opts.devices, opts.duration)
+        rng = np.random.default_rng(opts.seed)
+        for plan in plans:
+            sc = _sidecar(opts, data, base, plan)
+            devices.append(Device(plan, models, x_serve, sc, np.random.default_rng(rng.integers(1 << 31)),
+                                  canary_share=opts.canary_share))
+        fleet = Fleet(devices, rows_per_second=opts.rows_per_second).start()
+        start = time.monotonic()
+        snap: dict[str, Any] = {}
+        last_line = 0.0
+        while opts.forever or time.monotonic() - start < opts.duration:
+            time.sleep(0.5)
+            elapsed = time.monotonic() - start
+            snap = _poll(client, receiver, devices)
+            camera_on = any(d.camera_active for d in devices)
+            snap["phase"] = "camera replaced" if camera_on else "stable traffic"
+            line = render_live(snap, elapsed, None if opts.forever else opts.duration)
+            if tty:
+                print("\r" + line, end="", file=err, flush=True)
+            elif elapsed - last_line >= 5:
+                print(line, file=err, flush=True)
+                last_line = elapsed
+        if tty:
+            print(file=err)
+        fleet.stop()
+        for d in devices:
+            d.sidecar.stop(grace=3.0)
+        time.sleep(1.5)
+        service.app.state.background.run_once()
+        snap = _poll(client, receiver, devices)
+        snap["expected_drifted_devices"] = [p.device for p in plans if p.camera_change_at is not None]
+        summary = summarise(snap, urls)
+        if opts.json:
+            import json
+
+            print(json.dumps(summary, indent=2), file=out)
+        else:
+            print(render_summary(summary), file=out)
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the fleet and the service", file=err)
+        return 130
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        for d in devices:
+            try:
+                d.sidecar.stop(grace=0.5)
+            except Exception:  # stopping twice is fine; nothing else may block shutdown
+                pass
+        service.stop()
+        receiver.stop()
+        if tmp is not None:
+            tmp.cleanup()
