@@ -210,8 +210,8 @@ class Evaluator:
         raw, created = found
         cfg = canary_config_from_dict(raw)
         now = time.time() if now is None else now
-        base_rows = [r for r in self.store.windows(model, cfg.baseline_version, since=created) if r.end <= now]
-        can_rows = [r for r in self.store.windows(model, cfg.canary_version, since=created) if r.end <= now]
+        base_rows = self.store.windows(model, cfg.baseline_version, since=created)
+        can_rows = self.store.windows(model, cfg.canary_version, since=created)
         if base_rows and can_rows:  # the same time range for both arms
             lo = max(base_rows[0].start, can_rows[0].start)
             hi = min(base_rows[-1].end, can_rows[-1].end)
