@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from driftline.edge_sidecar.monitor import Monitor
 
+from driftline.edge_sidecar.monitor import Monitor
 from driftline.profile import StreamKey, WindowProfile
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,6 +32,7 @@ _NDJSON = {"application/x-ndjson", "application/ndjson", "application/jsonl", "a
            "application/jsonlines", "application/json-lines"}
 _JSON = {"", "application/json", "text/json"}
 Route = Callable[[], tuple[int, str, bytes]]
+DISCARD_LIMIT = 64 * 1024 * 1024
 
 
 def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[dict[str, Any]]:
@@ -154,7 +155,7 @@ class LocalApi:
                 except ObserveError as exc:
                     raise ObserveError(f"row {i}: {exc}", exc.reason) from None
         except ObserveError as exc:
-            self._count(exc, body)
+            self._count(exc)
             return 400, {"error": exc.reason, "detail": str(exc)}
         for r in rows:
             m.observe_row(r["features"], r.get("outputs"), model=r.get("model"),
@@ -163,7 +164,7 @@ class LocalApi:
                           event_time=r.get("event_time"), device=r.get("device"), cohort=r.get("cohort"))
         return 200, {"accepted": len(rows)}
 
-    def _count(self, exc: ObserveError, body: bytes) -> None:
+    def _count(self, exc: ObserveError) -> None:
         try:
             self.monitor.reject(exc)
         except ObserveError:  # a strict monitor re-raises; the HTTP answer already says what went wrong
@@ -175,6 +176,7 @@ class LocalApi:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "driftline-sidecar"
+            timeout = 30  # seconds a silent client may hold a connection thread
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
                 log.debug("%s " + format, self.address_string(), *args)
@@ -188,6 +190,30 @@ class LocalApi:
                     self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _discard(self, length: int) -> None:
+                # Read (and drop) a refused body, up to a bound, so closing the socket does not reset it
+                # under the client before it has read our answer.
+                left = min(length, DISCARD_LIMIT)
+                while left > 0:
+                    got = self.rfile.read(min(left, 65536))
+                    if not got:
+                        return
+                    left -= len(got)
+
+            def _discard_chunked(self) -> None:
+                total = 0
+                while total < DISCARD_LIMIT:
+                    line = self.rfile.readline(1024)
+                    try:
+                        size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+                    except ValueError:
+                        return
+                    if size == 0:
+                        self.rfile.readline(1024)
+                        return
+                    self._discard(size + 2)
+                    total += size
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 route = api.routes.get(self.path.split("?", 1)[0])
@@ -204,6 +230,7 @@ class LocalApi:
                     return
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
                     self.close_connection = True
+                    self._discard_chunked()
                     self._reply(411, {"error": "malformed", "detail": "send a Content-Length"})
                     return
                 try:
@@ -212,12 +239,13 @@ class LocalApi:
                         raise ValueError
                 except ValueError:
                     self.close_connection = True
-                    api._count(ObserveError("bad Content-Length", "malformed"), b"")
+                    api._count(ObserveError("bad Content-Length", "malformed"))
                     self._reply(400, {"error": "malformed", "detail": "missing or bad Content-Length"})
                     return
                 if length > api.max_body_bytes:
-                    self.close_connection = True  # the body stays unread
-                    api._count(ObserveError("body too large", "oversized"), b"")
+                    self.close_connection = True
+                    self._discard(length)
+                    api._count(ObserveError("body too large", "oversized"))
                     self._reply(413, {"error": "oversized",
                                       "detail": f"{length} bytes, at most {api.max_body_bytes}"})
                     return

@@ -14,12 +14,14 @@ Costs the inference path almost nothing and never raises into it:
   missing, NaN and extra *feature values* are not rejections: the column summaries count them.
   ``strict=True`` (tests) raises :class:`~driftline.edge_sidecar.errors.ObserveError` instead.
 
-Closed windows go to ``sink(profile, reason)`` (the spool, in the sidecar); without a sink they
+Closed windows go to ``sink(profile, reason)`` (the spool, in the sidecar). ``service_url=...``
+gives the monitor its own spool and shipper (see :mod:`.embedded`); with neither, closed windows
 wait in :meth:`Monitor.take_closed`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -78,7 +80,21 @@ class Monitor:
         buffer_rows: int = 4096,
         max_buffer_rows: int = 100_000,
         clock: Callable[[], float] = time.time,
+        service_url: str | None = None,
+        token: str | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int = 64 * 1024 * 1024,
+        shutdown_grace_seconds: float = 2.0,
     ) -> None:
+        self._delivery: Any = None
+        if service_url is not None and sink is None:  # ship from this process: its own spool and shipper
+            from .embedded import EmbeddedDelivery
+
+            self._delivery = EmbeddedDelivery(service_url, token=token, spool_dir=spool_dir,
+                                              max_bytes=spool_max_bytes, device=device)
+            sink = self._delivery.sink
+            atexit.register(self.close)
+        self._grace = shutdown_grace_seconds
         self.model = model
         self.model_version = model_version
         self.variant = variant
@@ -344,7 +360,11 @@ class Monitor:
         self._deliver()
 
     def close(self, flush: bool = True) -> None:
-        """Stop the background thread and close every open window (reason ``shutdown``) into the sink."""
+        """Stop the background thread and close every open window (reason ``shutdown``) into the sink.
+
+        With ``service_url``, the monitor's own shipper then gets ``shutdown_grace_seconds`` to deliver;
+        what it cannot deliver stays in the spool for the next start. Called at interpreter exit too.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -359,6 +379,9 @@ class Monitor:
             if flush:
                 self._closed_windows(self.windower.flush("shutdown"))
         self._deliver()
+        if self._delivery is not None:
+            atexit.unregister(self.close)
+            self._delivery.close(self._grace)
 
     def __enter__(self) -> Monitor:
         return self

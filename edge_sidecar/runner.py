@@ -19,11 +19,11 @@ from typing import Any
 from driftline import __version__
 from driftline.profile import WindowProfile
 
+from .embedded import producer_map
 from .ingest_http import LocalApi
 from .metrics import SidecarCollector, render, sidecar_registry
 from .monitor import Monitor
 from .proxy import InferenceProxy
-from .resources import cpu_seconds, rss_bytes
 from .settings import SidecarSettings
 from .shipper import Shipper
 from .spool import Spool
@@ -65,16 +65,7 @@ class Sidecar:
     # ---- wiring ----------------------------------------------------------------------------------
     def producer(self) -> dict[str, str]:
         """The envelope producer map: who sent it, and the device's backlog and footprint right now."""
-        st = self.spool.stats()
-        return {
-            "name": "driftline-sidecar",
-            "version": __version__,
-            "device": self.settings.device,
-            "spool_pending": str(st.pending),
-            "spool_oldest_age_s": f"{st.oldest_age_s:.1f}",
-            "rss_bytes": str(rss_bytes()),
-            "cpu_seconds": f"{cpu_seconds():.3f}",
-        }
+        return producer_map("driftline-sidecar", self.settings.device, self.spool)
 
     def _spool_window(self, profile: WindowProfile, reason: str) -> None:
         self.spool.put(profile)
@@ -127,6 +118,7 @@ class Sidecar:
         grace = self.settings.shipper.shutdown_grace_seconds if grace is None else grace
         empty = self.shipper.drain(grace) if grace > 0 else self.spool.stats().pending == 0
         self.shipper.stop()
+        self.spool.close()
         st = self.spool.stats()
         log.info("sidecar stopped: %d windows (%d rows) left in the spool", st.pending, st.pending_rows)
         return empty

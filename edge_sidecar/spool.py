@@ -42,6 +42,11 @@ from .errors import SpoolError
 from .fsutil import atomic_write, fsync_dir
 from .ratelog import RateLimitedLog
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["Lease", "Spool", "SpoolEntry", "SpoolStats"]
 
 log = logging.getLogger("driftline.sidecar.spool")
@@ -118,12 +123,34 @@ class Spool:
         self._bytes = 0
         self._seq = 0
         self.written = self.merged = self.dropped = self.dropped_rows = self.rejected = 0
+        self._lock_fd: int | None = None
         try:
             for d in (self.pending_dir, self.tmp_dir, self.rejected_dir):
                 d.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
             self._recover()
         except OSError as exc:
+            self.close()
             raise SpoolError(f"cannot use spool directory {self.root}: {exc.strerror or exc}") from exc
+
+    def _take_lock(self) -> None:
+        """One process per spool directory: two writers would reuse sequence numbers and merge each
+        other's files. The kernel drops the lock when the process dies, even by SIGKILL."""
+        if fcntl is None:  # pragma: no cover - not POSIX
+            return
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolError(f"spool directory {self.root} is in use by another process") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the directory lock (files stay; a new Spool on the same path picks them up)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ---- start-up ------------------------------------------------------------------------------
     def _recover(self) -> None:

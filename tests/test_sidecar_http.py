@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from driftline.edge_sidecar.errors import DeliveryRejected, TransportError
 from driftline.edge_sidecar.monitor import Monitor
 from driftline.edge_sidecar.runner import Sidecar
@@ -19,8 +22,6 @@ from driftline.edge_sidecar.shipper import Shipper, backoff_delay
 from driftline.edge_sidecar.spool import Spool
 from driftline.edge_sidecar.transport import Outgoing, transport_from_url
 from driftline.edge_sidecar.transport.http import HttpTransport
-from prometheus_client.parser import text_string_to_metric_families
-
 from driftline.profile import StreamKey, WindowProfile
 from driftline.wire import Envelope, encode_envelope
 from tests.harness.ports import free_port
@@ -148,7 +149,7 @@ def test_oversized_chunked_and_unknown_requests(sidecar: Sidecar) -> None:
     assert status == 413 and payload["error"] == "oversized"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/v1/observe", body=iter([b'{"model": "m", ', b'"features": {}}']),
-                 headers={"Transfer-Encoding": "chunked"})
+                 headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
     assert conn.getresponse().status == 411
     conn.close()
     assert request(port, "POST", "/v2/other", b"{}")[0] == 404
@@ -264,3 +265,26 @@ def test_monitor_only_api_without_a_sidecar(tmp_path: Path) -> None:
         assert request(api.port, "POST", "/v1/observe", b'{"features": {}}')[0] == 404
     finally:
         api.stop()
+
+
+def test_monitor_with_a_service_url_ships_from_the_application_process(tmp_path: Path,
+                                                                       receiver: EnvelopeReceiver) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    offline = Monitor("app", "3", device="pod-1", service_url=dead, spool_dir=str(tmp_path),
+                      shutdown_grace_seconds=0.2)
+    other = Monitor("app", "3", service_url=dead, spool_dir=str(tmp_path), shutdown_grace_seconds=0)
+    assert offline._delivery.spool.root.name == "0" and other._delivery.spool.root.name == "1"
+    for i in range(40):
+        offline.observe({"x": float(i)}, 0.5)
+    offline.close()  # the service is unreachable: the window waits on disk
+    other.close()
+    left = Spool(tmp_path / "0", 10**9)
+    assert left.stats().pending_rows == 40
+    left.close()
+    online = Monitor("app", "3", device="pod-2", service_url=receiver.url, spool_dir=str(tmp_path),
+                     shutdown_grace_seconds=10)
+    online.observe(np.ones((10, 2)))
+    online.close()
+    assert receiver.rows() == 50
+    producers = {env.producer["name"] for env in receiver.envelopes.values()}
+    assert producers == {"driftline-sdk"}

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from driftline.edge_sidecar.runner import Sidecar
 from driftline.edge_sidecar.settings import load_settings
-
 from driftline.wire import Envelope, decode_envelope
 from tests.harness.kafka import KafkaBroker
 from tests.harness.ports import free_port, wait_for_port

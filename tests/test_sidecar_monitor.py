@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from driftline.edge_sidecar.errors import ObserveError
-from driftline.edge_sidecar.monitor import Monitor
-from driftline.edge_sidecar.sampling import Sampler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from driftline.edge_sidecar.errors import ObserveError
+from driftline.edge_sidecar.monitor import Monitor
+from driftline.edge_sidecar.sampling import Sampler
 from driftline.profile import WindowProfile
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from driftline.edge_sidecar.spool import Spool
 
+from driftline.edge_sidecar.spool import Spool
 from tests.harness.kafka import KafkaBroker
 from tests.harness.ports import free_port, wait_for_port
 from tests.sidecar_support import EnvelopeReceiver
@@ -60,7 +60,9 @@ def test_sigterm_flushes_the_open_window_and_a_restart_delivers_it(tmp_path: Pat
         code = proc.wait(60)
     assert code == 0, log.read_text()
     assert "stopped" in log.read_text()
-    spooled = Spool(tmp_path / "spool", 10**9).profiles()
+    spool = Spool(tmp_path / "spool", 10**9)
+    spooled = spool.profiles()
+    spool.close()  # one process per spool directory: let the sidecar have it back
     assert [(p.key.model, p.key.model_version, p.rows) for p in spooled] == [("ranker", "5", 243)]
     assert spooled[0].runtime is not None and spooled[0].runtime.latency_ms.n == 243
 
@@ -179,7 +181,9 @@ def test_replay_gives_up_after_the_timeout_and_keeps_the_spool(tmp_path: Path) -
               "--spool", str(spool), "--timeout", "1")
     assert out.returncode == 1
     assert "not delivered" in out.stderr
-    assert Spool(spool, 10**9).stats().pending_rows == 20
+    left = Spool(spool, 10**9)
+    assert left.stats().pending_rows == 20
+    left.close()
 
 
 def test_replay_to_kafka(kafka_broker: KafkaBroker, tmp_path: Path) -> None:

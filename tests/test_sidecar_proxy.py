@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from driftline.edge_sidecar.monitor import Monitor
 from driftline.edge_sidecar.proxy import InferenceProxy
-
 from driftline.profile import WindowProfile
 from tests.harness.ports import free_port
 from tests.sidecar_support import ModelServer, binary_infer_body

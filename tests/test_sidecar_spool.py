@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from driftline.edge_sidecar.spool import Spool
 
+from driftline.edge_sidecar.spool import Spool
 from driftline.profile import StreamKey, WindowProfile, merge_all
 from driftline.wire import Envelope, decode_envelope, encode_envelope
 
@@ -43,6 +43,7 @@ def test_windows_survive_a_restart_as_whole_envelope_files(tmp_path: Path) -> No
     for name in names:
         env = decode_envelope((tmp_path / "pending" / name).read_bytes())
         assert len(env.profiles) == 1
+    s.close()  # the directory lock: one process (one Spool) at a time
     again = Spool(tmp_path, 10_000_000)
     assert [e.name for e in again.entries()] == names
     assert again.stats().pending_rows == 2500
@@ -53,6 +54,7 @@ def test_leftover_temporary_files_are_never_shipped(tmp_path: Path) -> None:
     s = Spool(tmp_path, 10_000_000)
     s.put(window(0))
     (tmp_path / "tmp" / "000000000002-x-y.dle.tmp").write_bytes(encode_envelope(Envelope([window(1)]))[:40])
+    s.close()
     again = Spool(tmp_path, 10_000_000)
     assert again.stats().pending == 1
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -66,6 +68,7 @@ def test_a_merge_interrupted_after_its_commit_finishes_at_start_up(tmp_path: Pat
     pending = tmp_path / "pending"
     (pending / (target + ".merge")).write_text(json.dumps({"sources": [a, b]}))
     (pending / target).write_bytes(encode_envelope(Envelope([merged])))
+    s.close()
     again = Spool(tmp_path, 10_000_000)
     assert [e.name for e in again.entries()] == [target]
     assert again.stats().pending_rows == 1000
@@ -78,6 +81,7 @@ def test_a_merge_interrupted_before_its_commit_is_discarded(tmp_path: Path) -> N
     target = "000000000001-ffffffff-merged00.dle"
     (tmp_path / "pending" / (target + ".merge")).write_text(json.dumps({"sources": [a, b]}))
     (tmp_path / "tmp" / (target + ".tmp")).write_bytes(b"half a file")
+    s.close()
     again = Spool(tmp_path, 10_000_000)
     assert [e.name for e in again.entries()] == [a, b]
     assert again.stats().pending_rows == 1000
@@ -156,6 +160,7 @@ def test_rejected_and_corrupt_files_are_moved_aside_with_a_reason(tmp_path: Path
     assert rejected == names[1:3]  # the oldest beyond rejected_max_files is deleted (and logged)
     assert (tmp_path / "rejected" / (names[2] + ".why")).read_text().startswith("service answered 401")
     (tmp_path / "pending" / names[3]).write_bytes(b"DLNE garbage")
+    s.close()
     again = Spool(tmp_path, 10_000_000)
     assert again.stats().pending == 0 and again.stats().rejected == 1
 
@@ -201,3 +206,13 @@ def test_sigkill_in_the_middle_of_writes_and_merges_loses_no_committed_window(tm
     # Every put that returned is there exactly once; at most the one in flight may also have landed.
     assert committed <= st.pending_rows <= committed + 200
     assert st.pending_rows % 100 == 0
+
+
+def test_one_spool_directory_serves_one_process(tmp_path: Path) -> None:
+    from driftline.edge_sidecar.errors import SpoolError
+
+    s = Spool(tmp_path, 10_000_000)
+    with pytest.raises(SpoolError, match="in use"):
+        Spool(tmp_path, 10_000_000)
+    s.close()
+    Spool(tmp_path, 10_000_000).close()
