@@ -239,8 +239,12 @@ def render_model(
         "<h2>Features</h2>",
         _scores_table((drift or {}).get("features", []), "features"),
     ]
-    dq = (drift or {}).get("data_quality") or {}
-    if dq:
-        items = "".join(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>" for k, v in dq.items() if v)
-        body.append(f"<h2>Data quality</h2><ul>{items or '<li>no issues</li>'}</ul>")
+    issues = ((drift or {}).get("data_quality") or {}).get("issues", [])
+    items = "".join(
+        f"<li><b>{escape(str(i.get('signal', '')).replace('_', ' '))}</b>: {escape(str(i.get('column', '')))}"
+        + "".join(f" · {escape(str(k))} {_fmt(v)}" for k, v in i.items() if k not in ("signal", "column", "role"))
+        + "</li>"
+        for i in issues
+    )
+    body.append(f"<h2>Data quality</h2><ul>{items or '<li>no data-quality issues</li>'}</ul>")
     return _page(model, "".join(body))
