@@ -110,6 +110,7 @@ class RowFolder:
         latency_ms, event_time, observed_at, sampled)``."""
         m = self.m
         groups: dict[tuple[StreamKey, float], _Group] = {}
+        feats: Any
         for feats, outs, model, version, variant, device, cohort, _rid, lat, et, t_obs, keep in items:
             try:
                 key, obs = m.stream_key(model, version, variant, device, cohort)
@@ -166,8 +167,8 @@ class RowFolder:
                     raise ObserveError("rows have different lengths", "malformed")
                 self._fold(key, start, g.obs, np.vstack(g.arr_rows), g.arr_outs, len(g.arr_rows), None)
             except Exception:
-                for row, out in zip(g.arr_rows, g.arr_outs, strict=True):
-                    self._fold_one(key, start, g.obs, row.reshape(1, -1), [out])
+                for arow, out in zip(g.arr_rows, g.arr_outs, strict=True):
+                    self._fold_one(key, start, g.obs, arow.reshape(1, -1), [out])
 
     def _fold_one(self, key: StreamKey, start: float, obs: tuple[str, str, str], feats: Any, outs: Any) -> None:
         try:
@@ -191,7 +192,7 @@ class RowFolder:
         with np.errstate(all="ignore"):  # huge values overflow sums and float32 casts: counted, not warned
             closed = m.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,
                                      latency_ms=latency)
-        m.observed[obs] = m.observed.get(obs, 0) + rows
+        m.streams.count(obs, rows)
         m._closed_windows(closed)
 
     def cap_columns(self, key: StreamKey, start: float, fcols: dict[str, np.ndarray],

@@ -36,9 +36,10 @@ from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 
 from .errors import ObserveError
 from .folding import RowFolder
-from .inputs import event_time_array, event_time_value, label, normalise_outputs, take
+from .inputs import event_time_array, event_time_value, normalise_outputs, take
 from .ratelog import RateLimitedLog
 from .sampling import Sampler
+from .streams import StreamTable
 from .windowing import ClosedWindow, Windower
 
 __all__ = ["Monitor", "Sink"]
@@ -105,9 +106,8 @@ class Monitor:
         self.sampler = sampler or Sampler()
         self.feature_names = list(feature_names) if feature_names is not None else None
         self.output_names = list(output_names) if output_names is not None else None
-        self.allowed_models = frozenset(allowed_models)
-        self.max_streams = max_streams
-        self.max_cohort_labels = max_cohort_labels
+        self.streams = StreamTable(self, allowed_models=allowed_models, max_streams=max_streams,
+                                   max_cohort_labels=max_cohort_labels)
         self.clock = clock
         self.windower = Windower(window_seconds, max_rows=max_rows, lateness=lateness_seconds,
                                  config=config, max_open=max_streams * 4)
@@ -117,8 +117,6 @@ class Monitor:
         self._max_buffer_rows = max_buffer_rows
         self._hard_buffer_rows = max_buffer_rows * 10
         self._lock = threading.RLock()
-        self._keys: dict[tuple[Any, ...], tuple[StreamKey, tuple[str, str, str]]] = {}
-        self.observed: dict[tuple[str, str, str], int] = {}
         self.rejected: dict[str, int] = {}
         self.windows_closed: dict[str, int] = {}
         self.sink_errors = 0
@@ -274,44 +272,18 @@ class Monitor:
                     closed = self.windower.fold(key, start, fc or None, oc or None, rows_observed=rows,
                                                 latency_ms=lat_g)
                 self._closed_windows(closed)
-            self.observed[obs] = self.observed.get(obs, 0) + n
+            self.streams.count(obs, n)
 
     # ---- labels ----------------------------------------------------------------------------------
     def stream_key(self, model: Any, model_version: Any, variant: Any, device: Any,
                    cohort: Any) -> tuple[StreamKey, tuple[str, str, str]]:
         """The stream of a row, validated and cached; raises ObserveError with a reason."""
-        ck = None if cohort is None else (tuple(cohort.items()) if isinstance(cohort, Mapping) else id(cohort))
-        cache_key = (model, model_version, variant, device, ck)
-        try:
-            hit = self._keys.get(cache_key)
-        except TypeError:  # unhashable labels
-            raise ObserveError("stream labels must be strings", "wrong_type") from None
-        if hit is not None:
-            return hit
-        m = label(model, "model", self.model)
-        if self.allowed_models and m not in self.allowed_models:
-            raise ObserveError(f"model {m!r} is not in the sidecar's models list", "unknown_model")
-        v = label(model_version, "model_version", self.model_version or "unknown", allow_numbers=True)
-        var = label(variant, "variant", self.variant or "default")
-        dev = label(device, "device", self.device or "") if device is not None else self.device
-        labels = dict(self.cohort)
-        if cohort is not None:
-            if not isinstance(cohort, Mapping):
-                raise ObserveError(f"cohort must be a mapping, got {type(cohort).__name__}", "wrong_type")
-            for k, val in cohort.items():
-                labels[label(k, "cohort label")] = label(val, f"cohort[{k}]", allow_numbers=True)
-        if len(labels) > self.max_cohort_labels:
-            raise ObserveError(f"{len(labels)} cohort labels, at most {self.max_cohort_labels}", "oversized")
-        obs = (m, v, var)
-        if obs not in self.observed:
-            if len(self.observed) >= self.max_streams:
-                raise ObserveError(f"more than {self.max_streams} streams; new stream {obs} refused", "oversized")
-            self.observed[obs] = 0
-        key = StreamKey.of(m, v, var, dev, labels)
-        if len(self._keys) > 16 * self.max_streams:
-            self._keys.clear()
-        self._keys[cache_key] = (key, obs)
-        return key, obs
+        return self.streams.key(model, model_version, variant, device, cohort)
+
+    @property
+    def observed(self) -> dict[tuple[str, str, str], int]:
+        """Rows observed per (model, version, variant), exact, before sampling."""
+        return self.streams.observed
 
     # ---- errors ----------------------------------------------------------------------------------
     def reject(self, exc: BaseException, count: int = 1) -> None:

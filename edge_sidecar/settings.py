@@ -44,16 +44,17 @@ class _Section(BaseModel):
 class WindowSettings(_Section):
     """Tumbling windows: closed on time (``seconds``) and on size (``max_rows``)."""
 
-    seconds: float = Field(60.0, gt=0)
-    max_rows: int = Field(1_000_000, ge=1)
-    lateness_seconds: float = Field(10.0, ge=0)
-    tick_seconds: float = Field(0.25, gt=0, description="how often the monitor folds rows and closes windows")
+    seconds: float = Field(default=60.0, gt=0)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    lateness_seconds: float = Field(default=10.0, ge=0)
+    tick_seconds: float = Field(default=0.25, gt=0,
+                                description="how often the monitor folds rows and closes windows")
 
 
 class SamplingSettings(_Section):
     """Which rows are profiled; row counters stay exact either way."""
 
-    rate: float = Field(1.0, gt=0, le=1)
+    rate: float = Field(default=1.0, gt=0, le=1)
     mode: Literal["request_id", "random"] = "request_id"
     seed: int = 0
 
@@ -61,9 +62,9 @@ class SamplingSettings(_Section):
 class ProfileSettings(_Section):
     """Sketch sizes and forced column kinds (see ``driftline.profile.ProfileConfig``)."""
 
-    kll_k: int = Field(200, ge=8, le=65535)
-    fi_lg_max_k: int = Field(10, ge=3, le=24)
-    hll_lg_k: int = Field(11, ge=4, le=21)
+    kll_k: int = Field(default=200, ge=8, le=65535)
+    fi_lg_max_k: int = Field(default=10, ge=3, le=24)
+    hll_lg_k: int = Field(default=11, ge=4, le=21)
     categorical: list[str] = []
     numeric: list[str] = []
 
@@ -74,7 +75,7 @@ class SpoolSettings(_Section):
     path: Path = Path("driftline-spool")
     max_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
     fsync: bool = True
-    rejected_max_files: int = Field(1000, ge=1)
+    rejected_max_files: int = Field(default=1000, ge=1)
 
 
 class HttpTransportSettings(_Section):
@@ -82,7 +83,7 @@ class HttpTransportSettings(_Section):
 
     url: str = "http://127.0.0.1:8080"
     token: SecretStr | None = None
-    timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
     ca_file: Path | None = None
     verify_tls: bool = True
 
@@ -102,11 +103,11 @@ class KafkaTransportSettings(_Section):
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: SecretStr | None = None
-    request_timeout_ms: int = Field(15_000, ge=1000)
-    max_block_ms: int = Field(10_000, ge=100)
-    retries: int = Field(5, ge=0)
-    retry_backoff_ms: int = Field(200, ge=0)
-    extra: dict[str, Any] = Field({}, description="any other KafkaProducer keyword, passed through")
+    request_timeout_ms: int = Field(default=15_000, ge=1000)
+    max_block_ms: int = Field(default=10_000, ge=100)
+    retries: int = Field(default=5, ge=0)
+    retry_backoff_ms: int = Field(default=200, ge=0)
+    extra: dict[str, Any] = Field(default={}, description="any other KafkaProducer keyword, passed through")
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -127,20 +128,20 @@ class TransportSettings(_Section):
 class ShipperSettings(_Section):
     """Delivery from spool to transport: batches, exponential backoff with jitter, shutdown grace."""
 
-    batch_windows: int = Field(32, ge=1)
-    backoff_initial_seconds: float = Field(0.5, gt=0)
-    backoff_max_seconds: float = Field(60.0, gt=0)
-    shutdown_grace_seconds: float = Field(5.0, ge=0)
+    batch_windows: int = Field(default=32, ge=1)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=60.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
 
 
 class ApiSettings(_Section):
     """The local HTTP port: ``POST /v1/observe``, ``GET /healthz``, ``GET /metrics``."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8471, ge=0, le=65535)
+    port: int = Field(default=8471, ge=0, le=65535)
     observe: bool = True
     max_body_bytes: ByteSize = ByteSize(8 * 1024 * 1024)
-    max_rows_per_request: int = Field(100_000, ge=1)
+    max_rows_per_request: int = Field(default=100_000, ge=1)
 
 
 class ProxySettings(_Section):
@@ -148,17 +149,17 @@ class ProxySettings(_Section):
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = Field(8470, ge=0, le=65535)
+    port: int = Field(default=8470, ge=0, le=65535)
     upstream: str = "http://127.0.0.1:8080"
     model_version: str = "unknown"
     variant: str = "default"
-    pool_size: int = Field(32, ge=1)
-    timeout_seconds: float = Field(60.0, gt=0)
+    pool_size: int = Field(default=32, ge=1)
+    timeout_seconds: float = Field(default=60.0, gt=0)
     max_buffer_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
     max_capture_bytes: ByteSize = ByteSize(16 * 1024 * 1024)
-    max_features_per_tensor: int = Field(256, ge=1)
-    feature_names: dict[str, list[str]] = Field({}, description="tensor name -> column names")
-    capture_queue: int = Field(1000, ge=1)
+    max_features_per_tensor: int = Field(default=256, ge=1)
+    feature_names: dict[str, list[str]] = Field(default={}, description="tensor name -> column names")
+    capture_queue: int = Field(default=1000, ge=1)
 
 
 class SidecarSettings(BaseSettings):
@@ -168,13 +169,13 @@ class SidecarSettings(BaseSettings):
 
     device: str = Field(default_factory=socket.gethostname, max_length=128)
     cohort: dict[str, str] = {}
-    model: str | None = Field(None, description="default model name for rows that do not say")
+    model: str | None = Field(default=None, description="default model name for rows that do not say")
     model_version: str | None = None
     variant: str = "default"
-    models: list[str] = Field([], description="allowed model names; empty allows any")
-    max_streams: int = Field(1000, ge=1)
-    max_features: int = Field(2000, ge=1)
-    max_cohort_labels: int = Field(8, ge=0)
+    models: list[str] = Field(default=[], description="allowed model names; empty allows any")
+    max_streams: int = Field(default=1000, ge=1)
+    max_features: int = Field(default=2000, ge=1)
+    max_cohort_labels: int = Field(default=8, ge=0)
     window: WindowSettings = WindowSettings()
     sampling: SamplingSettings = SamplingSettings()
     profile: ProfileSettings = ProfileSettings()

@@ -288,3 +288,24 @@ def test_monitor_with_a_service_url_ships_from_the_application_process(tmp_path:
     assert receiver.rows() == 50
     producers = {env.producer["name"] for env in receiver.envelopes.values()}
     assert producers == {"driftline-sdk"}
+
+
+def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path) -> None:
+    import re
+
+    from prometheus_client import generate_latest
+
+    from driftline.edge_sidecar.metrics import SidecarCollector, sidecar_registry
+    from driftline.edge_sidecar.proxy import InferenceProxy
+
+    catalogue = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`(driftline_sidecar_[a-z_]+)`", catalogue))
+    m = Monitor("m", "1", background=False)
+    spool = Spool(tmp_path, 1_000_000, fsync=False)
+    shipper = Shipper(spool, HttpTransport("http://127.0.0.1:9"))
+    proxy = InferenceProxy(m, "http://127.0.0.1:9")  # not started: its counters are enough
+    text = generate_latest(sidecar_registry(SidecarCollector(m, spool, shipper, proxy))).decode()
+    exposed = {fam.name + ("_total" if fam.type == "counter" else "")
+               for fam in text_string_to_metric_families(text)}
+    assert exposed == documented
+    spool.close()

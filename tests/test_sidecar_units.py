@@ -283,3 +283,18 @@ def test_fast_row_unpacking_matches_the_core(rows: list[dict[str, object]]) -> N
             np.testing.assert_array_equal(fast[k], core[k])  # NaN where NaN
         else:
             assert [repr(v) for v in fast[k].tolist()] == [repr(v) for v in core[k].tolist()], k
+
+
+def test_public_names_resolve_and_modules_declare_all() -> None:
+    import importlib
+    import pkgutil
+
+    import driftline.edge_sidecar as pkg
+
+    for name in pkg.__all__:
+        assert getattr(pkg, name).__doc__, name
+    for mod in pkgutil.walk_packages(pkg.__path__, prefix="driftline.edge_sidecar."):
+        module = importlib.import_module(mod.name)
+        assert isinstance(getattr(module, "__all__", None), list), mod.name
+        for name in module.__all__:
+            assert hasattr(module, name), (mod.name, name)
