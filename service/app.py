@@ -55,7 +55,7 @@ class Background:
         states = p.evaluator.evaluate_all(now)
         if p.settings.retrain.internal_policy:
             for st in states:
-                if p.dispatcher.policy.should_retrain(st.consecutive_drift):
+                if p.dispatcher.policy.should_retrain(st.drift_since, now):
                     episode = int(now // max(p.settings.retrain.cooldown_seconds, 1.0))
                     p.dispatcher.request(st.model, st.version, "dataset drift persisted",
                                          f"internal|{st.model}|{st.version}|{episode}",

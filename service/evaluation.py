@@ -32,7 +32,7 @@ class ModelState:
     drift: dict[str, Any] | None = None
     reference_source: str | None = None
     evaluated_at: float = 0.0
-    consecutive_drift: int = 0
+    drift_since: float | None = None  # start of the current unbroken run of dataset drift
 
 
 @dataclass
@@ -191,7 +191,10 @@ class Evaluator:
                     st.drift = report
                     st.reference_source = report["reference_source"]
                     st.evaluated_at = now
-                    st.consecutive_drift = st.consecutive_drift + 1 if report["dataset_drift"] else 0
+                    if not report["dataset_drift"]:
+                        st.drift_since = None
+                    elif st.drift_since is None:
+                        st.drift_since = now
                 changed.append(st)
         for model in list(self.store.canaries()):
             try:

@@ -39,17 +39,18 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """When drift warrants retraining: dataset drift in ``consecutive`` evaluations in a row.
+    """When drift warrants retraining: dataset drift held without a break for ``sustained_seconds``.
 
-    The Prometheus rule ``DriftlineRetrainModel`` in ``alerts/`` encodes the same condition
-    (``driftline_dataset_drift == 1`` held for ``consecutive`` evaluation intervals).
+    The Prometheus rule ``DriftlineRetrainModel`` in ``alerts/`` is the same condition
+    (``driftline_dataset_drift == 1`` with ``for:`` equal to ``sustained_seconds``); a test keeps the
+    two equal, so the Alertmanager path and the embedded path retrain on the same evidence.
     """
 
-    consecutive: int
+    sustained_seconds: float
     cooldown_seconds: float
 
-    def should_retrain(self, consecutive_drift: int) -> bool:
-        return consecutive_drift >= self.consecutive
+    def should_retrain(self, drift_since: float | None, now: float) -> bool:
+        return drift_since is not None and now - drift_since >= self.sustained_seconds
 
 
 def _payload(target: RetrainTarget, request: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +71,7 @@ class Dispatcher:
     def __init__(self, store: Store, settings: RetrainSettings, *, clock: Any = time.time) -> None:
         self.store = store
         self.settings = settings
-        self.policy = RetrainPolicy(settings.consecutive_evaluations, settings.cooldown_seconds)
+        self.policy = RetrainPolicy(settings.sustained_seconds, settings.cooldown_seconds)
         self.clock = clock
         self.results: Counter[tuple[str, str, str]] = Counter()
         self._stop = threading.Event()

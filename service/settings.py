@@ -82,7 +82,8 @@ class RetrainSettings(_Section):
     targets: list[RetrainTarget] = []
     secret: SecretStr = SecretStr("change-me")
     internal_policy: bool = Field(True, description="evaluate the policy in the service (no Alertmanager)")
-    consecutive_evaluations: int = Field(3, ge=1, description="dataset drift in this many evaluations in a row")
+    sustained_seconds: float = Field(900.0, ge=0, description="dataset drift held this long starts retraining "
+                                     "(the same as the 'for:' of DriftlineRetrainModel in alerts/)")
     cooldown_seconds: float = Field(3600.0, ge=0)
     deadline_seconds: float = Field(86400.0, gt=0, description="give up delivering after this long")
     backoff_initial_seconds: float = Field(1.0, gt=0)

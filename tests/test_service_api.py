@@ -183,7 +183,7 @@ class Retrainer:
 def test_internal_policy_retrains_once_through_failures_and_restarts(tmp_path) -> None:
     rng = np.random.default_rng(5)
     hook = Retrainer("k", fail_first=2)
-    retrain = RetrainSettings(targets=[RetrainTarget(name="t", url=hook.url)], secret="k", consecutive_evaluations=2,
+    retrain = RetrainSettings(targets=[RetrainTarget(name="t", url=hook.url)], secret="k", sustained_seconds=0.5,
                               backoff_initial_seconds=0.1, backoff_max_seconds=0.3)
     s = settings(tmp_path, retrain=retrain, evaluation=EvaluationSettings(
         current_window_seconds=3600, interval_seconds=0.3, drift_share_threshold=0.3))

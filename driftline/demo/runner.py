@@ -85,7 +85,7 @@ def _service_settings(opts: DemoOptions, data: Path, receiver: RetrainReceiver, 
                                       interval_seconds=1.0, history_bucket_seconds=max(opts.window_seconds * 2, 4.0),
                                       min_rows=30, drift_share_threshold=0.3),
         retrain=RetrainSettings(targets=[RetrainTarget(name="local-retrainer", url=receiver.url)], secret=secret,
-                                consecutive_evaluations=4, cooldown_seconds=3600.0, backoff_initial_seconds=0.2,
+                                sustained_seconds=4.0, cooldown_seconds=3600.0, backoff_initial_seconds=0.2,
                                 backoff_max_seconds=2.0),
     )
 
