@@ -99,6 +99,9 @@ class Sidecar:
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Sidecar:
+        for what, host in (("api", self.settings.api.host), ("proxy", self.settings.proxy.host)):
+            if host not in ("127.0.0.1", "localhost", "::1") and (what == "api" or self.proxy is not None):
+                log.warning("%s listens on %s: it has no authentication, keep it on a trusted network", what, host)
         self.shipper.start()
         if self.proxy is not None:
             self.proxy.start()
