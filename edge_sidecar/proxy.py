@@ -33,6 +33,7 @@ __all__ = ["InferenceProxy"]
 
 log = logging.getLogger("driftline.sidecar.proxy")
 IDLE_SECONDS = 4.0
+SMALL_BATCH = 8  # captured requests with at most this many rows go through the monitor's row buffer
 
 
 class _Upstream(Exception):
@@ -278,9 +279,17 @@ class InferenceProxy:
                 rows = parse_exchange(ex, self.feature_names, self.max_features)
                 if rows.model_version and not ex.path_version:
                     self._versions[ex.model] = rows.model_version
-                self.monitor.observe(rows.features, rows.outputs or None, model=ex.model,
-                                     model_version=rows.model_version or self.default_version,
-                                     variant=self.variant, request_id=rows.request_id, latency_ms=ex.latency_ms)
+                version = rows.model_version or self.default_version
+                if rows.n <= SMALL_BATCH:
+                    # Small requests ride the monitor's row buffer: folded later, in batches, by its thread.
+                    outs = _rows(rows.outputs, rows.n) if rows.outputs else [None] * rows.n
+                    for i, (f, o) in enumerate(zip(_rows(rows.features, rows.n), outs, strict=True)):
+                        self.monitor.observe_row(f, o, model=ex.model, model_version=version, variant=self.variant,
+                                                 request_id=rows.request_id,
+                                                 latency_ms=ex.latency_ms if i == 0 else None)
+                else:
+                    self.monitor.observe(rows.features, rows.outputs or None, model=ex.model, model_version=version,
+                                         variant=self.variant, request_id=rows.request_id, latency_ms=ex.latency_ms)
                 self.captured += 1
                 if rows.outputs_dropped:
                     self._ratelog.warning("outputs", "model %s: response outputs not captured (unreadable or "
@@ -300,6 +309,12 @@ class InferenceProxy:
             self.monitor.reject(exc)
         except ObserveError:  # a strict monitor (tests) re-raises; the proxy carries on regardless
             pass
+
+
+def _rows(cols: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    names = list(cols)
+    values = [cols[k].tolist() for k in names]
+    return [dict(zip(names, [v[i] for v in values], strict=True)) for i in range(n)]
 
 
 def _int(v: str) -> int | None:
