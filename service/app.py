@@ -31,7 +31,7 @@ from .retrain import Dispatcher
 from .settings import ServiceSettings
 from .store import Store
 
-__all__ = ["Background", "create_app"]
+__all__ = ["Background", "create_app", "open_parts"]
 
 log = logging.getLogger("driftline.service")
 
@@ -77,25 +77,33 @@ class Background:
         self._thread.join(timeout=10)
 
 
+def open_parts(settings: ServiceSettings) -> Parts:
+    """Open the store and build every part of a running service (no threads started)."""
+    store = Store(settings.database_url)
+    evaluator = Evaluator(store, settings)
+    dispatcher = Dispatcher(store, settings.retrain)
+    parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)
+    parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n)
+    for c in settings.canaries:
+        if c.model not in store.canaries():
+            store.put_canary(c.model, {"baseline_version": c.baseline_version, "canary_version": c.canary_version,
+                                       "min_rows": c.min_rows, "min_duration_seconds": c.min_duration_seconds,
+                                       "alpha": c.alpha})
+    return parts
+
+
 def create_app(settings: ServiceSettings | None = None, *, background: bool = True) -> FastAPI:
     """A new service app; every part is built here, none at import time."""
     settings = settings or ServiceSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.database_url)
-        evaluator = Evaluator(store, settings)
-        dispatcher = Dispatcher(store, settings.retrain)
-        parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)
-        parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n)
-        for c in settings.canaries:
-            if c.model not in store.canaries():
-                store.put_canary(c.model, {"baseline_version": c.baseline_version, "canary_version": c.canary_version,
-                                           "min_rows": c.min_rows, "min_duration_seconds": c.min_duration_seconds,
-                                           "alpha": c.alpha})
+        parts = open_parts(settings)
         app.state.parts = parts
         bg = Background(parts)
         app.state.background = bg
+        store = parts.store
+        dispatcher = parts.dispatcher
         consumer = None
         if settings.kafka.enabled:
             from .kafka_consumer import EnvelopeConsumer
