@@ -25,7 +25,7 @@ _SCALE = float(1 << 64)
 class Sampler:
     """Keep a row with probability ``rate``; ``mode`` is ``"request_id"`` or ``"random"``."""
 
-    __slots__ = ("rate", "mode", "seed", "_key", "_rng", "_threshold")
+    __slots__ = ("rate", "mode", "seed", "_key", "_rng", "_np_rng", "_threshold")
 
     def __init__(self, rate: float = 1.0, mode: str = "request_id", seed: int = 0) -> None:
         if not 0.0 < rate <= 1.0:
@@ -37,6 +37,7 @@ class Sampler:
         self.seed = int(seed)
         self._key = self.seed.to_bytes(8, "big", signed=True)
         self._rng = random.Random(self.seed)
+        self._np_rng = np.random.default_rng(self.seed)
         self._threshold = int(self.rate * _SCALE)
 
     @property
@@ -63,7 +64,7 @@ class Sampler:
         if self.rate >= 1.0:
             return np.ones(n, dtype=bool)
         if request_ids is None or self.mode != "request_id":
-            return np.asarray([self._rng.random() < self.rate for _ in range(n)], dtype=bool)
+            return self._np_rng.random(n) < self.rate
         if isinstance(request_ids, str | bytes | int) or np.ndim(request_ids) == 0:
             return np.full(n, self.keep(request_ids), dtype=bool)
         ids = list(request_ids)
