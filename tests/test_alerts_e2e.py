@@ -82,7 +82,7 @@ def test_drift_pages_and_retrains_exactly_once(tmp_path, prometheus_binaries) ->
         assert req["model"] == "drifting" and req["reason"] == "DriftlineRetrainModel"
         assert [f["name"] for f in req["drifted_features"]] == ["a"]
         assert 'driftline_retrain_requests_total{model="drifting",result="delivered",target="trainer"} 1.0' in metrics
-        assert 'model="stable"' not in "".join(l for l in metrics.splitlines() if l.startswith("driftline_retrain"))
+        assert 'model="stable"' not in "".join(x for x in metrics.splitlines() if x.startswith("driftline_retrain"))
     finally:
         prom.stop()
         am.stop()
