@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -272,3 +273,20 @@ def test_canary_from_sidecar_envelopes_metrics_and_gates_agree(tmp_path, regress
         assert {"score_ks", "score_auc", "score_mean", "positive_rate", "label_mix_tvd", "error_rate",
                 "latency_p50", "latency_p99", "missing_rate"} <= set(comps)
         assert all(len(x["ci"]) == 2 for x in comps.values())
+
+
+def test_example_config_is_valid_and_environment_wins(tmp_path, monkeypatch) -> None:
+    from driftline.service.settings import load_settings
+
+    example = Path(__file__).resolve().parent.parent / "service" / "config.example.yaml"
+    s = load_settings(example)
+    assert s.port == 8000 and s.database_url.startswith("sqlite") and not s.kafka.enabled
+    monkeypatch.setenv("DRIFTLINE_PORT", "9123")
+    monkeypatch.setenv("DRIFTLINE_KAFKA__ENABLED", "true")
+    s = load_settings(example)
+    assert s.port == 9123 and s.kafka.enabled
+    from driftline.errors import ConfigError
+
+    (tmp_path / "bad.yaml").write_text("nonsense_key: 1\n")
+    with pytest.raises(ConfigError, match="nonsense_key"):
+        load_settings(tmp_path / "bad.yaml")
