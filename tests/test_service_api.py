@@ -290,3 +290,28 @@ def test_example_config_is_valid_and_environment_wins(tmp_path, monkeypatch) -> 
     (tmp_path / "bad.yaml").write_text("nonsense_key: 1\n")
     with pytest.raises(ConfigError, match="nonsense_key"):
         load_settings(tmp_path / "bad.yaml")
+
+
+def test_evidently_report_from_reservoirs(tmp_path) -> None:
+    from driftline.profile import ProfileConfig, StreamKey, WindowProfile
+    from driftline.wire import Envelope, encode_envelope
+
+    rng = np.random.default_rng(9)
+    cfg = ProfileConfig(reservoir_size=300)
+
+    def prof(shift: float, start: float, variant: str) -> bytes:
+        p = WindowProfile(StreamKey.of("r", "v1", variant, "d1"), start, start + 60, cfg)
+        p.update({"a": rng.normal(shift, 1, 1000), "b": rng.exponential(1, 1000)})
+        return encode_envelope(Envelope([p]))
+
+    with running_service(settings(tmp_path)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        c.put("/v1/models/r/versions/v1/reference", content=prof(0.0, 0.0, "reference")).raise_for_status()
+        no_sample = c.get("/v1/models/r/report.html")
+        assert no_sample.status_code == 404  # no data yet
+        c.post("/v1/ingest", content=prof(1.0, time.time() - 120, "baseline")).raise_for_status()
+        r = c.get("/v1/models/r/report.html")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert "<html" in r.text.lower() and len(r.text) > 10_000
+        feed(url, rng, model="m")  # profiles without reservoirs
+        plain = c.get("/v1/models/m/report.html")
+        assert plain.status_code == 400 and "raw-row sample" in plain.json()["error"]
