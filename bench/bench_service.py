@@ -1,0 +1,114 @@
+"""Service throughput: envelopes/s from a real Kafka broker into SQLite, drift at 1,000 features, /metrics at
+10,000 series. Prints figures against the goals; not a test. Needs the Kafka jars (scripts/fetch-kafka.sh).
+
+Run: ``python bench/bench_service.py [--envelopes 3000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from driftline.profile import StreamKey, WindowProfile  # noqa: E402
+from driftline.stats import compare_profiles  # noqa: E402
+from driftline.wire import Envelope, encode_envelope  # noqa: E402
+
+
+def bench_kafka(n: int, tmp: Path) -> None:
+    import httpx
+    from kafka import KafkaProducer
+
+    from driftline.service.settings import EvaluationSettings, KafkaSettings, ServiceSettings
+    from tests.harness.kafka import KafkaBroker
+    from tests.service_support import running_service
+
+    rng = np.random.default_rng(0)
+    names = [f"f{i}" for i in range(50)]
+    payloads = []
+    for i in range(n):
+        p = WindowProfile(StreamKey.of(f"model-{i % 20}", "v1", "baseline", f"dev-{i % 100}"), i, i + 60)
+        p.update(rng.normal(size=(100, 50)), feature_names=names)
+        payloads.append((p.key.model.encode(), encode_envelope(Envelope([p]))))
+    broker = KafkaBroker(tmp / "kafka").start()
+    try:
+        broker.create_topic("bench", partitions=1)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
+        for key, value in payloads:
+            producer.send("bench", key=key, value=value)
+        producer.flush()
+        s = ServiceSettings(database_url=f"sqlite:///{tmp / 'bench.sqlite'}", port=0,
+                            kafka=KafkaSettings(enabled=True, bootstrap_servers=[broker.bootstrap], topic="bench",
+                                                max_poll_records=500),
+                            evaluation=EvaluationSettings(interval_seconds=3600))
+        t0 = time.perf_counter()
+        with running_service(s) as url:
+            while True:
+                rows = sum(m["windows"] for m in httpx.get(f"{url}/v1/models").json()["models"])
+                if rows >= n or time.perf_counter() - t0 > 600:
+                    break
+                time.sleep(0.2)
+            dt = time.perf_counter() - t0
+        print(f"kafka -> merge -> SQLite: {n} envelopes (50 features) in {dt:.1f} s = {n / dt:,.0f} envelopes/s "
+              "(one consumer thread; goal >= 2,000/s per core)")
+    finally:
+        broker.stop()
+
+
+def bench_drift() -> None:
+    rng = np.random.default_rng(1)
+    names = [f"f{i}" for i in range(1000)]
+    a = WindowProfile(StreamKey.of("m", "v"), 0, 1).update(rng.normal(size=(5000, 1000)), feature_names=names)
+    b = WindowProfile(StreamKey.of("m", "v"), 0, 1).update(rng.normal(size=(5000, 1000)), feature_names=names)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        compare_profiles(a, b)
+        times.append(time.perf_counter() - t0)
+    print(f"drift of one model with 1,000 features: {min(times) * 1e3:.0f} ms (best of 5; goal <= 200 ms)")
+
+
+def bench_metrics(tmp: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from driftline.service.app import open_parts
+    from driftline.service.evaluation import ModelState
+    from driftline.service.settings import ServiceSettings
+
+    parts = open_parts(ServiceSettings(database_url=f"sqlite:///{tmp / 'm.sqlite'}"))
+    feats = [{"name": f"f{i}", "drift_detected": False, "missing_ratio": {"current": 0.0},
+              "scores": {"ks": 0.01, "psi": 0.01, "jensen_shannon": 0.01, "wasserstein": 0.01, "hellinger": 0.01}}
+             for i in range(250)]
+    report = {"features": feats, "outputs": [], "drift_share": 0.0, "dataset_drift": False,
+              "data_quality": {"counts": {}}}
+    for m in range(7):  # 7 models x 250 features x (5 scores + detected + critical + missing) ~ 14,000 series
+        parts.evaluator.states[(f"model-{m}", "v1")] = ModelState(f"model-{m}", "v1", drift=report)
+    series = sum(1 for line in generate_latest(parts.registry).decode().splitlines() if not line.startswith("#"))
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        generate_latest(parts.registry)
+        times.append(time.perf_counter() - t0)
+    print(f"/metrics scrape at {series:,} series: {min(times) * 1e3:.0f} ms (best of 10; goal <= 100 ms)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envelopes", type=int, default=3000)
+    ap.add_argument("--skip-kafka", action="store_true")
+    args = ap.parse_args()
+    bench_drift()
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_metrics(Path(tmp))
+        if not args.skip_kafka:
+            bench_kafka(args.envelopes, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
