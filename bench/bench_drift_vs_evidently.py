@@ -42,7 +42,7 @@ def main() -> None:
     import pandas as pd
 
     warnings.simplefilter("ignore")
-    from evidently import Dataset, DataDefinition, Report
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     ref_df, cur_df = pd.DataFrame(ref, columns=names), pd.DataFrame(cur, columns=names)
