@@ -15,6 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
+from driftline.edge_sidecar.monitor import Monitor
+from driftline.profile import ProfileConfig
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
 from tests.service_support import envelope, reference_bytes, running_service, window
 
@@ -248,12 +250,25 @@ def test_canary_from_sidecar_envelopes_metrics_and_gates_agree(tmp_path, regress
         assert c.put("/v1/models/m/canary", json={"baseline_version": "v1"}).status_code == 400
         start = time.time()  # windows from the experiment's start on
         verdicts = []
+        clock = [start]
+        closed: list = []
+        monitor = Monitor(model="m", device="edge-1", window_seconds=60, lateness_seconds=0, background=False,
+                          sink=lambda prof, _reason: closed.append(prof), clock=lambda: clock[0],
+                          config=ProfileConfig(categorical=frozenset({"label"})))
         for i in range(12):
+            clock[0] = start + i * 60 + 1
             for version, variant in (("v1", "baseline"), ("v2", "canary")):
                 bad = regressed and version == "v2"
-                p = window(rng, "m", version, variant=variant, device=f"dev-{variant}", start=start + i * 60, n=400,
-                           score_shift=-0.15 if bad else 0.0, latency=6.0 if bad else 3.0)
-                assert c.post("/v1/ingest", content=envelope(p)).status_code == 200
+                score = np.clip(rng.beta(5, 2, 400) + (-0.15 if bad else 0.0), 0, 1)
+                monitor.observe({"a": rng.normal(0, 1, 400), "b": rng.exponential(1, 400)},
+                                {"score": score, "label": (score > 0.5).astype(int)},
+                                model_version=version, variant=variant,
+                                latency_ms=rng.gamma(4, (6.0 if bad else 3.0) / 4, 400))
+            clock[0] = start + (i + 1) * 60 + 0.5
+            monitor.tick()  # the sidecar closes the due windows on time
+            for prof in closed:
+                assert c.post("/v1/ingest", content=envelope(prof)).status_code == 200
+            closed.clear()
             res = c.get("/v1/models/m/canary").json()
             metrics = c.get("/metrics").text
             state = {v: f'driftline_canary_verdict{{baseline_version="v1",canary_version="v2",driftline_canary_verdict="{v}",model="m"}} 1.0' in metrics
