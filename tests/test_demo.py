@@ -33,3 +33,32 @@ def test_demo_bad_arguments_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", "demo", "--devices", "0"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--devices" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path) -> None:
+    import signal
+    import time
+
+    port = free_port()
+    err = tmp_path / "err.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "demo", "--forever", "--port", str(port),
+                                 "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL, stderr=fh)
+    try:
+        deadline = time.monotonic() + 60
+        while "stable traffic" not in err.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, err.read_text()[-2000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert "interrupted" in text and "Traceback" not in text
+    # the port is free again: nothing was left running
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine; a listener is not
+        s.bind(("127.0.0.1", port))
