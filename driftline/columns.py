@@ -95,6 +95,18 @@ class NumericColumn:
         self.sumsq += float(np.dot(values, values))
         self.kll.update(values.astype(np.float32, copy=False))
 
+    def update_summarised(self, values32: np.ndarray, count: int, vmin: float, vmax: float, vsum: float,
+                          vsumsq: float) -> None:
+        """Fold finite values whose exact moments the caller already reduced (the matrix fast path)."""
+        if count == 0:
+            return
+        self.count += count
+        self.min = min(self.min, vmin)
+        self.max = max(self.max, vmax)
+        self.sum += vsum
+        self.sumsq += vsumsq
+        self.kll.update(values32)
+
     def merge(self, other: NumericColumn) -> None:
         """Fold another numeric column into this one."""
         self.kll.merge(other.kll)

@@ -254,12 +254,16 @@ class WindowProfile:
         ``rows_observed`` is the exact number of rows seen before sampling (defaults to the
         batch size), so row totals stay exact when only a sample is profiled.
         """
-        n, fcols = as_columns(features, feature_names)
+        if self._fold_matrix(features, feature_names, outputs):
+            n, fcols = int(features.shape[0]), {}
+        else:
+            n, fcols = as_columns(features, feature_names)
         n_out, ocols = as_columns(outputs, output_names)
         if ocols and fcols and n_out != n:
             raise ProfileError(f"features have {n} rows but outputs have {n_out}")
         n = n or n_out
-        self._fold(self.features, fcols, n)
+        if fcols or not isinstance(features, np.ndarray):
+            self._fold(self.features, fcols, n)
         self._fold(self.outputs, ocols, n)
         self.rows_profiled += n
         self.rows += n if rows_observed is None else int(rows_observed)
@@ -270,6 +274,39 @@ class WindowProfile:
         if self.reservoir is not None and n:
             self._sample_rows(n, fcols, ocols)
         return self
+
+    def _fold_matrix(self, features: Any, names: Sequence[str] | None, outputs: Any) -> bool:
+        """Fast path for a finite 2-D float matrix of numeric features: exact moments by row-major
+        reductions, one float32 column-major copy, then one sketch update per column. Returns False
+        (nothing done) when the general path must run."""
+        if not (isinstance(features, np.ndarray) and features.ndim == 2 and features.dtype.kind == "f"
+                and features.shape[0] >= 1024 and self.reservoir is None and self.config.reservoir_size == 0):
+            return False
+        n, m = features.shape
+        cols = list(names) if names is not None else [f"f{i}" for i in range(m)]
+        if len(cols) != m or len(set(cols)) != m or any(c in self.config.categorical for c in cols):
+            return False
+        if any(isinstance(self.features.get(c), CategoricalColumn) for c in cols):
+            return False
+        if set(self.features) - set(cols):
+            return False  # other features would need their absent counts: the general path does that
+        if outputs is not None and as_columns(outputs)[0] not in (0, n):
+            return False
+        x = np.asarray(features, dtype=np.float64)
+        if not np.isfinite(x).all():
+            return False
+        vmin, vmax, vsum = x.min(axis=0), x.max(axis=0), x.sum(axis=0)
+        vsumsq = np.einsum("ij,ij->j", x, x)
+        x32 = np.asfortranarray(x, dtype=np.float32)
+        for j, name in enumerate(cols):
+            col = self.features.get(name)
+            if col is None:
+                col = NumericColumn(self.config.kll_k)
+                col.absent = self.rows_profiled
+                self.features[name] = col
+            assert isinstance(col, NumericColumn)
+            col.update_summarised(x32[:, j], n, float(vmin[j]), float(vmax[j]), float(vsum[j]), float(vsumsq[j]))
+        return True
 
     def runtime_stats(self) -> RuntimeStats:
         """The runtime stats of this window, created on first use."""

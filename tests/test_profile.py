@@ -212,3 +212,21 @@ def test_merge_all_quantiles_close_to_exact() -> None:
     assert merged.count == allv.size
     with pytest.raises(ProfileError):
         merge_all([])
+
+
+def test_matrix_fast_path_equals_the_column_path() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.lognormal(size=(5000, 4))
+    names = ["a", "b", "c", "d"]
+    fast = new().update(x, feature_names=names).update(x[:2000], feature_names=names)
+    slow = new().update({n: x[:, i] for i, n in enumerate(names)}).update({n: x[:2000, i] for i, n in enumerate(names)})
+    for n in names:
+        a, b = fast.features[n], slow.features[n]
+        assert isinstance(a, NumericColumn) and isinstance(b, NumericColumn)
+        assert (a.count, a.min, a.max, a.kll.n) == (b.count, b.min, b.max, b.kll.n) == (7000, b.min, b.max, 7000)
+        assert a.sum == pytest.approx(b.sum, rel=1e-12) and a.sumsq == pytest.approx(b.sumsq, rel=1e-12)
+    # non-finite values or an extra existing column take the general path, with exact counts
+    x[0, 0] = np.nan
+    p = new().update({"e": [1.0] * 5000}).update(x, feature_names=names)
+    assert p.features["a"].nan == 1 and p.features["e"].absent == 5000 and p.features["a"].absent == 5000
+    column_totals(p)
