@@ -7,12 +7,12 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import DASHBOARDS
+from . import DASHBOARDS, JSON_DIR
 from .common import render
 
 __all__ = ["OUT_DIR", "main", "rendered"]
 
-OUT_DIR = Path(__file__).resolve().parent
+OUT_DIR = JSON_DIR
 
 
 def rendered() -> dict[str, str]:

@@ -2,48 +2,109 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard
-
-from .common import MODEL_UID, Layout, base_dashboard, prom, report_link, stat_panel, thresholds, ts_panel
+from .common import (
+    MODEL_UID,
+    Board,
+    alert_steps,
+    link,
+    mapping,
+    model_links,
+    prom,
+    stat_panel,
+    steps,
+    timeline_panel,
+    ts_panel,
+)
+from .thresholds import ALERTS, DRIFT_SHARE, KS, PSI
 
 __all__ = ["build"]
 
 SEL = 'model="$model",version="$version"'
+STALE = ALERTS["DriftlineStaleModel"]
+COHORT = ALERTS["DriftlineStaleCohort"]
+FLAGS = mapping({"0": ("ok", "green"), "1": ("drift", "red")})
 
 
-def build() -> dashboard.Dashboard:
-    lay = Layout()
-    d = base_dashboard(MODEL_UID, "Driftline / Model detail",
-                       "One model version: which features drift, how far the predictions moved, data quality.",
-                       model_vars=True)
-    return (
-        d.with_panel(stat_panel("Dataset drift share", prom(f"driftline_dataset_drift_share{{{SEL}}}", instant=True),
-                                unit="percentunit", pos=lay.at(6, 4),
-                                th=thresholds((None, "green"), (0.5, "red"))))
-        .with_panel(stat_panel("Drifted features", prom(f"sum(driftline_feature_drift_detected{{{SEL}}})", instant=True),
-                               pos=lay.at(6, 4), th=thresholds((None, "green"), (1, "orange"))))
-        .with_panel(stat_panel("Newest window age",
-                               prom(f'time() - max(driftline_last_window_end_timestamp_seconds{{{SEL}}})', instant=True),
-                               unit="s", pos=lay.at(6, 4), th=thresholds((None, "green"), (900, "red"))))
-        .with_panel(stat_panel("Data-quality issues", prom(f"sum(driftline_data_quality_issues{{{SEL}}})", instant=True),
-                               pos=lay.at(6, 4), th=thresholds((None, "green"), (1, "orange"))))
-        .with_panel(ts_panel("Feature drift (KS distance) over time",
-                             prom(f'driftline_feature_drift_score{{{SEL},method="ks"}}', "{{feature}}"),
-                             unit="none", pos=lay.at(24, 9), th=thresholds((None, "green"), (0.1, "red")),
-                             links=[report_link()],
-                             desc="KS distance per feature; 0.1 is the default materiality threshold."))
-        .with_panel(ts_panel("Prediction shift (KS distance)",
-                             prom(f'driftline_prediction_shift_score{{{SEL},method="ks"}}', "{{output}}"),
-                             unit="none", pos=lay.at(12, 8), th=thresholds((None, "green"), (0.1, "red"))))
-        .with_panel(ts_panel("Missing ratio by feature", prom(f"driftline_feature_missing_ratio{{{SEL}}}", "{{feature}}"),
-                             unit="percentunit", pos=lay.at(12, 8), th=thresholds((None, "green"), (0.05, "red"))))
-        .with_panel(ts_panel("Data-quality signals", prom(f"driftline_data_quality_issues{{{SEL}}}", "{{signal}}"),
-                             pos=lay.at(12, 8)))
-        .with_panel(ts_panel("Observations by variant",
-                             prom('sum by (variant) (rate(driftline_observations_total{model="$model"}[$__rate_interval]))',
-                                  "{{variant}}"), pos=lay.at(12, 8)))
-        .with_panel(ts_panel("Observations by cohort",
-                             prom('sum by (cohort_label, cohort_value) '
-                                  '(rate(driftline_cohort_observations_total{model="$model"}[$__rate_interval]))',
-                                  "{{cohort_label}}={{cohort_value}}"), pos=lay.at(24, 8)))
-    )
+def build() -> Board:
+    b = Board(MODEL_UID, "Driftline / Model detail",
+              "One model version: which features drift and how far, prediction shift, data quality, traffic.")
+    b.variable("model", "Model", "label_values(driftline_observations_total, model)")
+    b.variable("version", "Version", 'label_values(driftline_observations_total{model="$model"}, version)')
+    b.links(link("Evidently drift report", "${service_url}/v1/models/${model}/report.html?version=${version}",
+                 new_tab=True),
+            link("Status page", "${service_url}/models/${model}?version=${version}", new_tab=True),
+            link("Drift JSON", "${service_url}/v1/models/${model}/drift?version=${version}", new_tab=True),
+            link("Fleet overview", "/d/driftline-fleet/driftline-fleet-overview"))
+    here = model_links("$model", "$version")[1:]  # report and status page of the selected version
+
+    b.row("Drift now")
+    b.add(stat_panel("Dataset drift share", prom(f"max(driftline_dataset_drift_share{{{SEL}}})", instant=True),
+                     unit="percentunit", th=steps((None, "green"), (DRIFT_SHARE, "red")),
+                     desc=f"Share of features flagged; the dataset drifts at {DRIFT_SHARE:.0%} by default "
+                          "(DriftlineDatasetDrift after 15 minutes)."), 4, 4)
+    b.add(stat_panel("Drifted features", prom(f"sum(driftline_feature_drift_detected{{{SEL}}})", instant=True),
+                     unit="none", th=steps((None, "green"), (1, "orange")),
+                     desc="Features the decision rule flags now (significant after FDR control and material)."), 4, 4)
+    b.add(stat_panel("Critical features drifted",
+                     prom(f"sum(driftline_feature_drift_detected{{{SEL}}} * on (model, version, feature) "
+                          f"driftline_feature_importance_critical{{{SEL}}})", instant=True),
+                     unit="none", th=alert_steps("DriftlineCriticalFeatureDrift"),
+                     desc="Drifted features marked critical in evaluation.critical_features; each one held for "
+                          "10 minutes fires DriftlineCriticalFeatureDrift."), 4, 4)
+    b.add(stat_panel("Newest window age",
+                     prom(f"time() - max(driftline_last_window_end_timestamp_seconds{{{SEL}}})", instant=True),
+                     unit="s", th=alert_steps("DriftlineStaleModel"),
+                     desc=f"Over {STALE.value:g} s for 5 minutes fires DriftlineStaleModel."), 4, 4)
+    b.add(stat_panel("Data-quality issues", prom(f"sum(driftline_data_quality_issues{{{SEL}}})", instant=True),
+                     unit="none", th=steps((None, "green"), (1, "orange")),
+                     desc="Columns with any data-quality signal now; breakdown below."), 4, 4)
+    b.add(stat_panel("Reference", prom(f"driftline_reference_info{{{SEL}}}", "{{source}}", instant=True),
+                     unit="none", names=True, no_value="none",
+                     desc="Where the reference comes from: uploaded, first_window or week_ago."), 4, 4)
+
+    b.row("Features")
+    b.add(ts_panel("Feature drift: KS distance", prom(f'driftline_feature_drift_score{{{SEL},method="ks"}}',
+                                                      "{{feature}}"),
+                   unit="none", th=steps((None, "green"), (KS, "red")), links=here,
+                   desc=f"Kolmogorov-Smirnov distance per numeric feature against the reference; {KS:g} is the "
+                        "default materiality threshold of the decision rule."), 12, 9)
+    b.add(ts_panel("Feature drift: PSI", prom(f'driftline_feature_drift_score{{{SEL},method="psi"}}', "{{feature}}"),
+                   unit="none", th=steps((None, "green"), (PSI, "red")), links=here,
+                   desc=f"Population stability index per feature; {PSI:g} is the default threshold."), 12, 9)
+    b.add(timeline_panel("Drift flags by feature", prom(f"driftline_feature_drift_detected{{{SEL}}}", "{{feature}}"),
+                         maps=FLAGS, desc="When the decision rule flagged each feature."), 12, 8)
+    b.add(ts_panel("Missing ratio by feature", prom(f"driftline_feature_missing_ratio{{{SEL}}}", "{{feature}}"),
+                   unit="percentunit", desc="Missing plus NaN share in the current window; a jump of more than 5 "
+                                            "points over the reference is a missing_rate_jump signal."), 12, 8)
+
+    b.row("Predictions and data quality")
+    b.add(ts_panel("Prediction shift: KS distance",
+                   prom(f'driftline_prediction_shift_score{{{SEL},method="ks"}}', "{{output}}"),
+                   unit="none", th=steps((None, "green"), (KS, "red")), links=here,
+                   desc="How far each output's distribution moved from the reference."), 8, 8)
+    b.add(timeline_panel("Prediction shift flags", prom(f"driftline_prediction_shift_detected{{{SEL}}}", "{{output}}"),
+                         maps=FLAGS, desc="A flagged output held for 15 minutes fires DriftlinePredictionShift."), 8, 8)
+    b.add(ts_panel("Data-quality signals", prom(f"driftline_data_quality_issues{{{SEL}}}", "{{signal}}"),
+                   unit="none", th=alert_steps("DriftlineSchemaChange"),
+                   desc="Columns per signal. Any missing_rate_jump for 10 minutes fires DriftlineMissingRateJump; "
+                        "any missing_column, new_column or type_change for 5 minutes fires DriftlineSchemaChange."),
+          8, 8)
+
+    b.row("Traffic")
+    b.add(ts_panel("Observations by version and variant",
+                   prom('sum by (version, variant) (rate(driftline_observations_total{model="$model"}'
+                        '[$__rate_interval]))', "{{version}} {{variant}}"),
+                   unit="suffix: rows/s", desc="Rows observed per second for every version of the model."), 12, 8)
+    b.add(ts_panel("Observations by cohort",
+                   prom('sum by (cohort_label, cohort_value) '
+                        '(rate(driftline_cohort_observations_total{model="$model"}[$__rate_interval]))',
+                        "{{cohort_label}}={{cohort_value}}"),
+                   unit="suffix: rows/s", desc="Rows per cohort value (top N values, the rest folded into other)."),
+          12, 8)
+    b.add(ts_panel("Newest window age by cohort",
+                   prom('time() - max by (cohort_label, cohort_value) '
+                        '(driftline_cohort_last_window_end_timestamp_seconds{model="$model"})',
+                        "{{cohort_label}}={{cohort_value}}"),
+                   unit="s", th=alert_steps("DriftlineStaleCohort", "orange"),
+                   desc=f"Over {COHORT.value:g} s for 10 minutes fires DriftlineStaleCohort."), 24, 7)
+    return b

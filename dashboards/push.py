@@ -1,60 +1,78 @@
-"""Upload the dashboards through Grafana's HTTP API (folder, overwrite, API token from the environment).
+"""Upload the dashboards through Grafana's HTTP API with ``grafana-client`` (folder, overwrite, token).
 
-Plain HTTP with httpx: ``GET/POST /api/folders`` and ``POST /api/dashboards/db``. (grafana-client 5
-pulls urllib3-future, whose .pth file replaces urllib3 in site-packages at every interpreter start;
-we keep it out of Driftline's environments.)
+Calls: ``GET /api/folders`` and, when the folder is missing, ``POST /api/folders``; then one
+``POST /api/dashboards/db`` per dashboard. Every failure becomes one :class:`GrafanaError` whose
+message says what happened and what to do.
+
+``grafana-client`` is pinned below 4: from 4.0 it depends on niquests, whose urllib3-future
+replaces the urllib3 package of the whole environment (requests, pip, ...); 3.x uses requests.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
-from driftline.errors import DriftlineError
+from .errors import GrafanaError
 
-__all__ = ["GrafanaError", "push_dashboards"]
+__all__ = ["push_dashboards"]
 
 
-class GrafanaError(DriftlineError):
-    """Grafana refused or could not be reached; the message says which and what to do."""
+def _api(url: str, token: str | None, timeout: float) -> Any:
+    try:
+        from grafana_client import GrafanaApi
+    except ImportError:
+        from driftline.errors import MissingExtraError
+
+        raise MissingExtraError("grafana-client", "dashboards") from None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GrafanaError(f"--grafana-url must look like http://grafana:3000, not {url!r}")
+    prefix = parts.path.strip("/")
+    return GrafanaApi(token, host=parts.hostname, port=parts.port, protocol=parts.scheme,
+                      url_path_prefix=f"{prefix}/" if prefix else "", timeout=timeout)
 
 
 def push_dashboards(url: str, token: str | None, dashboards: Mapping[str, str], *, folder: str = "Driftline",
-                    overwrite: bool = True, timeout: float = 10.0) -> list[str]:
-    """Create the folder if needed and upload every dashboard; returns the uploaded dashboards' URLs."""
-    import httpx
+                    overwrite: bool = False, timeout: float = 10.0) -> list[str]:
+    """Create ``folder`` if needed and upload every dashboard into it; returns the dashboards' URLs."""
+    import requests
+    from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     base = url.rstrip("/")
+    api = _api(url, token, timeout)
+    step = "list folders"
     try:
-        with httpx.Client(base_url=base, headers=headers, timeout=timeout) as c:
-            folders = _ok(c.get("/api/folders"), "list folders")
-            uid = next((f["uid"] for f in folders if f.get("title") == folder), None)
-            if uid is None:
-                uid = _ok(c.post("/api/folders", json={"title": folder}), f"create folder {folder!r}")["uid"]
-            urls = []
-            for name, text in dashboards.items():
-                body = {"dashboard": json.loads(text), "folderUid": uid, "overwrite": overwrite,
-                        "message": "driftline dashboards push"}
-                res = _ok(c.post("/api/dashboards/db", json=body), f"upload {name}")
-                urls.append(base + str(res.get("url", "")))
-            return urls
-    except httpx.HTTPError as exc:
-        raise GrafanaError(f"cannot reach Grafana at {base}: {exc}") from None
-
-
-def _ok(resp, what: str):  # type: ignore[no-untyped-def]
-    if resp.status_code in (401, 403):
-        raise GrafanaError(f"Grafana refused to {what} (HTTP {resp.status_code}): check the API token in "
-                           "GRAFANA_TOKEN (or DRIFTLINE_GRAFANA_TOKEN) and its permissions")
-    if resp.status_code == 412 or resp.status_code == 409:
-        raise GrafanaError(f"Grafana refused to {what} (HTTP {resp.status_code}): a dashboard with that uid or "
-                           "title exists; use --overwrite")
-    if resp.status_code >= 400:
-        raise GrafanaError(f"Grafana failed to {what}: HTTP {resp.status_code} {resp.text[:200]}")
-    try:
-        return resp.json()
-    except ValueError:
-        raise GrafanaError(f"Grafana answered {what} with something that is not JSON") from None
+        found = api.folder.get_all_folders()
+        uid = next((f["uid"] for f in found if f.get("title") == folder), None)
+        if uid is None:
+            step = f"create folder {folder!r}"
+            uid = api.folder.create_folder(folder)["uid"]
+        urls = []
+        for name, text in dashboards.items():
+            step = f"upload dashboard {name}"
+            res = api.dashboard.update_dashboard({"dashboard": json.loads(text), "folderUid": uid,
+                                                  "overwrite": overwrite, "message": "driftline dashboards push"})
+            urls.append(base + str(res.get("url", "")))
+        return urls
+    except GrafanaUnauthorizedError:
+        raise GrafanaError(f"Grafana at {base} refused to {step} (HTTP 401): set a valid API token in "
+                           "GRAFANA_TOKEN or DRIFTLINE_GRAFANA_TOKEN") from None
+    except GrafanaClientError as exc:
+        code = exc.status_code
+        if code == 403:
+            raise GrafanaError(f"Grafana at {base} refused to {step} (HTTP 403): the token's service account "
+                               "needs the Editor role (or folder write permission)") from None
+        if code in (409, 412):
+            raise GrafanaError(f"Grafana at {base} refused to {step} (HTTP {code}): a dashboard with that uid or "
+                               "title exists; pass --overwrite to replace it") from None
+        raise GrafanaError(f"Grafana at {base} refused to {step} (HTTP {code}): {exc.message}") from None
+    except GrafanaException as exc:
+        raise GrafanaError(f"Grafana at {base} failed to {step}: {exc.message}") from None
+    except requests.exceptions.RequestException as exc:
+        reason = type(exc).__name__
+        raise GrafanaError(f"cannot reach Grafana at {base} ({reason}); check --grafana-url") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise GrafanaError(f"{base} answered {step} with something that is not Grafana's API") from None

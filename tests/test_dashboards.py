@@ -1,197 +1,161 @@
-"""Dashboards: the checked-in JSON is what the code makes, every query uses catalogued metrics and
-returns data from a real Prometheus scraping a real service, and pushing reports clear errors."""
+"""Dashboards as code: the checked-in JSON is what the code makes, every query names only catalogued
+service metrics, every panel has a unit and a description, links lead to the model detail dashboard,
+the report and the status page, and every threshold equals the alert rule it stands for."""
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import subprocess
+import sys
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as dm
 
 from driftline.cli.main import main
+from driftline.dashboards import DASHBOARDS, checked_in
 from driftline.dashboards.generate import OUT_DIR, rendered
-from driftline.service.settings import EvaluationSettings, ServiceSettings
-from tests.harness.ports import free_port
-from tests.harness.prometheus import PrometheusServer
-from tests.service_support import envelope, reference_bytes, running_service, window
+from driftline.dashboards.promql import expand, label_values_selector, metric_names, queries
+from driftline.dashboards.thresholds import ALERTS, SIDECAR_ONLY_ALERTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def queries() -> list[tuple[str, str, str]]:
-    out = []
-    for fname in rendered():
-        d = json.loads((OUT_DIR / fname).read_text())
-        for panel in d["panels"]:
-            for t in panel.get("targets", []):
-                out.append((fname, panel["title"], t["expr"]))
-        for var in d.get("templating", {}).get("list", []):
-            if var.get("type") == "query":
-                out.append((fname, f"variable {var['name']}", var["query"]))
-    return out
+def boards() -> dict[str, dict]:
+    return {name: json.loads(text) for name, text in checked_in().items()}
 
 
-def test_checked_in_json_is_what_the_code_generates() -> None:
+def panels(d: dict) -> list[dict]:
+    return [p for p in d["panels"] if p["type"] != "row"]
+
+
+def service_catalogue() -> set[str]:
+    """Metric names in the cloud-service table of docs/metrics.md (the only ones a dashboard may use)."""
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    section = text.split("## Cloud service", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(driftline_[a-z0-9_]+)` \|", section, flags=re.M))
+
+
+def uncatalogued(expr: str, catalogue: set[str]) -> set[str]:
+    selector = label_values_selector(expr)
+    return metric_names(selector if selector is not None else expr) - catalogue
+
+
+def test_checked_in_json_is_what_the_code_generates(tmp_path: Path) -> None:
     for fname, text in rendered().items():
         assert (OUT_DIR / fname).read_text() == text, f"{fname} is stale: python -m driftline.dashboards.generate"
+    proc = subprocess.run([sys.executable, "-m", "driftline.dashboards.generate", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in DASHBOARDS:
+        assert (tmp_path / f"{name}.json").read_bytes() == (OUT_DIR / f"{name}.json").read_bytes()
     assert main(["dashboards", "generate", "--check"]) == 0
+    (tmp_path / "edge.json").write_text("{}\n")  # the check can fail
+    assert main(["dashboards", "generate", "--check", "--out", str(tmp_path)]) == 1
 
 
-def test_every_query_uses_catalogued_metrics_and_panels_have_units() -> None:
-    catalogue = (ROOT / "docs" / "metrics.md").read_text()
-    for fname, title, expr in queries():
-        for metric in re.findall(r"\b(driftline_[a-z0-9_]+)", expr):
-            assert f"`{metric}`" in catalogue or metric == "driftline_canary_verdict", (fname, title, metric)
-    for fname in rendered():
-        d = json.loads((OUT_DIR / fname).read_text())
-        for p in d["panels"]:
-            assert p["fieldConfig"]["defaults"].get("unit"), (fname, p["title"])
-    model = json.loads((OUT_DIR / "model.json").read_text())
-    assert {v["name"] for v in model["templating"]["list"]} >= {"model", "version"}
-    fleet = json.loads((OUT_DIR / "fleet.json").read_text())
-    assert any("driftline-model" in link["url"] for p in fleet["panels"] for link in p.get("links", []))
-    assert any("report.html" in link["url"] for p in model["panels"] for link in p.get("links", []))
+def test_json_round_trips_through_the_sdk_schema() -> None:
+    for name, d in boards().items():
+        again = json.loads(json.dumps(dm.Dashboard.from_json(d), cls=JSONEncoder))
+        assert again == d, name
+        assert d["uid"] == f"driftline-{name}" and d["title"].startswith("Driftline / ")
 
 
-def test_alert_thresholds_match_dashboard_thresholds() -> None:
-    rules = {r["alert"]: r for g in yaml.safe_load((ROOT / "alerts" / "driftline-rules.yml").read_text())["groups"]
-             for r in g["rules"]}
-    edge = json.loads((OUT_DIR / "edge.json").read_text())
-    oldest = next(p for p in edge["panels"] if p["title"].startswith("Oldest pending"))
-    steps = [s["value"] for s in oldest["fieldConfig"]["defaults"]["thresholds"]["steps"] if s["value"]]
-    assert f"> {int(steps[0])}" in rules["DriftlineEdgeSpoolBacklog"]["expr"]
+@pytest.mark.parametrize(("expr", "names"), [
+    ('sum by (model) (rate(a_total{x="y",z=~"b|c"}[5m])) / on (model) group_left (v) b > bool 0.5', {"a_total", "b"}),
+    ("time() - max by (model) (c_seconds) > 900", {"c_seconds"}),
+    ('topk(10, max by (m, f) (d{method="ks"})) or vector(0)', {"d"}),
+    ('e{m="$model"} offset 5m unless on (m) f[$__rate_interval:1m]', {"e", "f"}),
+    ('{__name__="g", job="x"} * 1e6 + histogram_quantile(0.9, h_bucket)', {"g", "h_bucket"}),
+    ('label_values(i{model="$model"}, version)', {"i"}),
+])
+def test_metric_names_are_parsed_from_promql(expr: str, names: set[str]) -> None:
+    selector = label_values_selector(expr)
+    assert metric_names(selector if selector is not None else expr) == names
 
 
-def _feed(url: str) -> None:
-    rng = np.random.default_rng(0)
-    now = time.time()
-    with httpx.Client(base_url=url) as c:
-        for version in ("v1", "v2"):
-            c.put(f"/v1/models/cam/versions/{version}/reference", content=reference_bytes(rng, "cam", version))
-        c.put("/v1/models/cam/canary", json={"baseline_version": "v1", "canary_version": "v2", "min_rows": 100,
-                                            "min_duration_seconds": 10})
-        c.put("/v1/models/other/versions/v1/reference", content=reference_bytes(rng, "other", "v1"))
-        for i in range(6):
-            past, future = now - 400 + i * 60, now + i * 60  # drift looks back; the canary counts from its start
-            for start in (past, future):
-                for dev, shift in (("d1", 0.0), ("d2", 1.5)):
-                    site = "oslo" if dev == "d1" else "lima"
-                    c.post("/v1/ingest", content=envelope(window(rng, "cam", "v1", device=dev, start=start,
-                                                                  shift=shift, site=site), device=dev)).raise_for_status()
-            c.post("/v1/ingest", content=envelope(window(rng, "cam", "v2", variant="canary", device="d3",
-                                                          start=future))).raise_for_status()
-            c.post("/v1/ingest", content=envelope(window(rng, "other", "v1", device="d9", start=past)))
-        c.post("/v1/ingest", content=b"junk")
+def test_every_query_uses_only_catalogued_service_metrics() -> None:
+    catalogue = service_catalogue()
+    assert "driftline_observations_total" in catalogue and "driftline_sidecar_spool_bytes" not in catalogue
+    found = [q for name, d in boards().items() for q in queries(name, d)]
+    assert len(found) > 50
+    bad = {(q.dashboard, q.where): uncatalogued(q.expr, catalogue) for q in found if uncatalogued(q.expr, catalogue)}
+    assert not bad, f"queries use metrics missing from docs/metrics.md (cloud service): {bad}"
+    assert uncatalogued("rate(driftline_not_a_metric_total[5m]) + up", catalogue) == {
+        "driftline_not_a_metric_total", "up"}  # the check can fail
 
 
-def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, prometheus_binaries) -> None:
-    port = free_port()
-    s = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'd.sqlite'}", port=port,
-                        evaluation=EvaluationSettings(current_window_seconds=7200, interval_seconds=0.5,
-                                                      drift_share_threshold=0.3))
-    (tmp_path / "prom.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "driftline", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
-    prom = PrometheusServer(tmp_path / "prom", tmp_path / "prom.yml", binaries=prometheus_binaries)
-    with running_service(s) as url:
-        _feed(url)
-        prom.start()
-        try:
-            prom.wait_for("driftline_canary_verdict", timeout=60)
-            time.sleep(6)  # a few scrapes, so rates have two samples
-            failures = []
-            for fname, title, expr in queries():
-                q = (expr.replace("$__rate_interval", "1m").replace("$model", "cam").replace("$version", "v1"))
-                if q.startswith("label_values("):
-                    inner = q[len("label_values("):q.rindex(",")]
-                    q = inner
-                try:
-                    result = prom.query(q)
-                except Exception as exc:  # a parse error is a failure of the dashboard, report it
-                    failures.append((fname, title, q, f"error: {exc}"))
-                    continue
-                if not result:
-                    failures.append((fname, title, q, "no data"))
-        finally:
-            prom.stop()
-    assert not failures, failures
+def test_variables_expand_the_way_grafana_does() -> None:
+    q = 'rate(x{model="$model",v="${version}",w=~"${model:regex}"}[$__rate_interval]) + y[$__range] + [[model]]'
+    out = expand(q, {"model": "cam", "version": "v1"}, step_seconds=2, scrape_seconds=1, range_seconds=60)
+    assert out == 'rate(x{model="cam",v="v1",w=~"cam"}[4s]) + y[60s] + cam'
+    assert "$other" in expand("z{a=\"$other\"}", {}, step_seconds=1, scrape_seconds=1, range_seconds=1)
 
 
-class FakeGrafana:
-    """The three Grafana API calls the push uses, recording what it receives."""
-
-    def __init__(self, token: str) -> None:
-        self.uploaded: list[dict] = []
-        self.folders: list[dict] = []
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def _reply(self, code: int, obj: object) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _authed(self) -> bool:
-                if self.headers.get("Authorization") != f"Bearer {token}":
-                    self._reply(401, {"message": "invalid API key"})
-                    return False
-                return True
-
-            def do_GET(self) -> None:  # noqa: N802
-                if self._authed():
-                    self._reply(200, outer.folders)
-
-            def do_POST(self) -> None:  # noqa: N802
-                if not self._authed():
-                    return
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/api/folders":
-                    outer.folders.append({"uid": "f1", "title": body["title"]})
-                    self._reply(200, {"uid": "f1", "title": body["title"]})
-                else:
-                    outer.uploaded.append(body)
-                    self._reply(200, {"status": "success", "url": f"/d/{body['dashboard']['uid']}"})
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def test_panels_have_units_descriptions_ids_and_links() -> None:
+    for name, d in boards().items():
+        ids = [p["id"] for p in d["panels"]]
+        assert len(ids) == len(set(ids)), name
+        for p in panels(d):
+            assert p["fieldConfig"]["defaults"].get("unit"), (name, p["title"])
+            assert len(p.get("description", "")) > 20, (name, p["title"])
+            assert p["datasource"]["uid"] == "${datasource}", (name, p["title"])
+            refs = [t["refId"] for t in p["targets"]]
+            assert refs and len(refs) == len(set(refs)), (name, p["title"])
+    b = boards()
+    variables = {v["name"]: v for v in b["model"]["templating"]["list"]}
+    assert variables["model"]["query"] == "label_values(driftline_observations_total, model)"
+    assert variables["version"]["query"] == 'label_values(driftline_observations_total{model="$model"}, version)'
+    data_links = [lk["url"] for p in panels(b["fleet"]) for lk in p["fieldConfig"]["defaults"].get("links", [])]
+    assert any(u.startswith("/d/driftline-model/") and "var-model=${__field.labels.model}" in u for u in data_links)
+    assert any(u.startswith("/d/driftline-model/") and "var-model=${__data.fields.model}" in u for u in data_links)
+    assert any(u == "${service_url}/v1/models/${__field.labels.model}/report.html?version=${__field.labels.version}"
+               for u in data_links)
+    assert any(u.startswith("${service_url}/models/") for u in data_links)
+    model_links = [lk["url"] for lk in b["model"]["links"]]
+    assert "${service_url}/v1/models/${model}/report.html?version=${version}" in model_links
+    for name in DASHBOARDS:
+        top = [lk["url"] for lk in b[name]["links"]]
+        assert any(u.startswith("${service_url}/") for u in top), name  # status page or report from every board
 
 
-def test_push_uploads_into_a_folder_and_reports_errors(monkeypatch, capsys) -> None:
-    g = FakeGrafana("tok")
-    try:
-        monkeypatch.setenv("GRAFANA_TOKEN", "tok")
-        assert main(["dashboards", "push", "--grafana-url", g.url, "--folder", "ML"]) == 0
-        assert len(g.uploaded) == 4 and all(u["folderUid"] == "f1" and u["overwrite"] for u in g.uploaded)
-        assert g.folders == [{"uid": "f1", "title": "ML"}]
-        assert "/d/driftline-fleet" in capsys.readouterr().out
-        monkeypatch.setenv("GRAFANA_TOKEN", "wrong")
-        assert main(["dashboards", "push", "--grafana-url", g.url]) == 2
-        assert "API token" in capsys.readouterr().err
-    finally:
-        g.close()
-    assert main(["dashboards", "push", "--grafana-url", f"http://127.0.0.1:{free_port()}"]) == 2
-    assert "cannot reach Grafana" in capsys.readouterr().err
+def rules() -> dict[str, dict]:
+    doc = yaml.safe_load((ROOT / "alerts" / "driftline-rules.yml").read_text())
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
 
 
-@pytest.mark.parametrize("fname", ["fleet.json", "model.json", "canary.json", "edge.json"])
-def test_dashboard_uids_are_stable(fname: str) -> None:
-    d = json.loads((OUT_DIR / fname).read_text())
-    assert d["uid"].startswith("driftline-") and d["title"].startswith("Driftline / ")
+def test_alert_thresholds_are_the_rules_thresholds() -> None:
+    rs = rules()
+    assert set(ALERTS) | SIDECAR_ONLY_ALERTS == set(rs), "thresholds.py and alerts/ name different alerts"
+    for name, t in ALERTS.items():
+        m = re.search(r"(==|!=|>=|<=|>|<)\s*(?:bool\s+)?(-?[0-9.e+]+)[\s)]*$", rs[name]["expr"].strip())
+        assert m, (name, rs[name]["expr"])
+        assert (m.group(1), float(m.group(2))) == (t.op, t.value), f"{name}: rule says {m.group(0)}, dashboards {t}"
+
+
+def _steps(p: dict) -> list[float]:
+    th = p["fieldConfig"]["defaults"].get("thresholds") or {}
+    return [s["value"] for s in th.get("steps", []) if s.get("value") is not None]
+
+
+def test_panels_naming_an_alert_turn_red_where_it_fires() -> None:
+    named: set[str] = set()
+    for name, d in boards().items():
+        for p in panels(d):
+            for alert in re.findall(r"\bDriftline[A-Z][A-Za-z]+\b", p["description"]):
+                assert alert in ALERTS, (name, p["title"], alert)
+                named.add(alert)
+                t = ALERTS[alert]
+                exprs = " ".join(x["expr"] for x in p["targets"])
+                literal = re.search(rf"{re.escape(t.op)}\s*(?:bool\s+)?{t.value:g}\b", exprs)
+                red_flag = any(o.get(f"{t.step:g}", {}).get("color") == "red"
+                               for m in p["fieldConfig"]["defaults"].get("mappings", []) for o in [m["options"]])
+                ok = {t.step, *t.equivalent} & set(_steps(p))
+                assert ok or literal or red_flag, (name, p["title"], alert, _steps(p))
+    assert named == set(ALERTS), f"alerts no panel shows: {set(ALERTS) - named}"
+    edge = boards()["edge"]
+    oldest = next(p for p in panels(edge) if p["title"] == "Oldest pending window on any device")
+    assert _steps(oldest) == [1800] and "> 1800" in rules()["DriftlineEdgeSpoolBacklog"]["expr"]
