@@ -255,7 +255,7 @@ class WindowProfile:
         batch size), so row totals stay exact when only a sample is profiled.
         """
         if self._fold_matrix(features, feature_names, outputs):
-            n, fcols = int(features.shape[0]), {}
+            n, fcols = int(features.shape[0]), dict[str, np.ndarray]()
         else:
             n, fcols = as_columns(features, feature_names)
         n_out, ocols = as_columns(outputs, output_names)
