@@ -1,8 +1,8 @@
 """The Kafka envelope consumer: one owning thread, commits only after the store transaction.
 
-Each message is decoded and merged in one store transaction (the envelope id is the de-duplication
-key); the offset is committed only after that, so a crash replays at most a few messages, which the
-id makes harmless. A message that cannot be decoded goes to the dead-letter topic and is counted;
+Each poll batch is decoded and merged in one store transaction (the envelope id is the
+de-duplication key); offsets are committed only after it, so a crash replays at most one batch,
+which the ids make harmless. A message that cannot be decoded goes to the dead-letter topic and is counted;
 the consumer never stops on it.
 """
 
@@ -56,35 +56,42 @@ class EnvelopeConsumer:
         try:
             while not self._stop.is_set():
                 batch = consumer.poll(timeout_ms=k.poll_timeout_ms)
-                for _tp, messages in batch.items():
-                    for msg in messages:
-                        self._handle(msg, dlq)
-                if batch:
-                    dlq.flush(timeout=10)
-                    consumer.commit()
+                messages = [m for msgs in batch.values() for m in msgs]
+                if not messages:
+                    continue
+                good = [g for g in (self._decode(m, dlq) for m in messages) if g is not None]
+                self._store(good)
+                dlq.flush(timeout=10)
+                if not self._stop.is_set():
+                    consumer.commit()  # only after the store transaction
         except Exception:
             log.exception("Kafka consumer stopped on an unexpected error")
         finally:
             consumer.close()
             dlq.close(timeout=5)
 
-    def _handle(self, msg: Any, dlq: Any) -> None:
-        stats = self.parts.stats
+    def _decode(self, msg: Any, dlq: Any) -> tuple[Any, bytes] | None:
         value = msg.value or b""
         try:
-            env = decode_envelope(value, max_bytes=self.parts.settings.max_body_bytes)
+            return decode_envelope(value, max_bytes=self.parts.settings.max_body_bytes), value
         except WireFormatError as exc:
             dlq.send(self.parts.settings.kafka.dead_letter_topic, value=value, key=msg.key,
                      headers=[("driftline-error", str(exc).encode())])
-            stats.record("kafka", "dead_lettered", len(value))
+            self.parts.stats.record("kafka", "dead_lettered", len(value))
             log.warning("dead-lettered a message at %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+            return None
+
+    def _store(self, good: list[tuple[Any, bytes]]) -> None:
+        """One transaction for the whole poll batch; retried until it succeeds or the consumer stops."""
+        if not good:
             return
         while not self._stop.is_set():
             try:
-                res = self.parts.store.ingest(env, "kafka")
-                stats.record("kafka", res.result, len(value), env.profiles, env.producer)
+                results = self.parts.store.ingest_many(good, "kafka")
+                for (env, raw), res in zip(good, results, strict=True):
+                    self.parts.stats.record("kafka", res.result, len(raw), env.profiles, env.producer)
                 return
-            except StoreError as exc:  # retriable: never commit past a message that is not stored
+            except StoreError as exc:  # retriable: never commit past messages that are not stored
                 log.error("store unavailable, retrying: %s", exc)
                 self._stop.wait(1.0)
 

@@ -149,26 +149,41 @@ class Store:
                 raise StoreError(f"database write failed: {exc}") from exc
 
     # ---- ingest: the exactly-once step ----------------------------------------------------------
-    def ingest(self, env: Envelope, transport: str, now: float | None = None) -> IngestResult:
+    def ingest(self, env: Envelope, transport: str, now: float | None = None, raw: bytes | None = None) -> IngestResult:
         """Record the envelope id and store its windows in one transaction; a known id is a duplicate."""
+        return self.ingest_many([(env, raw)], transport, now)[0]
+
+    def ingest_many(self, items: Sequence[tuple[Envelope, bytes | None]], transport: str,
+                    now: float | None = None) -> list[IngestResult]:
+        """Several envelopes in one transaction (a Kafka poll batch); each id is merged at most once.
+
+        ``raw`` (the envelope's own bytes) is stored as the window blob when the envelope holds one
+        profile, so the hot path never re-encodes sketches.
+        """
         now = time.time() if now is None else now
+        out = []
         try:
             with self.transaction() as conn:
-                cur = self._exec(conn, "INSERT INTO envelopes (envelope_id, received_at, transport, producer) "
-                                 "VALUES (?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
-                                 (env.envelope_id, now, transport, json.dumps(env.producer)))
-                if cur.rowcount == 0:
-                    return IngestResult(env.envelope_id, "duplicate", 0)
-                for p in env.profiles:
-                    self._insert_window(conn, p, now, "raw")
-            return IngestResult(env.envelope_id, "accepted", len(env.profiles))
+                for env, raw in items:
+                    cur = self._exec(conn, "INSERT INTO envelopes (envelope_id, received_at, transport, producer) "
+                                     "VALUES (?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
+                                     (env.envelope_id, now, transport, json.dumps(env.producer)))
+                    if cur.rowcount == 0:
+                        out.append(IngestResult(env.envelope_id, "duplicate", 0))
+                        continue
+                    single = raw if raw is not None and len(env.profiles) == 1 else None
+                    for p in env.profiles:
+                        self._insert_window(conn, p, now, "raw", blob=single)
+                    out.append(IngestResult(env.envelope_id, "accepted", len(env.profiles)))
+            return out
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"could not store envelope {env.envelope_id}: {exc}") from exc
+            raise StoreError(f"could not store {len(items)} envelope(s): {exc}") from exc
 
-    def _insert_window(self, conn: Any, p: WindowProfile, now: float, resolution: str) -> None:
-        blob = encode_envelope(Envelope([p], envelope_id="00000000-0000-0000-0000-000000000000", created_at=0.0))
+    def _insert_window(self, conn: Any, p: WindowProfile, now: float, resolution: str, blob: bytes | None = None) -> None:
+        if blob is None:
+            blob = encode_envelope(Envelope([p], envelope_id="00000000-0000-0000-0000-000000000000", created_at=0.0))
         self._exec(conn, "INSERT INTO windows (model, version, variant, source, cohort, start_ts, end_ts, "
                    "rows_observed, received_at, resolution, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (p.key.model, p.key.model_version, p.key.variant, p.key.source,
