@@ -203,6 +203,9 @@ def test_a_secret_made_by_the_chart_from_values(tmp_path: Path, monkeypatch: pyt
     (["postgresql.enabled=true"], "postgresql.existingSecret"),
     (["kafka.enabled=true", "kafka.sasl.mechanism=PLAIN", "kafka.bootstrapServers={k:9092}"],
      "kafka.sasl.existingSecret is required"),
+    (["replicaCont=2"], "additional properties 'replicaCont' not allowed"),  # values.schema.json: typos
+    (["kafka.securityProtocol=TLS"], "value must be one of"),
+    (["publicUrl=driftline.example.com"], "publicUrl"),
 ])
 def test_unsafe_values_are_refused_with_a_reason(sets: list[str], message: str) -> None:
     args = ["template", "rel", str(CHART)]
