@@ -159,3 +159,15 @@ def test_panels_naming_an_alert_turn_red_where_it_fires() -> None:
     edge = boards()["edge"]
     oldest = next(p for p in panels(edge) if p["title"] == "Oldest pending window on any device")
     assert _steps(oldest) == [1800] and "> 1800" in rules()["DriftlineEdgeSpoolBacklog"]["expr"]
+
+
+def test_panels_fit_the_grid_without_overlapping() -> None:
+    for name, d in boards().items():
+        cells: dict[tuple[int, int], str] = {}
+        for p in d["panels"]:
+            g = p["gridPos"]
+            assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, (name, p["title"], g)
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{name}: {p['title']!r} overlaps {cells[(x, y)]!r}"
+                    cells[(x, y)] = p["title"]
