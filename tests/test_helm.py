@@ -235,22 +235,27 @@ def test_examples_are_valid_yaml_with_the_gate_urls() -> None:
     assert "result.rollback" in metric["failureCondition"]
 
 
-def test_kserve_example_runs_the_sidecar_next_to_the_model_server() -> None:
+def test_kserve_example_routes_inference_through_the_sidecar() -> None:
     from driftline.edge_sidecar.settings import SidecarSettings
 
     docs = list(yaml.safe_load_all((ROOT / "helm/examples/kserve-sidecar.yaml").read_text()))
     config, isvc = docs[0], docs[1]
-    predictor = isvc["spec"]["predictor"]
-    assert predictor["model"]["protocolVersion"] == "v2"
-    sidecar = predictor["containers"][0]
-    assert sidecar["args"][:1] == ["sidecar"]
+    assert isvc["kind"] == "InferenceService"
+    containers = {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
+    model, sidecar = containers["kserve-container"], containers["driftline-sidecar"]
+    assert list(containers)[0] == "kserve-container"  # KServe's main container comes first
+    # Knative routes to the single container that declares a port: the sidecar's proxy
+    assert [n for n, c in containers.items() if c.get("ports")] == ["driftline-sidecar"]
+    settings = SidecarSettings(**yaml.safe_load(config["data"]["sidecar.yaml"]))  # the sidecar accepts its config
+    assert settings.proxy.enabled and [p["containerPort"] for p in sidecar["ports"]] == [settings.proxy.port]
+    assert settings.proxy.upstream == "http://127.0.0.1:8080" and "--http_port=8080" in model["args"]
+    assert settings.api.observe is False  # its non-loopback port serves /metrics and /healthz only
+    assert sidecar["args"][:1] == ["sidecar"] and "port" not in sidecar["readinessProbe"]["httpGet"]
     sc = sidecar["securityContext"]
     assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and sc["capabilities"]["drop"] == ["ALL"]
     assert sidecar["resources"]["limits"]["memory"]
-    settings = SidecarSettings(**yaml.safe_load(config["data"]["sidecar.yaml"]))  # the sidecar accepts its config
-    assert settings.proxy.enabled and settings.proxy.upstream.startswith("http://127.0.0.1:")
-    ports = {p["containerPort"] for p in sidecar["ports"]}
-    assert settings.proxy.port in ports and settings.api.port in ports
+    volumes = {v["name"]: v for v in isvc["spec"]["predictor"]["volumes"]}
+    for m in sidecar["volumeMounts"]:  # every writable path is an emptyDir
+        assert m.get("readOnly") or "emptyDir" in volumes[m["name"]], m
     mounts = {m["mountPath"]: m["name"] for m in sidecar["volumeMounts"]}
-    spool = next(v for v in predictor["volumes"] if v["name"] == mounts[str(settings.spool.path)])
-    assert "emptyDir" in spool  # the spool is the only writable path
+    assert "emptyDir" in volumes[mounts[str(settings.spool.path)]]
