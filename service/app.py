@@ -22,12 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
-from .api.alertmanager import retrain_details
 from .api.deps import Parts
 from .errors import ServiceError
 from .evaluation import Evaluator
 from .metrics import IngestStats, build_registry
-from .retrain import Dispatcher
+from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
 from .store import Store
 
@@ -54,12 +53,7 @@ class Background:
         now = time.time() if now is None else now
         states = p.evaluator.evaluate_all(now)
         if p.settings.retrain.internal_policy:
-            for st in states:
-                if p.dispatcher.policy.should_retrain(st.drift_since, now):
-                    episode = int(now // max(p.settings.retrain.cooldown_seconds, 1.0))
-                    p.dispatcher.request(st.model, st.version, "dataset drift persisted",
-                                         f"internal|{st.model}|{st.version}|{episode}",
-                                         retrain_details(p, st.model, st.version))
+            from_evaluations(p.dispatcher, p.evaluator, states, now)
         if self.passes % 20 == 0:
             p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
         self.passes += 1

@@ -74,6 +74,7 @@ class RetrainTarget(_Section):
     kind: Literal["webhook", "argo_events", "argo_workflows", "github_dispatch"] = "webhook"
     token: SecretStr | None = None
     models: list[str] = Field([], description="only these models (empty: all)")
+    workflow_template: str = Field("driftline-retrain", description="argo_workflows: the WorkflowTemplate to submit")
 
 
 class RetrainSettings(_Section):

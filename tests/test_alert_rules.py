@@ -122,3 +122,19 @@ def test_retraining_alerts_are_the_only_routed_ones() -> None:
     routed = [r["alert"] for r in rules() if r["labels"].get("driftline_action") == "retrain"]
     assert routed == ["DriftlineRetrainModel"]
     assert all(set(r["labels"]) <= {"severity", "driftline_action"} for r in rules())
+
+
+def test_retraining_rule_is_the_service_policy() -> None:
+    """One policy: the rule's expression and for: are what RetrainPolicy renders from the settings."""
+    from driftline.service.retrain import RetrainPolicy
+    from driftline.service.retrain.policy import ACTION_LABEL, ACTION_VALUE, RULE_NAME
+    from driftline.service.settings import RetrainSettings
+
+    policy = RetrainPolicy.from_settings(RetrainSettings())
+    rule = next(r for r in rules() if r["alert"] == RULE_NAME)
+    assert rule["labels"][ACTION_LABEL] == ACTION_VALUE
+    assert rule["expr"] == policy.promql()
+    assert rule["for"] == policy.rule_for(), (
+        f"{RULE_NAME} for: {rule['for']} but retrain.sustained_seconds = {policy.sustained_seconds:g}s; change both")
+    assert policy.sustained_seconds == RetrainPolicy().sustained_seconds  # settings default = policy default
+    assert policy.cooldown_seconds == RetrainPolicy().cooldown_seconds

@@ -1,52 +1,72 @@
-"""``POST /v1/alertmanager``: Alertmanager's webhook, turning retraining alerts into requests."""
+"""``POST /v1/alertmanager``: Alertmanager's webhook receiver, turning retraining alerts into requests.
+
+Accepts the webhook payload (version 4). Firing alerts labelled ``driftline_action=retrain`` become
+retraining requests through the retraining policy (one per drift episode, per-model cooldown);
+everything else, resolved notifications included, is acknowledged and ignored. The answer is 200
+once the requests are committed to the outbox, so Alertmanager does not retry what is stored.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+from typing import Any, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
-from ..errors import BadRequest, NotFound
-from .deps import PartsDep, WriteAccess
+from ..errors import BadRequest
+from ..retrain import AlertView, from_alerts
+from .deps import PartsDep, WriteAccess, read_body
 
-__all__ = ["router"]
+__all__ = ["WebhookAlert", "WebhookPayload", "router"]
+
+log = logging.getLogger("driftline.service.retrain")
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
 
-@router.post("/alertmanager", dependencies=[WriteAccess])
-def alertmanager(parts: PartsDep, payload: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    """Firing alerts labelled ``driftline_action=retrain`` queue one retraining request per episode."""
-    alerts = payload.get("alerts")
-    if not isinstance(alerts, list):
-        raise BadRequest("not an Alertmanager webhook payload: 'alerts' list missing")
-    queued = ignored = 0
-    for a in alerts:
-        if not isinstance(a, dict):
-            raise BadRequest("each alert must be an object")
-        labels = a.get("labels") or {}
-        if a.get("status") != "firing" or labels.get("driftline_action") != "retrain" or "model" not in labels:
-            ignored += 1
-            continue
-        model = str(labels["model"])
-        version = str(labels.get("version", ""))
-        dedup = f"alert|{a.get('fingerprint', '')}|{a.get('startsAt', '')}|{model}|{version}"
-        queued += parts.dispatcher.request(model, version, str(labels.get("alertname", "alert")), dedup,
-                                           retrain_details(parts, model, version))
-    return {"queued": queued, "ignored": ignored}
+class WebhookAlert(BaseModel):
+    """One alert of the webhook payload (the fields Driftline reads; others are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    startsAt: str = ""  # noqa: N815 - Alertmanager's field names
+    endsAt: str = ""  # noqa: N815
+    generatorURL: str = ""  # noqa: N815
+    fingerprint: str = ""
 
 
-def retrain_details(parts: PartsDep, model: str, version: str) -> dict[str, Any]:
-    """Drifted features with their scores and the reference in use, from the newest evaluation."""
+class WebhookPayload(BaseModel):
+    """Alertmanager's webhook payload, version 4."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: str = "4"
+    status: Literal["firing", "resolved"] = "firing"
+    receiver: str = ""
+    groupKey: str = ""  # noqa: N815
+    truncatedAlerts: int = Field(0, ge=0)  # noqa: N815
+    alerts: list[WebhookAlert]
+
+
+@router.post("/alertmanager", dependencies=[WriteAccess],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": WebhookPayload.model_json_schema()}}}})
+async def alertmanager(request: Request, parts: PartsDep) -> dict[str, Any]:
+    """Queue one signed retraining request per firing retraining alert episode."""
+    body = await read_body(request, parts.settings.max_body_bytes)
     try:
-        rep = parts.evaluator.drift(model, version or None)
-    except (NotFound, BadRequest):
-        return {"drifted_features": [], "reference": None}
-    return {
-        "drift_share": rep["drift_share"],
-        "drifted_features": [{"name": f["name"], "method": f["method"], "effect": f["effect"],
-                              "p_value": f["p_value"], "scores": f["scores"]}
-                             for f in rep["features"] if f["drift_detected"]],
-        "reference": {"model": model, "version": rep["version"], "source": rep["reference_source"]},
-        "window": {"since": rep["since"], "until": rep["until"]},
-    }
+        payload = WebhookPayload.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+        detail = exc.errors(include_url=False, include_context=False) if isinstance(exc, ValidationError) else str(exc)
+        raise BadRequest("not an Alertmanager webhook payload (version 4)", detail) from None
+    if payload.truncatedAlerts:
+        log.warning("Alertmanager truncated %d alert(s) of group %s; set max_alerts: 0 on the receiver",
+                    payload.truncatedAlerts, payload.groupKey)
+    alerts = [AlertView(a.status, a.labels, a.startsAt, a.fingerprint, a.generatorURL) for a in payload.alerts]
+    return await run_in_threadpool(from_alerts, parts.dispatcher, parts.evaluator, alerts)

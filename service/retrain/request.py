@@ -1,0 +1,58 @@
+"""The content of a retraining request: what drifted, by how much, against which reference.
+
+Taken from the service's drift evaluation (the newest background result when there is one, so a
+webhook never waits for statistics). GitHub's ``client_payload`` allows 10 top-level keys, so the
+request keeps to 9 and caps the feature list (the most drifted first; ``drift.drifted`` is the
+full count).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import BadRequest, NotFound
+from ..evaluation import Evaluator
+
+__all__ = ["MAX_FEATURES", "build_request", "drift_details"]
+
+MAX_FEATURES = 50
+
+
+def _report(evaluator: Evaluator, model: str, version: str) -> dict[str, Any] | None:
+    with evaluator._lock:
+        st = evaluator.states.get((model, version)) if version else None
+        cached = st.drift if st is not None else None
+    if cached is not None:
+        return cached
+    try:
+        return evaluator.drift(model, version or None)
+    except (NotFound, BadRequest):
+        return None
+
+
+def drift_details(evaluator: Evaluator, model: str, version: str) -> dict[str, Any]:
+    """``drift``, ``drifted_features`` and ``reference`` for a request about ``model`` ``version``."""
+    rep = _report(evaluator, model, version)
+    if rep is None:
+        return {"drift": None, "drifted_features": [], "reference": None}
+    drifted = [f for f in rep["features"] if f["drift_detected"]]
+    drifted.sort(key=lambda f: (-(f.get("effect") or 0.0), f["name"]))
+    features = [{"name": f["name"], "type": f.get("type"), "method": f.get("method"), "effect": f.get("effect"),
+                 "threshold": f.get("threshold"), "p_value": f.get("p_value"), "critical": bool(f.get("critical")),
+                 "scores": f["scores"]} for f in drifted[:MAX_FEATURES]]
+    return {
+        "drift": {"dataset_drift": rep["dataset_drift"], "drift_share": rep["drift_share"],
+                  "drifted": len(drifted), "features": len(rep["features"]),
+                  "since": rep.get("since"), "until": rep.get("until"),
+                  "current_rows": rep.get("current_rows"), "reference_rows": rep.get("reference_rows")},
+        "drifted_features": features,
+        "reference": {"model": model, "version": rep.get("version", version), "source": rep.get("reference_source"),
+                      "rows": rep.get("reference_rows")},
+    }
+
+
+def build_request(key: str, model: str, version: str, reason: str, trigger: dict[str, Any], now: float,
+                  details: dict[str, Any]) -> dict[str, Any]:
+    """The request every template carries (9 top-level keys)."""
+    return {"idempotency_key": key, "model": model, "version": version, "reason": reason, "trigger": trigger,
+            "requested_at": now, **details}
