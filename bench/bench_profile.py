@@ -17,6 +17,7 @@ import time
 import numpy as np
 from datasketches import vector_of_kll_floats_sketches
 
+from driftline.columns import DEFAULT_KLL_K
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 from driftline.wire import Envelope, encode_envelope
 
@@ -48,7 +49,7 @@ def main() -> None:
         WindowProfile(StreamKey.of("m", "v"), 0, 60).update(x, feature_names=names)
 
     def raw() -> None:
-        vector_of_kll_floats_sketches(200, args.cols).update(x32)
+        vector_of_kll_floats_sketches(DEFAULT_KLL_K, args.cols).update(x32)
 
     t_ours = best_of(ours, args.repeats)
     t_raw = best_of(raw, args.repeats)

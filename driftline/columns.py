@@ -28,7 +28,7 @@ __all__ = [
     "NumericColumn",
 ]
 
-DEFAULT_KLL_K = 200
+DEFAULT_KLL_K = 400
 DEFAULT_FI_LG_MAX = 10
 DEFAULT_HLL_LG_K = 11
 

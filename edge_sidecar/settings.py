@@ -62,7 +62,7 @@ class SamplingSettings(_Section):
 class ProfileSettings(_Section):
     """Sketch sizes and forced column kinds (see ``driftline.profile.ProfileConfig``)."""
 
-    kll_k: int = Field(default=200, ge=8, le=65535)
+    kll_k: int = Field(default=400, ge=8, le=65535)
     fi_lg_max_k: int = Field(default=10, ge=3, le=24)
     hll_lg_k: int = Field(default=11, ge=4, le=21)
     categorical: list[str] = []

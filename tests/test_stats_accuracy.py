@@ -20,7 +20,7 @@ BOUNDS = {  # |sketch - exact| <= absolute + relative * exact
     "psi": (0.03, 0.10),
     "jensen_shannon": (0.04, 0.0),
     "hellinger": (0.03, 0.0),
-    "wasserstein": (0.10, 0.20),  # heavy tails: a small rank error is a large error in value
+    "wasserstein": (0.15, 0.20),  # heavy tails: a small rank error is a large error in value
 }
 
 
@@ -53,7 +53,7 @@ def test_wasserstein_matches_evidently() -> None:
         ref, cur = make_pair(dist, 0.5, 11)
         ev, _ = _wasserstein_distance_norm(pd.Series(ref), pd.Series(cur), ColumnType.Numerical, 0.1)
         sk = numeric_scores(profile_of(ref).features["x"], profile_of(cur).features["x"]).wasserstein
-        assert abs(sk - float(ev)) <= 0.10 + 0.2 * float(ev)
+        assert abs(sk - float(ev)) <= 0.15 + 0.2 * float(ev)
 
 
 def test_ks_p_value_agrees_with_scipy_decision() -> None:

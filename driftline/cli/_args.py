@@ -19,8 +19,8 @@ def add_profile_config_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated columns to treat as numeric (otherwise inferred)")
     p.add_argument("--output", type=column_list, default=[], metavar="COLS",
                    help="comma-separated columns that are model outputs (scores, predicted labels)")
-    p.add_argument("--kll-k", type=int, default=200, metavar="K",
-                   help="KLL sketch size k (default 200; larger = more accurate and bigger)")
+    p.add_argument("--kll-k", type=int, default=400, metavar="K",
+                   help="KLL sketch size k (default 400; larger = more accurate and bigger)")
 
 
 def profile_config_from_args(args: argparse.Namespace):  # -> ProfileConfig
