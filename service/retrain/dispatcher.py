@@ -80,9 +80,13 @@ class Dispatcher:
 
     # ---- enqueue -----------------------------------------------------------------------------------
     def request(self, model: str, version: str, reason: str, episode: str, details: dict[str, Any],
-                trigger: dict[str, Any] | None = None) -> int:
-        """Queue one request per target for ``episode``; returns how many were queued (0: dedup/cooldown)."""
-        now = self.clock()
+                trigger: dict[str, Any] | None = None, now: float | None = None) -> int:
+        """Queue one request per target for ``episode``; returns how many were queued (0: dedup/cooldown).
+
+        ``now`` is the time of the evidence (the evaluation's time on the embedded path); it defaults to
+        the dispatcher's clock.
+        """
+        now = self.clock() if now is None else now
         pending = []
         for t in self.targets_for(model):
             key = self.policy.idempotency_key(episode, t.name)

@@ -99,12 +99,15 @@ class Outbox:
             "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?", (now, limit))
         claimed = []
         for oid, key, model, target, url, body, created, attempts, due in rows:
-            won = self.store.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND status = 'pending' "
-                                     "AND next_attempt_at = ?", (now + lease_seconds, oid, due))
-            if won:
+            if self.lease(int(oid), float(due), now + lease_seconds):
                 claimed.append(OutboxRow(int(oid), str(key), str(model), str(target), str(url), str(body),
                                          float(created), int(attempts)))
         return claimed
+
+    def lease(self, oid: int, seen_due: float, until: float) -> bool:
+        """Compare-and-set: take row ``oid`` until ``until`` if it is still due at ``seen_due``."""
+        return self.store.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND status = 'pending' "
+                                  "AND next_attempt_at = ?", (until, oid, seen_due)) == 1
 
     def delivered(self, oid: int, attempts: int, now: float) -> None:
         self.store.execute("UPDATE outbox SET status = 'delivered', attempts = ?, delivered_at = ?, last_error = NULL "

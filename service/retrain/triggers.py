@@ -66,5 +66,5 @@ def from_evaluations(dispatcher: Dispatcher, evaluator: Evaluator, states: Itera
         trigger: dict[str, Any] = {"source": "service", "drift_since": since,
                                    "sustained_seconds": policy.sustained_seconds}
         queued += dispatcher.request(st.model, st.version, "dataset drift persisted", episode,
-                                     drift_details(evaluator, st.model, st.version), trigger)
+                                     drift_details(evaluator, st.model, st.version), trigger, now)
     return queued
