@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Attempt", "RetrainSink"]
+__all__ = ["Attempt", "RetrainSink", "WebhookRecorder"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,43 @@ class RetrainSink:
         while len(self.accepted) < n and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.accepted
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class WebhookRecorder:
+    """A loopback receiver for Alertmanager's other notifications (the pager): records every JSON body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with rec._lock:
+                    rec.bodies.append(json.loads(raw or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, name="webhook-recorder", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/alert"
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert of every notification received so far."""
+        with self._lock:
+            return [a for b in self.bodies for a in b.get("alerts", [])]
 
     def close(self) -> None:
         self._server.shutdown()

@@ -62,7 +62,7 @@ async def alertmanager(request: Request, parts: PartsDep) -> dict[str, Any]:
     body = await read_body(request, parts.settings.max_body_bytes)
     try:
         payload = WebhookPayload.model_validate(json.loads(body))
-    except (ValueError, ValidationError) as exc:  # JSONDecodeError is a ValueError
+    except (ValueError, RecursionError, ValidationError) as exc:  # JSONDecodeError is a ValueError
         detail = exc.errors(include_url=False, include_context=False) if isinstance(exc, ValidationError) else str(exc)
         raise BadRequest("not an Alertmanager webhook payload (version 4)", detail) from None
     if payload.truncatedAlerts:
