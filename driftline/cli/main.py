@@ -26,7 +26,6 @@ COMMAND_MODULES = [
     "sidecar",
     "replay",
     "service",
-    "canary",
     "dashboards",
     "demo",
 ]
@@ -41,14 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        modname = f"{__package__}.{name}"
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:  # subcommand not built into this install
-                continue
-            raise
-        mod.register(sub)
+        # each module imports its heavy dependencies only when its command runs
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
 
 
