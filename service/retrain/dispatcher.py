@@ -1,9 +1,10 @@
 """The dispatcher: turns retraining triggers into outbox rows, and one sender thread delivers them.
 
 Delivery: a 2xx acknowledges a request; anything else (an HTTP error, a timeout, a refused
-connection, a redirect) is retried with exponential backoff and full jitter, capped at
-``backoff_max_seconds``, until ``deadline_seconds`` after the request was queued; then it is given up,
-counted (``driftline_retrain_requests_total{result="given_up"}``) and logged at error level.
+connection, a redirect) is retried with exponential backoff and jitter (each delay uniform in
+[step/2, step]), capped at ``backoff_max_seconds``, until ``deadline_seconds`` after the request was
+queued; then it is given up, counted (``driftline_retrain_requests_total{result="given_up"}``) and
+logged at error level.
 Counters are kept per (model, target, result) and start at zero for every pair the outbox knows, so
 ``increase()`` in the alert rules sees the first give-up.
 """
