@@ -53,6 +53,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._episodes: dict[str, None] = {}  # embedded episodes already handled by this process
         self._zero(self.outbox.pairs())
+        if settings.targets and settings.secret.get_secret_value() == "change-me":
+            log.warning("retrain.secret is the default; receivers cannot trust the signatures: set "
+                        "DRIFTLINE_RETRAIN__SECRET")
 
     # ---- counting ------------------------------------------------------------------------------
     def _zero(self, pairs: Iterable[tuple[str, str]]) -> None:
