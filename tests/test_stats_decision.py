@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from driftline.cli.main import main
+from driftline.errors import ConfigError
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 from driftline.stats import DriftConfig, benjamini_hochberg, compare_profiles
 from driftline.wire import write_profile_file
@@ -85,7 +86,7 @@ def test_thresholds_per_method_and_feature_are_configurable() -> None:
     custom = by_name(compare_profiles(ref, cur, cfg).to_dict())
     assert custom["a"]["method"] == "psi" and not custom["a"]["drift_detected"]
     assert custom["b"]["threshold"] == 0.5 and not custom["b"]["drift_detected"]
-    with pytest.raises(ValueError, match="unknown drift method"):
+    with pytest.raises(ConfigError, match="unknown numeric drift method"):
         DriftConfig(numeric_method="magic")
 
 

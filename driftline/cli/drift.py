@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from ..datafiles import DataFile
-from ..errors import DataFileError
+from ..errors import ConfigError, DataFileError
 from ..profile import ProfileConfig, StreamKey, WindowProfile
 from ..profiling import profile_file
 from ..stats import DriftConfig, compare_profiles
+from ..stats.decision import CATEGORICAL_METHODS, DEFAULT_THRESHOLDS, NUMERIC_METHODS
 from ..wire import MAGIC, read_profile_file
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar
 
-__all__ = ["load_profile", "register"]
+__all__ = ["drift_config_from_args", "load_profile", "register", "render_table"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,10 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("current", help="current data or profile file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_profile_config_args(p)
-    p.add_argument("--method", choices=["ks", "psi", "jensen_shannon", "wasserstein", "hellinger"], default="ks",
+    p.add_argument("--method", choices=NUMERIC_METHODS, default="ks",
                    help="effect size that decides numeric drift (default ks)")
-    p.add_argument("--threshold", type=float, default=None, help="threshold for --method (default per method)")
+    p.add_argument("--categorical-method", choices=CATEGORICAL_METHODS, default="tvd",
+                   help="effect size that decides categorical drift (default tvd)")
+    p.add_argument("--threshold", action="append", default=[], metavar="[METHOD=]VALUE",
+                   help="effect threshold for --method, or METHOD=VALUE for any method (repeatable; "
+                   f"defaults: {', '.join(f'{k}={v}' for k, v in DEFAULT_THRESHOLDS.items())})")
+    p.add_argument("--feature-threshold", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="effect threshold for one column, whatever its method (repeatable)")
     p.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (default 0.05)")
+    p.add_argument("--correction", choices=["bh", "none"], default="bh",
+                   help="multiple-testing correction across columns (default bh: Benjamini-Hochberg)")
     p.add_argument("--min-rows", type=int, default=30, help="fewer values than this: insufficient_data")
     p.add_argument("--bins", type=int, default=10, help="reference-quantile bins for PSI/JS/Hellinger")
     p.add_argument("--drift-share", type=float, default=0.5,
@@ -56,16 +66,38 @@ def load_profile(path: str, config: ProfileConfig, outputs: list[str], role: str
                             on_progress=bar.update_to)
 
 
+def _pairs(items: list[str], default_key: str | None, what: str) -> dict[str, float]:
+    """``KEY=VALUE`` (or a bare ``VALUE`` for ``default_key``) into a dict; bad ones are ConfigError."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.rpartition("=")
+        if not sep:
+            key = default_key or ""
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not key or not math.isfinite(number):
+            raise ConfigError(f"{what} {item!r}: expected {'[METHOD=]' if default_key else 'COLUMN='}NUMBER")
+        out[key] = number
+    return out
+
+
+def drift_config_from_args(args: argparse.Namespace) -> DriftConfig:
+    """The decision settings the flags describe (ConfigError, exit 2, when they make no sense)."""
+    return DriftConfig(
+        numeric_method=args.method,
+        categorical_method=args.categorical_method,
+        thresholds=_pairs(args.threshold, args.method, "--threshold"),
+        feature_thresholds=_pairs(args.feature_threshold, None, "--feature-threshold"),
+        alpha=args.alpha, correction=args.correction, min_rows=args.min_rows, bins=args.bins,
+        drift_share_threshold=args.drift_share,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg = profile_config_from_args(args)
-    try:
-        drift_cfg = DriftConfig(
-            numeric_method=args.method,
-            thresholds={args.method: args.threshold} if args.threshold is not None else {},
-            alpha=args.alpha, min_rows=args.min_rows, bins=args.bins, drift_share_threshold=args.drift_share,
-        )
-    except ValueError as exc:
-        raise DataFileError(str(exc)) from None
+    drift_cfg = drift_config_from_args(args)
     ref = load_profile(args.reference, cfg, args.output, "reference")
     cur = load_profile(args.current, cfg, args.output, "current")
     report = compare_profiles(ref, cur, drift_cfg).to_dict()
@@ -80,28 +112,40 @@ def _f(v: Any, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+_SCORE_COLUMNS = (("ks", "ks"), ("psi", "psi"), ("js", "jensen_shannon"), ("wass", "wasserstein"),
+                  ("hell", "hellinger"), ("tvd", "tvd"))
+
+
 def render_table(report: dict[str, Any]) -> str:
-    """The human view of a drift report."""
-    lines = [
-        f"dataset drift: {'YES' if report['dataset_drift'] else 'no'}   drift share: {report['drift_share']:.0%}   "
-        f"reference rows: {report['reference_rows']:,}   current rows: {report['current_rows']:,}",
-        "",
-        f"{'column':<24} {'role':<7} {'type':<11} {'status':<17} {'method':<8} {'effect':>7} {'p(adj)':>9} "
-        f"{'ks':>6} {'psi':>7} {'js':>6} {'tvd':>6}",
-    ]
-    lines.append("-" * len(lines[-1]))
+    """The human view of a drift report: one aligned row per column, then the data-quality findings."""
+    rows = [["column", "role", "type", "status", "method", "effect", "thresh", "p(adj)",
+             *(h for h, _ in _SCORE_COLUMNS)]]
     for role, items in (("feature", report["features"]), ("output", report["outputs"])):
         for f in items:
             s = f["scores"]
-            lines.append(
-                f"{f['name'][:24]:<24} {role:<7} {f['type']:<11} {f['status'].upper() if f['drift_detected'] else f['status']:<17} "
-                f"{f['method']:<8} {_f(f['effect']):>7} {_f(f['p_value'], '.2e'):>9} {_f(s.get('ks')):>6} "
-                f"{_f(s.get('psi')):>7} {_f(s.get('jensen_shannon')):>6} {_f(s.get('tvd')):>6}"
-            )
+            rows.append([f["name"][:40], role, f["type"], f["status"].upper() if f["drift_detected"] else f["status"],
+                         f["method"], _f(f["effect"]), _f(f["threshold"], "g"), _f(f["p_value"], ".1e"),
+                         *(_f(s.get(key)) for _, key in _SCORE_COLUMNS)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    left = 5  # text columns are left-aligned, numbers right-aligned
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    lines = [
+        f"dataset drift: {'YES' if report['dataset_drift'] else 'no'}   drift share: {report['drift_share']:.0%}   "
+        f"status: {report['status']}   reference rows: {report['reference_rows']:,}   "
+        f"current rows: {report['current_rows']:,}",
+        "",
+        fmt(rows[0]).rstrip(),
+        "-" * (sum(widths) + 2 * (len(widths) - 1)),
+        *(fmt(r).rstrip() for r in rows[1:]),
+    ]
     issues = report["data_quality"]["issues"]
     if issues:
         lines += ["", "data quality:"]
+        w = max(len(i["signal"]) for i in issues)
         for i in issues:
-            extra = ", ".join(f"{k}={v}" for k, v in i.items() if k not in ("column", "signal"))
-            lines.append(f"  {i['signal']:<18} {i['column']}  {extra}")
+            extra = ", ".join(f"{k}={v}" for k, v in i.items() if k not in ("column", "signal", "role"))
+            lines.append(f"  {i['signal']:<{w}}  {i.get('role', 'feature')} {i['column']}  {extra}".rstrip())
     return "\n".join(lines)

@@ -3,22 +3,30 @@
 A p-value alone is not a decision: at a million rows it flags shifts nobody cares about, and a
 distance alone flags noise at thirty rows. A column is flagged when **both** hold:
 
-1. *significant*: its test p-value, adjusted across all columns of the comparison with
-   Benjamini-Hochberg (false discovery rate ``alpha``), is below ``alpha``; and
-2. *material*: its effect size is over the method's threshold. For KS the effect is the distance
-   *less the sketches' rank-error bound*, so sketch noise can never make a column drift.
+1. *significant*: its test p-value (KS for numeric columns, chi-square for categorical ones),
+   adjusted across all columns of the comparison with Benjamini-Hochberg (false discovery rate
+   ``alpha``), is below ``alpha``; and
+2. *material*: its effect size reaches the method's threshold. The effect is the score with the
+   sketches' own error taken out (KS distance less both rank-error bounds; PSI, JS, Hellinger and
+   Wasserstein with every CDF gap shrunk by them; categorical scores on the least different
+   tables the frequent-items bounds allow), so sketch noise can never make a column drift.
 
 Columns with fewer than ``min_rows`` values on either side are ``insufficient_data``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DEFAULT_THRESHOLDS", "DriftConfig", "benjamini_hochberg"]
+from ..errors import ConfigError
+from .categorical import CATEGORICAL_METHODS
+from .numeric import NUMERIC_METHODS
+
+__all__ = ["CATEGORICAL_METHODS", "DEFAULT_THRESHOLDS", "NUMERIC_METHODS", "DriftConfig", "benjamini_hochberg"]
 
 DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "ks": 0.1,
@@ -34,8 +42,9 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
 class DriftConfig:
     """Settings of one comparison; per-feature entries override the per-method defaults.
 
-    ``numeric_method`` / ``categorical_method`` pick the effect size that must pass its threshold
-    (p-values always come from KS for numeric columns and chi-square for categorical ones).
+    ``numeric_method`` / ``categorical_method`` pick the effect size that must reach its threshold
+    (``feature_methods`` per column). ``thresholds`` overrides per method, ``feature_thresholds``
+    per column (for whichever method that column uses). Unknown methods are refused by name.
     """
 
     numeric_method: str = "ks"
@@ -54,24 +63,39 @@ class DriftConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
-            raise ValueError("alpha must be in (0, 1)")
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.correction not in ("bh", "none"):
-            raise ValueError("correction must be 'bh' or 'none'")
+            raise ConfigError(f"correction must be 'bh' or 'none', got {self.correction!r}")
         if self.bins < 2:
-            raise ValueError("bins must be >= 2")
-        known = set(DEFAULT_THRESHOLDS)
-        for method in [self.numeric_method, self.categorical_method, *self.feature_methods.values()]:
-            if method not in known:
-                raise ValueError(f"unknown drift method {method!r} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"bins must be >= 2, got {self.bins}")
+        if self.min_rows < 1:
+            raise ConfigError(f"min_rows must be >= 1, got {self.min_rows}")
+        if not 0 < self.drift_share_threshold <= 1:
+            raise ConfigError(f"drift_share_threshold must be in (0, 1], got {self.drift_share_threshold}")
+        if self.numeric_method not in NUMERIC_METHODS:
+            raise ConfigError(f"unknown numeric drift method {self.numeric_method!r} "
+                              f"(known: {', '.join(NUMERIC_METHODS)})")
+        if self.categorical_method not in CATEGORICAL_METHODS:
+            raise ConfigError(f"unknown categorical drift method {self.categorical_method!r} "
+                              f"(known: {', '.join(CATEGORICAL_METHODS)})")
+        for name, method in self.feature_methods.items():
+            if method not in DEFAULT_THRESHOLDS:
+                raise ConfigError(f"unknown drift method {method!r} for column {name!r} "
+                                  f"(known: {', '.join(sorted(DEFAULT_THRESHOLDS))})")
+        unknown = sorted(set(self.thresholds) - set(DEFAULT_THRESHOLDS))
+        if unknown:
+            raise ConfigError(f"unknown drift method(s) in thresholds: {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(DEFAULT_THRESHOLDS))})")
+        for key, value in [*self.thresholds.items(), *self.feature_thresholds.items()]:
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"threshold for {key!r} must be a finite number >= 0, got {value}")
 
     def method_for(self, name: str, kind: str) -> str:
+        """The effect-size method of one column; a per-column method of the wrong kind falls back."""
         default = self.numeric_method if kind == "numeric" else self.categorical_method
         method = self.feature_methods.get(name, default)
-        if kind == "categorical" and method in ("ks", "wasserstein", "hellinger"):
-            return self.categorical_method
-        if kind == "numeric" and method == "tvd":
-            return self.numeric_method
-        return method
+        allowed = NUMERIC_METHODS if kind == "numeric" else CATEGORICAL_METHODS
+        return method if method in allowed else default
 
     def threshold_for(self, name: str, method: str) -> float:
         if name in self.feature_thresholds:
@@ -79,13 +103,25 @@ class DriftConfig:
         return float(self.thresholds.get(method, DEFAULT_THRESHOLDS[method]))
 
 
-def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
-    """Adjusted p-values (step-up, monotone), controlling the false discovery rate."""
+def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Adjusted p-values (step-up, monotone), controlling the false discovery rate.
+
+    ``p_adj[(i)] = min_{j >= i} min(1, p_(j) n / j)`` over the sorted p-values.
+
+    Examples
+    --------
+    >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.5]).round(3).tolist()
+    [0.04, 0.053, 0.053, 0.5]
+
+    References
+    ----------
+    Benjamini, Y. and Hochberg, Y. (1995). Controlling the false discovery rate. JRSS B 57(1).
+    """
     p = np.asarray(p_values, dtype=np.float64)
     n = p.size
     if n == 0:
         return p
-    order = np.argsort(p)
+    order = np.argsort(p, kind="stable")
     ranked = p[order] * n / np.arange(1, n + 1)
     adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
     out = np.empty(n)

@@ -1,14 +1,21 @@
 """Drift scores for numeric columns, from KLL sketches and exact moments.
 
-Every method reads the two columns' CDFs or quantile functions from their sketches:
+A KLL sketch stands for a step CDF: its retained items, each with a weight. :func:`sketch_cdf` reads
+that CDF out of the sketch once (about a thousand items), and every method below is numpy on it, so
+the sketch-based scores are *exactly* the scores of the two distributions the sketches stand for:
 
-* KS distance: the largest gap between the two CDFs, evaluated on the union of both sketches'
-  quantiles at ``grid`` ranks (dense enough that the grid adds at most ``1/grid`` of error).
-* PSI, Jensen-Shannon and Hellinger on ``bins`` reference-quantile bins ``(e[i-1], e[i]]``.
-* Wasserstein-1 as the mean gap between the two quantile functions, divided by the reference's
-  standard deviation (exact, from the sums of values and squares).
+* KS distance: ``sup |F_R - F_C|`` over the union of both sketches' items (the sup of two step
+  functions is reached at a step).
+* PSI, Jensen-Shannon and Hellinger on ``bins`` reference-quantile bins ``(e[i-1], e[i]]``,
+  ``e[i] = Q_R(i / bins)``.
+* Wasserstein-1 as ``|mu_C - mu_R| + 2 min(A+, A-)`` where ``A+``/``A-`` integrate the positive
+  and negative parts of ``F_C - F_R``: an identity, ``A+ - A- = mu_R - mu_C``, that lets the exact
+  means carry the net shift, so tail items of the sketch only affect the crossing part. Divided by
+  the reference's population standard deviation (exact, from the sums of values and squares).
 
-``exact_numeric_scores`` computes the same quantities on raw arrays, for tests and benchmarks.
+Each score also has a conservative *effect*: the same quantity with the CDF gap shrunk by the two
+sketches' rank-error bounds, the decision rule's input. :func:`exact_numeric_scores` runs the same
+code on raw arrays, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -22,14 +29,76 @@ from ..columns import NumericColumn
 from .distributions import ks_p_value
 from .divergence import hellinger, jensen_shannon, psi
 
-__all__ = ["NumericScores", "exact_numeric_scores", "numeric_scores"]
+__all__ = [
+    "QUANTILE_RANKS",
+    "NumericScores",
+    "SketchCDF",
+    "binned_masses",
+    "exact_numeric_scores",
+    "numeric_scores",
+    "sketch_cdf",
+]
 
 QUANTILE_RANKS = (0.05, 0.25, 0.5, 0.75, 0.95)
+NUMERIC_METHODS = ("ks", "psi", "jensen_shannon", "hellinger", "wasserstein")
+
+
+@dataclass(frozen=True, slots=True)
+class SketchCDF:
+    """A step CDF: sorted distinct ``items`` and integer ``cum`` weights at or below each one.
+
+    ``rank_error`` bounds ``|F_sketch - F_data|`` (99% confidence); 0 while the sketch still holds
+    every value it saw.
+    """
+
+    items: np.ndarray
+    cum: np.ndarray
+    rank_error: float = 0.0
+
+    @property
+    def n(self) -> float:
+        return float(self.cum[-1]) if self.cum.size else 0.0
+
+    def cdf(self, x: np.ndarray, inclusive: bool = True) -> np.ndarray:
+        """Share of weight ``<= x`` (``< x`` when not inclusive)."""
+        idx = np.searchsorted(self.items, x, side="right" if inclusive else "left")
+        return np.concatenate(([0.0], self.cum))[idx] / self.n
+
+    def quantiles(self, ranks: np.ndarray | tuple[float, ...]) -> np.ndarray:
+        """Smallest item whose CDF reaches each rank (numpy's ``inverted_cdf``, KLL's inclusive rule)."""
+        target = np.asarray(ranks, dtype=np.float64) * self.n
+        idx = np.searchsorted(self.cum, target * (1 - 1e-12), side="left")
+        return self.items[np.clip(idx, 0, self.items.size - 1)]
+
+    def std(self) -> float:
+        """Population standard deviation of the distribution the CDF stands for."""
+        w = np.diff(np.concatenate(([0.0], self.cum)))
+        mean = float(np.dot(w, self.items)) / self.n
+        return math.sqrt(max(float(np.dot(w, (self.items - mean) ** 2)) / self.n, 0.0))
+
+    @classmethod
+    def from_values(cls, values: np.ndarray) -> SketchCDF:
+        """The exact CDF of raw values (rank error 0)."""
+        items, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+        return cls(items, np.cumsum(counts).astype(np.float64))
+
+
+def sketch_cdf(col: NumericColumn) -> SketchCDF:
+    """Read the step CDF out of a column's KLL sketch: one pass over its retained (item, weight) pairs."""
+    pairs = np.array(list(col.kll), dtype=np.float64).reshape(-1, 2)
+    items, inverse = np.unique(pairs[:, 0], return_inverse=True)
+    cum = np.cumsum(np.bincount(inverse, weights=pairs[:, 1]))
+    exact = not col.kll.is_estimation_mode()
+    return SketchCDF(items, cum, 0.0 if exact else float(col.kll.normalized_rank_error(False)))
 
 
 @dataclass(frozen=True, slots=True)
 class NumericScores:
-    """Scores of one numeric column; ``rank_error`` is the sketches' combined KS error bound."""
+    """Scores of one numeric column.
+
+    ``effects`` holds the conservative versions (CDF gaps shrunk by ``rank_error``, the two
+    sketches' combined bound); ``ks_p_value`` is computed from the conservative KS distance.
+    """
 
     ks: float
     ks_p_value: float
@@ -40,6 +109,7 @@ class NumericScores:
     mean_shift: float
     quantile_shifts: dict[str, float]
     rank_error: float
+    effects: dict[str, float]
     n_ref: int
     n_cur: int
 
@@ -54,83 +124,85 @@ class NumericScores:
             "mean_shift": self.mean_shift,
         }
         d.update({f"shift_{k}": v for k, v in self.quantile_shifts.items()})
+        d["rank_error"] = self.rank_error
         return d
 
 
-def _scale(std: float, mean: float) -> float:
-    """The reference scale that normalises Wasserstein and shifts; never zero."""
-    if math.isfinite(std) and std > 0:
-        return std
+def reference_scale(var: float, mean: float, ref: SketchCDF) -> float:
+    """The scale that normalises Wasserstein and shifts: the reference's population std, never zero.
+
+    The exact variance comes from sums of values and squares; when the mean dwarfs the spread
+    (``mean^2 / var > 1e8``) that subtraction has lost most of its digits, so the sketch's own
+    spread is used instead. A constant reference falls back to ``max(|mean|, 1)``.
+    """
+    if math.isfinite(var) and var > 0 and mean * mean / var < 1e8:
+        return math.sqrt(var)
+    if ref.n > 0:
+        s = ref.std()
+        if s > 0:
+            return s
     return max(abs(mean), 1.0) if math.isfinite(mean) else 1.0
 
 
-def _binned(edges: np.ndarray, cdf_ref: np.ndarray, cdf_cur: np.ndarray) -> tuple[float, float, float]:
-    """PSI, JS and Hellinger from CDF values at the inner bin edges."""
-    p = np.diff(np.concatenate(([0.0], cdf_ref, [1.0])))
-    q = np.diff(np.concatenate(([0.0], cdf_cur, [1.0])))
-    p = np.clip(p, 0.0, 1.0)
-    q = np.clip(q, 0.0, 1.0)
+def binned_masses(cdf: SketchCDF, edges: np.ndarray) -> np.ndarray:
+    """Masses of the bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)``."""
+    return np.diff(np.concatenate(([0.0], cdf.cdf(edges), [1.0])))
+
+
+def _shrink(gap: np.ndarray, eps: float) -> np.ndarray:
+    """Move every CDF gap toward zero by ``eps`` (soft threshold): the least drift the sketches allow."""
+    return np.sign(gap) * np.maximum(np.abs(gap) - eps, 0.0)
+
+
+def _binned(p_cum: np.ndarray, q_cum: np.ndarray) -> tuple[float, float, float]:
+    p = np.clip(np.diff(np.concatenate(([0.0], p_cum, [1.0]))), 0.0, 1.0)
+    q = np.clip(np.diff(np.concatenate(([0.0], q_cum, [1.0]))), 0.0, 1.0)
     p, q = p / p.sum(), q / q.sum()
     return psi(p, q), jensen_shannon(p, q), hellinger(p, q)
 
 
-def numeric_scores(ref: NumericColumn, cur: NumericColumn, *, bins: int = 10, grid: int = 256) -> NumericScores:
-    """All numeric drift scores of ``cur`` against ``ref`` from their sketches (both must have values).
+def scores_from_cdfs(ref: SketchCDF, cur: SketchCDF, mean_ref: float, mean_cur: float, scale: float,
+                     *, bins: int = 10) -> NumericScores:
+    """Every numeric score from two step CDFs and the exact means (shared by sketches and raw data)."""
+    eps = ref.rank_error + cur.rank_error
+    x = np.union1d(ref.items, cur.items)
+    gap = cur.cdf(x) - ref.cdf(x)
+    ks = float(np.max(np.abs(gap)))
+    # W1 = integral of |gap|; the step CDFs are constant on [x_i, x_{i+1})
+    dx, g = np.diff(x), gap[:-1]
+    net = abs(mean_cur - mean_ref)
 
-    Two quantile queries and two CDF queries per column pair: every rank and point any method needs
-    is asked for at once, because each sketch query costs far more than the numpy around it.
-    """
-    grid_ranks = np.linspace(0.0, 1.0, grid + 1)
-    bin_ranks = np.arange(1, bins) / bins
-    shift_ranks = np.asarray(QUANTILE_RANKS)
-    q_ref_all = ref.quantiles(np.concatenate((grid_ranks, bin_ranks, shift_ranks)))
-    q_cur_all = cur.quantiles(np.concatenate((grid_ranks, shift_ranks)))
-    n_grid = grid + 1
-    q_ref, edges_raw, shift_ref = q_ref_all[:n_grid], q_ref_all[n_grid:n_grid + bins - 1], q_ref_all[n_grid + bins - 1:]
-    q_cur, shift_cur = q_cur_all[:n_grid], q_cur_all[n_grid:]
-    points = np.unique(np.concatenate((q_ref, q_cur)).astype(np.float32))
-    edges = np.unique(edges_raw.astype(np.float32))
-    if edges.size == 0:  # one distinct reference value: two bins, at it and above it
-        edges = np.array([ref.min], dtype=np.float32)
-    everything = np.unique(np.concatenate((points, edges)))
-    cdf_r_all, cdf_c_all = ref.cdf(everything), cur.cdf(everything)
-    at_points = np.searchsorted(everything, points)
-    at_edges = np.searchsorted(everything, edges)
-    cdf_r, cdf_c = cdf_r_all[at_points], cdf_c_all[at_points]
-    ks = float(np.max(np.abs(cdf_r - cdf_c))) if points.size else 0.0
-    rank_error = ref.rank_error + cur.rank_error
-    # the p-value is computed from the distance less the sketches' error: conservative, never flattering
-    p_value = ks_p_value(max(ks - rank_error, 0.0), ref.count, cur.count)
-    psi_v, js_v, hel_v = _binned(edges, cdf_r_all[at_edges], cdf_c_all[at_edges])
+    def w1(gp: np.ndarray) -> float:
+        return (net + 2.0 * min(float(np.dot(np.maximum(gp, 0.0), dx)), float(np.dot(np.maximum(-gp, 0.0), dx))))
 
-    scale = _scale(ref.std * math.sqrt((ref.count - 1) / ref.count) if ref.count > 1 else math.nan, ref.mean)
-    # W1 = integral of |F_ref - F_cur| dx, the CDFs being steps at the grid points
-    w1 = float(np.sum(np.abs(cdf_r - cdf_c)[:-1] * np.diff(points.astype(np.float64)))) / scale
-    qs = dict(zip((f"p{int(r * 100)}" for r in QUANTILE_RANKS), ((shift_cur - shift_ref) / scale).tolist(),
-                  strict=True))
+    edges = np.unique(ref.quantiles(np.arange(1, bins) / bins))
+    p_cum, q_cum = ref.cdf(edges), cur.cdf(edges)
+    psi_v, js_v, hel_v = _binned(p_cum, q_cum)
+    psi_e, js_e, hel_e = _binned(p_cum, p_cum + _shrink(q_cum - p_cum, eps)) if eps > 0 else (psi_v, js_v, hel_v)
+    ks_effect = max(ks - eps, 0.0)
+    w1_v = w1(g) / scale
+    effects = {"ks": ks_effect, "psi": psi_e, "jensen_shannon": js_e, "hellinger": hel_e,
+               "wasserstein": (w1(_shrink(g, eps)) / scale) if eps > 0 else w1_v}
+    qr, qc = ref.quantiles(QUANTILE_RANKS), cur.quantiles(QUANTILE_RANKS)
+    shifts = {f"p{round(r * 100)}": float(d) for r, d in zip(QUANTILE_RANKS, (qc - qr) / scale, strict=True)}
     return NumericScores(
-        ks=ks, ks_p_value=p_value, psi=psi_v, jensen_shannon=js_v, hellinger=hel_v, wasserstein=w1,
-        mean_shift=(cur.mean - ref.mean) / scale, quantile_shifts=qs, rank_error=rank_error,
-        n_ref=ref.count, n_cur=cur.count,
+        ks=ks, ks_p_value=ks_p_value(ks_effect, ref.n, cur.n), psi=psi_v, jensen_shannon=js_v,
+        hellinger=hel_v, wasserstein=w1_v, mean_shift=(mean_cur - mean_ref) / scale, quantile_shifts=shifts,
+        rank_error=eps, effects=effects, n_ref=int(ref.n), n_cur=int(cur.n),
     )
 
 
+def numeric_scores(ref: NumericColumn, cur: NumericColumn, *, bins: int = 10) -> NumericScores:
+    """All numeric drift scores of ``cur`` against ``ref`` from their sketches (both must have values)."""
+    r, c = sketch_cdf(ref), sketch_cdf(cur)
+    var = (ref.sumsq - ref.sum * ref.sum / ref.count) / ref.count
+    return scores_from_cdfs(r, c, ref.mean, cur.mean, reference_scale(var, ref.mean, r), bins=bins)
+
+
 def exact_numeric_scores(ref: np.ndarray, cur: np.ndarray, *, bins: int = 10) -> dict[str, float]:
-    """The same scores on raw finite arrays, exactly (KS over all points; bins from exact quantiles)."""
-    r = np.sort(np.asarray(ref, dtype=np.float64))
-    c = np.sort(np.asarray(cur, dtype=np.float64))
-    allv = np.concatenate((r, c))
-    ks = float(np.max(np.abs(np.searchsorted(r, allv, "right") / r.size - np.searchsorted(c, allv, "right") / c.size)))
-    edges = np.unique(np.quantile(r, np.arange(1, bins) / bins, method="inverted_cdf"))
-    if edges.size == 0:
-        edges = r[:1]
-    cdf_r = np.searchsorted(r, edges, "right") / r.size
-    cdf_c = np.searchsorted(c, edges, "right") / c.size
-    psi_v, js_v, hel_v = _binned(edges, cdf_r, cdf_c)
-    scale = _scale(float(np.std(r)), float(np.mean(r)))
-    # W1 between empirical distributions: integral of |F_r - F_c| over x
-    allv_sorted = np.sort(allv)
-    gaps = np.abs(np.searchsorted(r, allv_sorted[:-1], "right") / r.size
-                  - np.searchsorted(c, allv_sorted[:-1], "right") / c.size)
-    w1 = float(np.sum(gaps * np.diff(allv_sorted))) / scale
-    return {"ks": ks, "psi": psi_v, "jensen_shannon": js_v, "hellinger": hel_v, "wasserstein": w1}
+    """The same scores on raw finite arrays, exactly (what the sketch-based ones are tested against)."""
+    r, c = np.asarray(ref, dtype=np.float64), np.asarray(cur, dtype=np.float64)
+    rc = SketchCDF.from_values(r)
+    s = scores_from_cdfs(rc, SketchCDF.from_values(c), float(r.mean()), float(c.mean()),
+                         reference_scale(float(np.var(r)), float(r.mean()), rc), bins=bins)
+    return s.as_dict()

@@ -52,7 +52,8 @@ def _ratio(part: int, col: Column) -> float:
     return part / rows if rows > 0 else 0.0
 
 
-def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_category_rate: float = 0.0) -> list[Issue]:
+def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_category_rate: float = 0.0,
+                  new_categories: list[str] | None = None, role: str = "feature") -> list[Issue]:
     """Quality findings for one column present on both sides with the same kind."""
     found: list[Issue] = []
     m_ref, m_cur = missing_ratio(ref), missing_ratio(cur)
@@ -83,11 +84,12 @@ def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_cat
             only = next(iter(cur.frequencies()), None)
             found.append({"column": name, "signal": "constant", "value": only})
         if new_category_rate > 0:
-            found.append({"column": name, "signal": "new_categories", "current": round(new_category_rate, 6)})
+            found.append({"column": name, "signal": "new_categories", "current": round(new_category_rate, 6),
+                          "examples": list(new_categories or [])[:5]})
     v_ref, v_cur = _ratio(ref.invalid, ref), _ratio(cur.invalid, cur)
     if cur.invalid and v_cur > v_ref:
         found.append({"column": name, "signal": "invalid_values", "reference": v_ref, "current": v_cur})
-    return found
+    return [{"column": i.pop("column"), "role": role, **i} for i in found]
 
 
 def schema_issues(ref: Mapping[str, Column], cur: Mapping[str, Column], role: str) -> list[Issue]:

@@ -21,7 +21,7 @@ from typing import Any
 from ..columns import CategoricalColumn, Column, NumericColumn
 from ..profile import WindowProfile
 from .categorical import categorical_scores
-from .decision import DriftConfig, benjamini_hochberg
+from .decision import DEFAULT_THRESHOLDS, DriftConfig, benjamini_hochberg
 from .numeric import numeric_scores
 from .quality import SIGNALS, column_issues, missing_ratio, schema_issues
 
@@ -119,39 +119,34 @@ class DriftReport:
                 "drift_share_threshold": self.config.drift_share_threshold,
                 "numeric_method": self.config.numeric_method,
                 "categorical_method": self.config.categorical_method,
+                "thresholds": {**DEFAULT_THRESHOLDS, **self.config.thresholds},
+                "bins": self.config.bins,
             },
         }
 
 
-def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, issues: list[dict[str, Any]]) -> ColumnResult:
+def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: str,
+                  issues: list[dict[str, Any]]) -> ColumnResult:
     method = cfg.method_for(name, ref.kind)
     res = ColumnResult(name=name, kind=ref.kind, status="ok", method=method,
                        threshold=cfg.threshold_for(name, method), critical=name in cfg.critical_features,
-                       missing=(missing_ratio(ref), missing_ratio(cur)))
+                       missing=(missing_ratio(ref), missing_ratio(cur)), rows=(ref.count, cur.count))
+    if min(ref.count, cur.count) < cfg.min_rows:
+        res.status = "insufficient_data"
+        issues.extend(column_issues(name, ref, cur, cfg, role=role))
+        return res
     if isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
-        res.rows = (ref.count, cur.count)
-        if min(ref.count, cur.count) < cfg.min_rows:
-            res.status = "insufficient_data"
-            issues.extend(column_issues(name, ref, cur, cfg))
-            return res
         ns = numeric_scores(ref, cur, bins=cfg.bins)
         res.scores = ns.as_dict()
-        res.scores["rank_error"] = ns.rank_error
         res.raw_p_value = ns.ks_p_value
-        effect = ns.as_dict()[method]
-        res.effect = max(effect - ns.rank_error, 0.0) if method == "ks" else effect
-        issues.extend(column_issues(name, ref, cur, cfg))
+        res.effect = ns.effects[method]
+        issues.extend(column_issues(name, ref, cur, cfg, role=role))
     elif isinstance(ref, CategoricalColumn) and isinstance(cur, CategoricalColumn):
-        res.rows = (ref.count, cur.count)
-        if min(ref.count, cur.count) < cfg.min_rows:
-            res.status = "insufficient_data"
-            issues.extend(column_issues(name, ref, cur, cfg))
-            return res
         cs = categorical_scores(ref, cur)
         res.scores = cs.as_dict()
         res.raw_p_value = cs.chi2_p_value
         res.effect = cs.as_dict()[method]
-        issues.extend(column_issues(name, ref, cur, cfg, cs.new_category_rate))
+        issues.extend(column_issues(name, ref, cur, cfg, cs.new_category_rate, cs.new_categories, role=role))
     return res
 
 
@@ -169,7 +164,7 @@ def _compare_side(ref: dict[str, Column], cur: dict[str, Column], cfg: DriftConf
                                         threshold=cfg.threshold_for(name, method),
                                         critical=name in cfg.critical_features))
             continue
-        results.append(_score_column(name, rcol, cur[name], cfg, issues))
+        results.append(_score_column(name, rcol, cur[name], cfg, role, issues))
     return results
 
 
