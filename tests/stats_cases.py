@@ -19,6 +19,7 @@ def _mostly_missing(rng: np.random.Generator, n: int, s: float) -> np.ndarray:
 
 DISTRIBUTIONS: dict[str, Gen] = {
     "normal": lambda rng, n, s: rng.normal(s, 1.0, n),
+    "normal_scale": lambda rng, n, s: rng.normal(0.0, 1.0 + s, n),  # CDFs that cross: W1 is more than the mean
     "lognormal": lambda rng, n, s: rng.lognormal(s, 1.0, n),
     "bimodal": lambda rng, n, s: np.where(rng.random(n) < 0.5 + s / 4, rng.normal(-2, 0.5, n), rng.normal(2, 0.5, n)),
     "heavy_ties": lambda rng, n, s: np.round(rng.normal(s, 1.0, n), 1),

@@ -6,14 +6,34 @@ See ``docs/statistics.md`` for the formulas, the decision rule and the measured 
 from __future__ import annotations
 
 from .canary import DEFAULT_GUARDRAILS, CanaryConfig, CanaryResult, Guardrail, evaluate_canary
-from .categorical import CategoricalScores, categorical_scores, exact_categorical_scores
-from .decision import DEFAULT_THRESHOLDS, DriftConfig, benjamini_hochberg
-from .numeric import NumericScores, exact_numeric_scores, numeric_scores
+from .categorical import (
+    CategoricalScores,
+    CategoryCounts,
+    categorical_scores,
+    category_counts,
+    exact_categorical_scores,
+)
+from .decision import (
+    CATEGORICAL_METHODS,
+    DEFAULT_THRESHOLDS,
+    NUMERIC_METHODS,
+    DriftConfig,
+    benjamini_hochberg,
+)
+from .numeric import NumericScores, SketchCDF, exact_numeric_scores, numeric_scores, sketch_cdf
+from .quality import SIGNALS
 from .report import ColumnResult, DriftReport, compare_profiles
 
 __all__ = [
+    "CATEGORICAL_METHODS",
     "DEFAULT_GUARDRAILS",
     "DEFAULT_THRESHOLDS",
+    "NUMERIC_METHODS",
+    "SIGNALS",
+    "CategoryCounts",
+    "SketchCDF",
+    "category_counts",
+    "sketch_cdf",
     "CanaryConfig",
     "CanaryResult",
     "Guardrail",
