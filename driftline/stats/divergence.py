@@ -31,7 +31,7 @@ def jensen_shannon(ref: np.ndarray, cur: np.ndarray) -> float:
         return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
 
     jsd = 0.5 * kl(ref) + 0.5 * kl(cur)
-    return float(np.sqrt(max(jsd, 0.0)))
+    return float(min(np.sqrt(max(jsd, 0.0)), 1.0))  # rounding must not leave [0, 1]
 
 
 def hellinger(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -42,4 +42,4 @@ def hellinger(ref: np.ndarray, cur: np.ndarray) -> float:
 
 def tvd(ref: np.ndarray, cur: np.ndarray) -> float:
     """Total variation distance 0.5 * sum |p - q|, in [0, 1]."""
-    return float(0.5 * np.sum(np.abs(ref - cur)))
+    return float(min(0.5 * np.sum(np.abs(ref - cur)), 1.0))  # rounding must not leave [0, 1]
