@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.harness.errors import HarnessError
 from tests.harness.kafka import KafkaBroker
@@ -22,6 +23,11 @@ __all__: list[str] = []
 
 # Captured before any test scrubs DRIFTLINE_* (the harness itself reads DRIFTLINE_KAFKA_LIBS).
 _HARNESS_ENV = {k: v for k, v in os.environ.items() if k.startswith("DRIFTLINE_")}
+
+# CI explores the same hypothesis examples every run (a failure reproduces); developers keep random ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 _MARKERS = {
     "kafka": "needs a real Kafka broker (started by the suite)",
