@@ -25,9 +25,9 @@ from tests.stats_cases import DISTRIBUTIONS, make_pair
 
 # |sketch - exact| <= absolute + relative * exact, per KLL k
 BOUNDS = {
-    400: {"ks": (0.02, 0.0), "psi": (0.02, 0.2), "jensen_shannon": (0.02, 0.0), "hellinger": (0.02, 0.0),
-          "wasserstein": (0.15, 0.2)},
-    200: {"ks": (0.03, 0.0), "psi": (0.07, 0.2), "jensen_shannon": (0.04, 0.0), "hellinger": (0.04, 0.0),
+    400: {"ks": (0.02, 0.0), "psi": (0.02, 0.3), "jensen_shannon": (0.03, 0.0), "hellinger": (0.03, 0.0),
+          "wasserstein": (0.08, 0.2)},
+    200: {"ks": (0.03, 0.0), "psi": (0.1, 0.3), "jensen_shannon": (0.05, 0.0), "hellinger": (0.05, 0.0),
           "wasserstein": (0.15, 0.2)},
 }
 SIZES = ((20_000, 20_000), (200_000, 5_000))

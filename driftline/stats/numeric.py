@@ -8,10 +8,11 @@ the sketch-based scores are *exactly* the scores of the two distributions the sk
   functions is reached at a step).
 * PSI, Jensen-Shannon and Hellinger on ``bins`` reference-quantile bins ``(e[i-1], e[i]]``,
   ``e[i] = Q_R(i / bins)``.
-* Wasserstein-1 as ``|mu_C - mu_R| + 2 min(A+, A-)`` where ``A+``/``A-`` integrate the positive
-  and negative parts of ``F_C - F_R``: an identity, ``A+ - A- = mu_R - mu_C``, that lets the exact
-  means carry the net shift, so tail items of the sketch only affect the crossing part. Divided by
-  the reference's population standard deviation (exact, from the sums of values and squares).
+* Wasserstein-1 as ``A+ + A-``, the integrals of the positive and negative parts of ``F_C - F_R``.
+  Since ``A+ - A- = mu_R - mu_C`` exactly and the profiles carry exact sums, the exact mean
+  difference replaces the sketch's net part in proportion to how one-sided the gap is (coarse tail
+  items are the main error when one CDF dominates). Divided by the reference's population standard
+  deviation (exact, from the sums of values and squares).
 
 Each score also has a conservative *effect*: the same quantity with the CDF gap shrunk by the two
 sketches' rank-error bounds, the decision rule's input. :func:`exact_numeric_scores` runs the same
@@ -168,21 +169,28 @@ def scores_from_cdfs(ref: SketchCDF, cur: SketchCDF, mean_ref: float, mean_cur: 
     x = np.union1d(ref.items, cur.items)
     gap = cur.cdf(x) - ref.cdf(x)
     ks = float(np.max(np.abs(gap)))
-    # W1 = integral of |gap|; the step CDFs are constant on [x_i, x_{i+1})
+    # W1 = integral of |gap| = A+ + A-; the step CDFs are constant on [x_i, x_{i+1})
     dx, g = np.diff(x), gap[:-1]
     net = abs(mean_cur - mean_ref)
 
-    def w1(gp: np.ndarray) -> float:
-        return (net + 2.0 * min(float(np.dot(np.maximum(gp, 0.0), dx)), float(np.dot(np.maximum(-gp, 0.0), dx))))
+    def parts(gp: np.ndarray) -> tuple[float, float]:
+        return float(np.dot(np.maximum(gp, 0.0), dx)), float(np.dot(np.maximum(-gp, 0.0), dx))
 
+    a_pos, a_neg = parts(g)
+    # A+ - A- = mu_R - mu_C exactly; the exact |mean difference| replaces the sketch's net part in
+    # proportion to how one-sided the gap is (one-sided: tail noise only; crossing: errors cancel)
+    one_sided = 1.0 - min(a_pos, a_neg) / max(a_pos, a_neg) if max(a_pos, a_neg) > 0 else 1.0
+    w1_v = max(a_pos + a_neg - one_sided * (abs(a_pos - a_neg) - net), net) / scale
+    # lower bounds: W1 >= A+_eps + A-_eps and W1 = |d| + 2 min(A+, A-) >= |d| + 2 min(A+_eps, A-_eps)
+    e_pos, e_neg = parts(_shrink(g, eps)) if eps > 0 else (a_pos, a_neg)
+    w1_e = min(max(e_pos + e_neg, net + 2.0 * min(e_pos, e_neg)) / scale, w1_v)
     edges = np.unique(ref.quantiles(np.arange(1, bins) / bins))
     p_cum, q_cum = ref.cdf(edges), cur.cdf(edges)
     psi_v, js_v, hel_v = _binned(p_cum, q_cum)
     psi_e, js_e, hel_e = _binned(p_cum, p_cum + _shrink(q_cum - p_cum, eps)) if eps > 0 else (psi_v, js_v, hel_v)
     ks_effect = max(ks - eps, 0.0)
-    w1_v = w1(g) / scale
-    effects = {"ks": ks_effect, "psi": psi_e, "jensen_shannon": js_e, "hellinger": hel_e,
-               "wasserstein": (w1(_shrink(g, eps)) / scale) if eps > 0 else w1_v}
+    effects = {"ks": ks_effect, "psi": min(psi_e, psi_v), "jensen_shannon": min(js_e, js_v),
+               "hellinger": min(hel_e, hel_v), "wasserstein": w1_e}
     qr, qc = ref.quantiles(QUANTILE_RANKS), cur.quantiles(QUANTILE_RANKS)
     shifts = {f"p{round(r * 100)}": float(d) for r, d in zip(QUANTILE_RANKS, (qc - qr) / scale, strict=True)}
     return NumericScores(
