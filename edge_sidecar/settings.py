@@ -12,10 +12,10 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings import SettingsError as PydanticSettingsError
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
 
 from .errors import SettingsError
 
@@ -162,7 +162,7 @@ class ProxySettings(_Section):
     capture_queue: int = Field(default=1000, ge=1)
 
 
-class SidecarSettings(BaseSettings):
+class SidecarSettings(EnvFirstSettings):
     """Everything ``driftline sidecar`` needs; defaults are safe on loopback."""
 
     model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid")
@@ -193,46 +193,12 @@ class SidecarSettings(BaseSettings):
                 raise ValueError(f"cohort label {key!r} is longer than {MAX_LABEL_CHARS} characters")
         return v
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs (see load_settings); the environment overrides it.
-        return (env_settings, init_settings)
-
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> SidecarSettings:
     """Read the YAML file (if any) with ``overrides`` (tests) on top; ``DRIFTLINE_*`` variables win over both."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SettingsError(f"cannot read settings file {p}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{p} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"{p} must hold a mapping of settings, not a {type(loaded).__name__}")
-        data = loaded
-    data = _deep_merge(data, overrides)
-    try:
-        return SidecarSettings(**data)
-    except ValidationError as exc:
-        where = f" in {path}" if path is not None else ""
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise SettingsError(f"invalid sidecar settings{where}: {problems}") from None
-    except PydanticSettingsError as exc:  # a DRIFTLINE_* variable that does not parse
-        raise SettingsError(f"invalid DRIFTLINE_* environment variable: {exc}") from None
+    data = read_yaml_settings(path, SettingsError) if path is not None else {}
+    return build_settings(SidecarSettings, _deep_merge(data, overrides), what="sidecar settings", path=path,
+                          error=SettingsError)
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

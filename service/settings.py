@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from driftline.errors import ConfigError
+from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
 
 __all__ = [
     "CanarySettings",
@@ -103,7 +102,7 @@ class CanarySettings(_Section):
     alpha: float = 0.05
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(EnvFirstSettings):
     """Everything ``driftline service`` needs; safe defaults on loopback."""
 
     model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", env_nested_delimiter="__", extra="forbid")
@@ -122,37 +121,9 @@ class ServiceSettings(BaseSettings):
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # environment first so DRIFTLINE_* overrides what the file (passed as init kwargs) says
-        return env_settings, init_settings
-
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> ServiceSettings:
     """Read the YAML file (if any), apply overrides, then the environment; errors name the key."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {p} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {p} must be a YAML mapping")
-        data.update(loaded)
+    data = read_yaml_settings(path) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ServiceSettings(**data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    return build_settings(ServiceSettings, data, what="service settings", path=path)

@@ -305,6 +305,9 @@ def test_example_config_is_valid_and_environment_wins(tmp_path, monkeypatch) -> 
     (tmp_path / "bad.yaml").write_text("nonsense_key: 1\n")
     with pytest.raises(ConfigError, match="nonsense_key"):
         load_settings(tmp_path / "bad.yaml")
+    monkeypatch.setenv("DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS", "[not json")
+    with pytest.raises(ConfigError, match="DRIFTLINE_"):  # a bad variable is one line, not a traceback
+        load_settings(example)
 
 
 def test_evidently_report_from_reservoirs(tmp_path) -> None:
