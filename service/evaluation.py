@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.profile import WindowProfile, merge_all
+from driftline.profile import StreamKey, WindowProfile, merge_all
 from driftline.stats import CanaryConfig, DriftConfig, Guardrail, compare_profiles, evaluate_canary
 
 from .errors import BadRequest, NotFound
@@ -220,7 +220,7 @@ class Evaluator:
             hi = min(base_rows[-1].end, can_rows[-1].end)
             base_rows = [r for r in base_rows if r.start >= lo and r.end <= hi]
             can_rows = [r for r in can_rows if r.start >= lo and r.end <= hi]
-        empty = WindowProfile(_empty_key(model), created, now)
+        empty = WindowProfile(StreamKey.of(model, ""), created, now)
         base = merge_all(r.profile for r in base_rows) if base_rows else empty
         cand = merge_all(r.profile for r in can_rows) if can_rows else empty.copy()
         duration = (max(r.end for r in can_rows) - min(r.start for r in can_rows)) if can_rows else 0.0
@@ -229,12 +229,6 @@ class Evaluator:
         with self._lock:
             self.canary_states[model] = CanaryState(raw, created, result)
         return result
-
-
-def _empty_key(model: str) -> Any:
-    from driftline.profile import StreamKey
-
-    return StreamKey.of(model, "")
 
 
 def _slim(item: dict[str, Any]) -> dict[str, Any]:

@@ -213,9 +213,6 @@ class Store:
             out.append(WindowRow(m, v, var, src, json.loads(cohort), s, e, int(rows), rec, prof))
         return out
 
-    def merged(self, rows: Sequence[WindowRow]) -> WindowProfile | None:
-        return merge_all(r.profile for r in rows) if rows else None
-
     def models(self) -> list[dict[str, Any]]:
         """Every model with its versions, rows and newest window."""
         res = self.query("SELECT model, version, variant, SUM(rows_observed), MIN(start_ts), MAX(end_ts), COUNT(*) "
