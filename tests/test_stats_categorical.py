@@ -161,6 +161,9 @@ def test_categorical_method_and_thresholds() -> None:
     cur = WindowProfile(StreamKey.of("m", "v"), 0, 1, cfg).update(
         {"c": rng.choice(CATS, 20_000, p=[0.25, 0.25, 0.2, 0.15, 0.1, 0.05])})
     item = compare_profiles(ref, cur).to_dict()["features"][0]
-    assert item["method"] == "tvd" and item["effect"] == item["scores"]["tvd"] and not item["drift_detected"]
+    # a 5.5-point share move at 20,000 rows: material at the default TVD threshold of 0.05, not at 0.1
+    assert item["method"] == "tvd" and item["effect"] == item["scores"]["tvd"] and item["drift_detected"]
+    item = compare_profiles(ref, cur, DriftConfig(thresholds={"tvd": 0.1})).to_dict()["features"][0]
+    assert item["threshold"] == 0.1 and not item["drift_detected"]
     item = compare_profiles(ref, cur, DriftConfig(categorical_method="psi", thresholds={"psi": 0.02})).to_dict()
     assert item["features"][0]["method"] == "psi" and item["features"][0]["drift_detected"]

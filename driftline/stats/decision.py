@@ -34,7 +34,7 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "jensen_shannon": 0.1,
     "wasserstein": 0.1,
     "hellinger": 0.1,
-    "tvd": 0.1,
+    "tvd": 0.05,
 }
 
 
@@ -47,12 +47,12 @@ class DriftConfig:
     per column (for whichever method that column uses). Unknown methods are refused by name.
     """
 
-    numeric_method: str = "ks"
+    numeric_method: str = "wasserstein"
     categorical_method: str = "tvd"
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     feature_methods: Mapping[str, str] = field(default_factory=dict)
     feature_thresholds: Mapping[str, float] = field(default_factory=dict)
-    alpha: float = 0.05
+    alpha: float = 0.01
     correction: str = "bh"  # "bh" (Benjamini-Hochberg) or "none"
     min_rows: int = 30
     bins: int = 10
