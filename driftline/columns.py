@@ -19,6 +19,8 @@ from datasketches import (
     kll_floats_sketch,
 )
 
+from .distinct import DEFAULT_DISTINCT_K, DistinctSample
+
 __all__ = [
     "DEFAULT_FI_LG_MAX",
     "DEFAULT_HLL_LG_K",
@@ -179,11 +181,14 @@ class CategoricalColumn:
     """A categorical column in one window: frequent-items sketch, HLL distinct count, exact counts."""
 
     kind = "categorical"
-    __slots__ = ("fi", "hll", "count", "missing", "invalid", "absent", "lg_k")
+    __slots__ = ("fi", "hll", "ds", "count", "missing", "invalid", "absent", "lg_k")
 
-    def __init__(self, lg_max_k: int = DEFAULT_FI_LG_MAX, hll_lg_k: int = DEFAULT_HLL_LG_K) -> None:
+    def __init__(self, lg_max_k: int = DEFAULT_FI_LG_MAX, hll_lg_k: int = DEFAULT_HLL_LG_K,
+                 distinct_k: int = DEFAULT_DISTINCT_K) -> None:
         self.fi = frequent_strings_sketch(lg_max_k)
         self.hll = hll_sketch(hll_lg_k)
+        # a bottom-k sample of distinct values with exact counts: finds values the reference never had
+        self.ds: DistinctSample | None = DistinctSample(distinct_k)
         self.lg_k = hll_lg_k
         self.count = 0
         self.missing = 0
@@ -200,10 +205,14 @@ class CategoricalColumn:
         self.invalid += invalid
         fi_update = self.fi.update
         hll_update = self.hll.update
+        labels = []
         for v, c in zip(values.tolist(), counts.tolist(), strict=True):
             s = str(v)
             fi_update(s, int(c))
             hll_update(s)
+            labels.append(s)
+        if self.ds is not None and labels:
+            self.ds.update_batch(np.array(labels), counts)
         self.count += int(counts.sum()) if counts.size else 0
 
     def update_array(self, values: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
@@ -221,6 +230,10 @@ class CategoricalColumn:
         u.update(other.hll)
         self.lg_k = max(self.lg_k, other.lg_k)
         self.hll = u.get_result()
+        if self.ds is not None and other.ds is not None:
+            self.ds.merge(other.ds)
+        elif other.count or other.missing or other.invalid:
+            self.ds = None  # one side kept no sample: the union's sample would be incomplete
         self.count += other.count
         self.missing += other.missing
         self.invalid += other.invalid
@@ -259,6 +272,7 @@ class CategoricalColumn:
             "absent": self.absent,
             "fi": bytes(self.fi.serialize()),
             "hll": bytes(self.hll.serialize_compact()),
+            **({"ds": self.ds.to_dict()} if self.ds is not None else {}),
         }
 
     @classmethod
@@ -267,6 +281,7 @@ class CategoricalColumn:
         col.fi = frequent_strings_sketch.deserialize(bytes(d["fi"]))
         col.hll = hll_sketch.deserialize(bytes(d["hll"]))
         col.lg_k = int(col.hll.lg_config_k)
+        col.ds = DistinctSample.from_dict(d["ds"]) if "ds" in d else None
         col.count = int(d["count"])
         col.missing = int(d["missing"])
         col.invalid = int(d["invalid"])

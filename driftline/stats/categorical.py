@@ -9,17 +9,26 @@ Rows the sketches did not list are pooled into one ``other`` category per side. 
 this is simply the true table; past capacity it can hide drift but never invent it (two
 high-cardinality samples of one distribution retain different categories, and naive lower bounds
 would make that look like drift).
+
+What the pooled ``other`` hides, values the reference never had, comes from the columns' coordinated
+distinct samples (:mod:`driftline.distinct`): the share of current rows on unseen values beyond what
+sampling explains (Good-Turing), less 3 standard errors, is a lower bound of the TVD (the rows on
+those values have no counterpart in the reference), and its z-test joins the chi-square test
+(Bonferroni: the smaller p-value, doubled). So a vocabulary swapped for another is drift at any
+cardinality, while ids unique per row (new in every sample) are not.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..columns import CategoricalColumn
-from .distributions import chi2_sf
+from ..distinct import UnseenMass, unseen_mass
+from .distributions import chi2_sf, norm_sf
 from .divergence import hellinger, jensen_shannon, psi, tvd
 
 __all__ = [
@@ -46,6 +55,13 @@ class CategoryCounts:
 def category_counts(col: CategoricalColumn) -> CategoryCounts:
     """What a column's sketch knows about its category counts."""
     return CategoryCounts(col.frequencies(), col.max_error, col.count)
+
+
+def unseen_excess(ref: CategoricalColumn, cur: CategoricalColumn) -> UnseenMass | None:
+    """The distinct samples' verdict on values the reference never had (None without samples)."""
+    if ref.ds is None or cur.ds is None:
+        return None
+    return unseen_mass(ref.ds, cur.ds, ref.count, cur.count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +117,12 @@ def _least_different(ref: CategoryCounts, cur: CategoryCounts) -> tuple[list[str
     return cats, r, c
 
 
-def scores_from_counts(ref: CategoryCounts, cur: CategoryCounts) -> CategoricalScores:
-    """Every categorical score from the two sides' count bounds (shared by sketches and raw data)."""
+def scores_from_counts(ref: CategoryCounts, cur: CategoryCounts, unseen: UnseenMass | None = None) -> CategoricalScores:
+    """Every categorical score from the two sides' count bounds (shared by sketches and raw data).
+
+    ``unseen`` (from the distinct samples) adds the rows that provably moved to values the
+    reference never had, which the count bounds alone pool into ``other``.
+    """
     cats, r, c = _least_different(ref, cur)
     p, q = r / r.sum(), c / c.sum()
     # chi-square test of homogeneity on the 2 x K table
@@ -112,12 +132,20 @@ def scores_from_counts(ref: CategoryCounts, cur: CategoryCounts) -> CategoricalS
     chi2 = float(np.sum((table[:, keep] - expected[:, keep]) ** 2 / expected[:, keep]))
     dof = int(keep.sum()) - 1
     p_value = chi2_sf(chi2, dof) if dof > 0 else 1.0
+    tvd_v = tvd(p, q)
+    if unseen is not None and (ref.error or cur.error):  # exact tables list every new value already
+        z = (unseen.current - unseen.expected) / unseen.se if unseen.se > 0 else (
+            math.inf if unseen.current > unseen.expected else 0.0)
+        p_value = min(1.0, 2.0 * min(p_value, norm_sf(z)))
+        tvd_v = max(tvd_v, unseen.excess)
     # new only where the reference provably never had it: its sketch is exact and does not list it
     new = [k for k in cats if k != OTHER and ref.error == 0 and k not in ref.counts and cur.counts.get(k, 0) > 0]
     new.sort(key=lambda k: -cur.counts[k])
     return CategoricalScores(
-        chi2=chi2, chi2_p_value=p_value, tvd=tvd(p, q), jensen_shannon=jensen_shannon(p, q), psi=psi(p, q),
-        hellinger=hellinger(p, q), new_category_rate=sum(cur.counts[k] for k in new) / cur.n,
+        chi2=chi2, chi2_p_value=p_value, tvd=tvd_v, jensen_shannon=jensen_shannon(p, q), psi=psi(p, q),
+        hellinger=hellinger(p, q),
+        new_category_rate=max(sum(cur.counts[k] for k in new) / cur.n,
+                              unseen.excess if unseen is not None and (ref.error or cur.error) else 0.0),
         new_categories=new[:20], count_error=max(ref.error / ref.n, cur.error / cur.n),
         n_ref=ref.n, n_cur=cur.n, exact=ref.error == 0 and cur.error == 0,
     )
@@ -125,7 +153,7 @@ def scores_from_counts(ref: CategoryCounts, cur: CategoryCounts) -> CategoricalS
 
 def categorical_scores(ref: CategoricalColumn, cur: CategoricalColumn) -> CategoricalScores:
     """All categorical drift scores of ``cur`` against ``ref`` (both must have values)."""
-    return scores_from_counts(category_counts(ref), category_counts(cur))
+    return scores_from_counts(category_counts(ref), category_counts(cur), unseen_excess(ref, cur))
 
 
 def exact_categorical_scores(ref: np.ndarray, cur: np.ndarray) -> dict[str, float]:
