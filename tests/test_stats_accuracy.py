@@ -67,15 +67,21 @@ def test_numeric_scores_within_documented_bounds(dist: str, k: int) -> None:
 
 def snapped_quantile_edges(ref: np.ndarray, bins: int, snap: float = 0.02) -> np.ndarray:
     """The documented bin edges, written independently: numpy's inverted-CDF quantiles, except that an
-    edge whose target rank lies within ``snap`` of the top of a value's CDF step becomes that value."""
+    edge whose target rank lies within ``snap`` of the top of a value's CDF step becomes that value, and
+    no bin keeps less than ``snap`` of the reference."""
     values, counts = np.unique(ref, return_counts=True)
     tops = np.cumsum(counts) / ref.size
     edges = []
     for t in np.arange(1, bins) / bins:
         i = int(np.argmin(np.abs(tops - t)))
         edges.append(values[i] if abs(tops[i] - t) <= snap else np.quantile(ref, t, method="inverted_cdf"))
-    e = np.unique(edges)
-    return e[e < values[-1]]
+    kept, last = [], 0.0
+    for e in np.unique(edges):
+        top = np.mean(ref <= e)
+        if top - last >= snap and 1 - top >= snap:
+            kept.append(e)
+            last = top
+    return np.array(kept)
 
 
 def test_exact_scores_are_scipys_on_the_raw_data() -> None:

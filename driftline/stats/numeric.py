@@ -174,9 +174,16 @@ def stable_edges(ref: SketchCDF, bins: int, snap: float = EDGE_SNAP) -> np.ndarr
     left = np.clip(right - 1, 0, tops.size - 1)
     nearest = np.where(np.abs(tops[left] - targets) <= np.abs(tops[right] - targets), left, right)
     close = np.abs(tops[nearest] - targets) <= snap
-    edges = np.where(close, ref.items[nearest], ref.quantiles(targets))
-    # the top item as an edge leaves an empty last bin on the reference side: drop it
-    return np.unique(edges[edges < ref.items[-1]]) if ref.items.size > 1 else np.unique(edges)
+    edges = np.unique(np.where(close, ref.items[nearest], ref.quantiles(targets)))
+    # no bin narrower than ``snap`` of the reference: a sliver next to a point mass (its edge one item
+    # past the mass) would hold a few rows whose sketch noise the divergences magnify
+    kept: list[float] = []
+    last = 0.0
+    for edge, top in zip(edges.tolist(), ref.cdf(edges).tolist(), strict=True):
+        if top - last >= snap and 1.0 - top >= snap:
+            kept.append(edge)
+            last = top
+    return np.array(kept, dtype=np.float64)
 
 
 def _shrink(gap: np.ndarray, eps: float) -> np.ndarray:
