@@ -20,7 +20,7 @@ repeated vocabulary replaced by a new one has 1 against 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
