@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
+from driftline.stats.decision import DriftConfig
+
+_DRIFT_DEFAULTS = DriftConfig()  # the decision rule's defaults live in one place
 
 __all__ = [
     "CanarySettings",
@@ -37,7 +40,7 @@ class EvaluationSettings(_Section):
     interval_seconds: float = Field(30.0, gt=0, description="background evaluation period")
     history_bucket_seconds: float = Field(300.0, gt=0, description="bucket size of the drift history heatmap")
     min_rows: int = Field(30, ge=1)
-    alpha: float = Field(0.05, gt=0, lt=1)
+    alpha: float = Field(_DRIFT_DEFAULTS.alpha, gt=0, lt=1, description="false discovery rate of the drift tests")
     drift_share_threshold: float = Field(0.5, gt=0, le=1)
     thresholds: dict[str, float] = {}
     critical_features: dict[str, list[str]] = Field({}, description="model -> features that page when drifting")
