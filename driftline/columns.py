@@ -8,6 +8,7 @@ profile. ``absent`` counts rows of merged-in profiles that did not have the colu
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ __all__ = [
     "CategoricalColumn",
     "Column",
     "NumericColumn",
+    "canonical_label",
+    "widen_kll_floats",
 ]
 
 DEFAULT_KLL_K = 400
@@ -216,6 +219,31 @@ class NumericColumn:
         return col
 
 
+_NUMERIC_LABEL = re.compile(r"[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+_INTEGER_LABEL = re.compile(r"[+-]?(?:0|[1-9]\d*)")
+
+
+def canonical_label(label: str) -> str:
+    """One label per category value: numeric-looking labels written the way Python writes the number.
+
+    ``"1"``, ``"1.0"``, ``"+1"``, ``" 1 "`` and ``"1e0"`` are all ``"1"`` (a CSV code read as text in one
+    batch and as a float in another is one category); ``"2.50"`` is ``"2.5"``. Integers are written
+    in full (a 20-digit id stays exact), other numbers in Python's shortest round-trip form. Labels
+    with leading zeros (``"007"``, zip codes) and anything else are kept verbatim.
+    """
+    text = label.strip()
+    if not text or not _NUMERIC_LABEL.fullmatch(text):
+        return label
+    if _INTEGER_LABEL.fullmatch(text):
+        return str(int(text))
+    value = float(text)
+    if not math.isfinite(value):
+        return label
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 class CategoricalColumn:
     """A categorical column in one window: frequent-items sketch, HLL distinct count, exact counts."""
 
@@ -236,14 +264,20 @@ class CategoricalColumn:
         return self.count + self.missing + self.invalid + self.absent
 
     def update_counts(self, values: np.ndarray, counts: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
-        """Fold pre-aggregated (distinct value, count) pairs: one sketch call per distinct value."""
+        """Fold pre-aggregated (distinct value, count) pairs: one sketch call per distinct label.
+
+        Labels are canonicalised first (:func:`canonical_label`), so ``"1"`` and ``"1.0"`` count as one.
+        """
         self.missing += missing
         self.invalid += invalid
+        merged: dict[str, int] = {}
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            s = canonical_label(str(v))
+            merged[s] = merged.get(s, 0) + int(c)
         fi_update = self.fi.update
         hll_update = self.hll.update
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-            s = str(v)
-            fi_update(s, int(c))
+        for s, c in merged.items():
+            fi_update(s, c)
             hll_update(s)
         self.count += int(counts.sum()) if counts.size else 0
 
