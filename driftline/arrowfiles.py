@@ -120,38 +120,50 @@ def _plan(typ: Any, column: Any, pa: Any) -> tuple[str, str]:
     return "categorical", "object"
 
 
+def _float64(arr: Any) -> np.ndarray:
+    """A float64 Arrow array as numpy, nulls as NaN, straight from its buffers.
+
+    Zero-copy without nulls. (``Array.to_numpy`` would import pandas, a second of start-up.)
+    """
+    data = np.frombuffer(arr.buffers()[1], dtype=np.float64, count=len(arr), offset=arr.offset * 8)
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(arr.buffers()[0], dtype=np.uint8), bitorder="little")
+        data = np.where(bits[arr.offset: arr.offset + len(arr)].astype(bool), data, np.nan)
+    return data
+
+
+def _objects(arr: Any) -> np.ndarray:
+    out = np.empty(len(arr), dtype=object)
+    out[:] = arr.to_pylist()
+    return out
+
+
 def _convert(arr: Any, plan: tuple[str, str]) -> np.ndarray:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     _, how = plan
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     if how == "float":
-        if not pa.types.is_float64(arr.type):
-            arr = arr.cast(pa.float64(), safe=False)
-        return arr.to_numpy(zero_copy_only=False)
+        return _float64(arr if pa.types.is_float64(arr.type) else arr.cast(pa.float64(), safe=False))
     if how == "seconds":
         typ = arr.type
         if pa.types.is_date(typ):
             arr = arr.cast(pa.timestamp("s"))
             typ = arr.type
         unit = getattr(typ, "unit", "s")
-        ints = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False)
-        return np.asarray(ints, dtype=np.float64) / {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+        ticks = _float64(arr.cast(pa.int64()).cast(pa.float64()))
+        return ticks / {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
     if how == "null":
         return np.full(len(arr), None, dtype=object)
     if how == "mixed":
         # numbers where the cell reads as one, the text itself (a wrong-typed value) elsewhere
-        texts = arr.to_pylist()
-        out = np.empty(len(texts), dtype=object)
-        for i, v in enumerate(texts):
-            if v is None:
-                out[i] = None
-                continue
-            try:
-                out[i] = float(v)
-            except ValueError:
-                out[i] = v
+        out = _objects(arr)
+        for i, v in enumerate(out.tolist()):
+            if v is not None:
+                try:
+                    out[i] = float(v)
+                except ValueError:
+                    pass
         return out
-    return arr.to_numpy(zero_copy_only=False)
+    return _objects(arr)
