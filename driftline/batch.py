@@ -161,9 +161,13 @@ def categorical_data(arr: np.ndarray) -> ColumnData:
         nan = np.isnan(arr)
         n_missing = int(np.count_nonzero(nan))
         vals = arr[~nan] if n_missing else arr
-        ints = vals.astype(np.int64)
-        as_text = np.where(ints == vals, ints.astype(str), vals.astype(str)) if vals.size else vals.astype(str)
-        return ColumnData(as_text, missing=n_missing)
+        # integral floats read as "1", not "1.0" (the sketch canonicalises the rest per distinct label)
+        small = np.abs(vals) < 2.0**53
+        whole = small & (np.floor(vals) == vals)
+        as_text = vals.astype(str).astype(object)
+        if whole.any():
+            as_text[whole] = vals[whole].astype(np.int64).astype(str)
+        return ColumnData(as_text.astype(str), missing=n_missing)
     if arr.dtype.kind in "iuU":
         return ColumnData(arr.astype(str))
     if arr.dtype.kind == "b":

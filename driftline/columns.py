@@ -8,6 +8,7 @@ profile. ``absent`` counts rows of merged-in profiles that did not have the colu
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -16,33 +17,74 @@ from datasketches import (
     frequent_strings_sketch,
     hll_sketch,
     hll_union,
-    kll_floats_sketch,
+    kll_doubles_sketch,
 )
 
 from .distinct import DEFAULT_DISTINCT_K, DistinctSample
 
 __all__ = [
+    "KLL_DOUBLES",
+    "KLL_FLOATS",
     "DEFAULT_FI_LG_MAX",
     "DEFAULT_HLL_LG_K",
     "DEFAULT_KLL_K",
     "CategoricalColumn",
     "Column",
     "NumericColumn",
+    "canonical_label",
+    "widen_kll_floats",
 ]
 
 DEFAULT_KLL_K = 400
 DEFAULT_FI_LG_MAX = 10
 DEFAULT_HLL_LG_K = 11
+KLL_DOUBLES = "doubles"
+"""Item type of numeric columns' KLL sketches since wire format 2: float64 keeps 1e7 + N(0, 0.25)
+and epoch milliseconds at full resolution (float32 has 24 bits: steps of 1 at 1e7, 2 minutes at 1.7e12)."""
+KLL_FLOATS = "floats"
+"""Item type of wire format 1's numeric sketches, read by widening each item to float64 (exact)."""
+
+
+def widen_kll_floats(data: bytes) -> bytes:
+    """Rewrite a serialized KLL *floats* sketch as the equal KLL *doubles* sketch (every float32 is a double).
+
+    The two serializations differ only in item width: an 8-byte preamble, then for a full sketch
+    ``n`` (8), ``min_k`` (2), ``num_levels`` (1), one unused byte and ``num_levels`` uint32 level
+    offsets, then min, max and the retained items; a one-item sketch is the preamble and the item.
+    """
+    if len(data) < 8:
+        raise ValueError("KLL sketch bytes are truncated")
+    flags = data[3]
+    if flags & 0x01:  # empty
+        return data
+    if flags & 0x04:  # one item, no level table
+        (item,) = np.frombuffer(data, dtype="<f4", count=1, offset=8)
+        return data[:8] + np.float64(item).astype("<f8").tobytes()
+    num_levels = data[18]
+    head = 20 + 4 * num_levels
+    items = np.frombuffer(data, dtype="<f4", offset=head)
+    return data[:head] + items.astype("<f8").tobytes()
+
+
+def _writable(values: np.ndarray) -> np.ndarray:
+    """A contiguous writable float64 array (the sketch binding refuses read-only Arrow buffers)."""
+    if values.flags.c_contiguous and values.flags.writeable:
+        return values
+    return np.array(values, dtype=np.float64, order="C")
 
 
 class NumericColumn:
-    """A numeric column in one window: KLL quantile sketch plus exact count, min, max, sum, sum of squares."""
+    """A numeric column in one window: KLL quantile sketch plus exact count, min, max, sum, sum of squares.
+
+    The sketch holds float64 items (``kll_doubles_sketch``), so large offsets and epoch timestamps
+    keep their resolution; each batch goes in as one whole-array update.
+    """
 
     kind = "numeric"
     __slots__ = ("kll", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max", "sum", "sumsq")
 
     def __init__(self, k: int = DEFAULT_KLL_K) -> None:
-        self.kll = kll_floats_sketch(k)
+        self.kll = kll_doubles_sketch(k)
         self.count = 0
         self.missing = 0
         self.nan = 0
@@ -95,11 +137,11 @@ class NumericColumn:
         self.max = max(self.max, float(values.max()))
         self.sum += float(values.sum())
         self.sumsq += float(np.dot(values, values))
-        self.kll.update(values.astype(np.float32, copy=False))
+        self.kll.update(_writable(values))
 
-    def update_summarised(self, values32: np.ndarray, count: int, vmin: float, vmax: float, vsum: float,
+    def update_summarised(self, values: np.ndarray, count: int, vmin: float, vmax: float, vsum: float,
                           vsumsq: float) -> None:
-        """Fold finite values whose exact moments the caller already reduced (the matrix fast path)."""
+        """Fold finite float64 values whose exact moments the caller already reduced (the matrix fast path)."""
         if count == 0:
             return
         self.count += count
@@ -107,7 +149,7 @@ class NumericColumn:
         self.max = max(self.max, vmax)
         self.sum += vsum
         self.sumsq += vsumsq
-        self.kll.update(values32)
+        self.kll.update(_writable(np.ascontiguousarray(values, dtype=np.float64)))
 
     def merge(self, other: NumericColumn) -> None:
         """Fold another numeric column into this one."""
@@ -136,7 +178,7 @@ class NumericColumn:
         """Approximate CDF (fraction <= point) at sorted split points."""
         if self.kll.is_empty():
             return np.full(len(points), np.nan)
-        pts = np.asarray(points, dtype=np.float32)
+        pts = np.asarray(points, dtype=np.float64)
         return np.asarray(self.kll.get_cdf(pts, inclusive=True), dtype=np.float64)[:-1]
 
     @property
@@ -161,9 +203,11 @@ class NumericColumn:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> NumericColumn:
+    def from_dict(cls, d: dict[str, Any], kll_items: str = KLL_DOUBLES) -> NumericColumn:
+        """Rebuild from the dict form; ``kll_items="floats"`` reads a wire format 1 sketch (widened)."""
         col = cls.__new__(cls)
-        col.kll = kll_floats_sketch.deserialize(bytes(d["kll"]))
+        raw = bytes(d["kll"])
+        col.kll = kll_doubles_sketch.deserialize(widen_kll_floats(raw) if kll_items == KLL_FLOATS else raw)
         col.count = int(d["count"])
         col.missing = int(d["missing"])
         col.nan = int(d["nan"])
@@ -175,6 +219,31 @@ class NumericColumn:
         col.sum = float(d["sum"])
         col.sumsq = float(d["sumsq"])
         return col
+
+
+_NUMERIC_LABEL = re.compile(r"[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+_INTEGER_LABEL = re.compile(r"[+-]?(?:0|[1-9]\d*)")
+
+
+def canonical_label(label: str) -> str:
+    """One label per category value: numeric-looking labels written the way Python writes the number.
+
+    ``"1"``, ``"1.0"``, ``"+1"``, ``" 1 "`` and ``"1e0"`` are all ``"1"`` (a CSV code read as text in one
+    batch and as a float in another is one category); ``"2.50"`` is ``"2.5"``. Integers are written
+    in full (a 20-digit id stays exact), other numbers in Python's shortest round-trip form. Labels
+    with leading zeros (``"007"``, zip codes) and anything else are kept verbatim.
+    """
+    text = label.strip()
+    if not text or not _NUMERIC_LABEL.fullmatch(text):
+        return label
+    if _INTEGER_LABEL.fullmatch(text):
+        return str(int(text))
+    value = float(text)
+    if not math.isfinite(value):
+        return label
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 class CategoricalColumn:
@@ -200,19 +269,23 @@ class CategoricalColumn:
         return self.count + self.missing + self.invalid + self.absent
 
     def update_counts(self, values: np.ndarray, counts: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
-        """Fold pre-aggregated (distinct value, count) pairs: one sketch call per distinct value."""
+        """Fold pre-aggregated (distinct value, count) pairs: one sketch call per distinct label.
+
+        Labels are canonicalised first (:func:`canonical_label`), so ``"1"`` and ``"1.0"`` count as one.
+        """
         self.missing += missing
         self.invalid += invalid
+        merged: dict[str, int] = {}
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            s = canonical_label(str(v))
+            merged[s] = merged.get(s, 0) + int(c)
         fi_update = self.fi.update
         hll_update = self.hll.update
-        labels = []
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-            s = str(v)
-            fi_update(s, int(c))
+        for s, c in merged.items():
+            fi_update(s, c)
             hll_update(s)
-            labels.append(s)
-        if self.ds is not None and labels:
-            self.ds.update_batch(np.array(labels), counts)
+        if self.ds is not None and merged:
+            self.ds.update_batch(np.array(list(merged)), np.fromiter(merged.values(), dtype=np.int64, count=len(merged)))
         self.count += int(counts.sum()) if counts.size else 0
 
     def update_array(self, values: np.ndarray, missing: int = 0, invalid: int = 0) -> None:
@@ -292,11 +365,11 @@ class CategoricalColumn:
 Column = NumericColumn | CategoricalColumn
 
 
-def column_from_dict(d: dict[str, Any]) -> Column:
+def column_from_dict(d: dict[str, Any], kll_items: str = KLL_DOUBLES) -> Column:
     """Rebuild a column from its dict form (the wire format's column map)."""
     kind = d.get("kind")
     if kind == "numeric":
-        return NumericColumn.from_dict(d)
+        return NumericColumn.from_dict(d, kll_items)
     if kind == "categorical":
         return CategoricalColumn.from_dict(d)
     raise ValueError(f"unknown column kind {kind!r}")

@@ -2,8 +2,13 @@
 
 A shell around the core: it touches the file system, the core does not. Batches are dicts of numpy
 arrays (floats where a column parses as numbers, strings otherwise), ready for
-:meth:`driftline.profile.WindowProfile.update`. Parquet needs ``pyarrow``; CSV and JSON Lines need
-only the standard library, so an edge device can replay logs without pandas.
+:meth:`driftline.profile.WindowProfile.update`.
+
+With pyarrow installed every format is read by its multi-threaded reader, with column types inferred
+from the whole file (:mod:`driftline.arrowfiles`); a CSV or JSON Lines file Arrow refuses is re-read
+by the standard-library reader, which either reads it or names the bad line. Without pyarrow (the
+``sidecar`` extra) CSV and JSON Lines use the standard library only; there a column's kind comes
+from the first batch that has values in it, and Parquet needs pyarrow.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .arrowfiles import ArrowTable, arrow_available
 from .batch import as_columns
 from .errors import BatchError, DataFileError
 
@@ -51,25 +57,73 @@ def detect_format(path: Path) -> str:
 
 
 class DataFile:
-    """One data file read in batches; ``total`` and ``unit`` size a progress bar."""
+    """One data file read in batches; ``total`` and ``unit`` size a progress bar.
 
-    def __init__(self, path: str | Path, fmt: str | None = None) -> None:
+    ``engine`` is ``"arrow"`` (pyarrow, the default when installed) or ``"stdlib"``. With Arrow the
+    file is read whole on first use (``total`` is then its row count) and :meth:`kinds` holds each
+    column's whole-file kind.
+    """
+
+    def __init__(self, path: str | Path, fmt: str | None = None, engine: str | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataFileError(f"{self.path}: no such file")
         self.format = fmt or detect_format(self.path)
         if self.format not in FORMATS:
             raise DataFileError(f"{self.path}: unknown format {self.format!r} (expected one of {', '.join(FORMATS)})")
+        self.engine = engine or ("arrow" if arrow_available() else "stdlib")
+        if self.engine not in ("arrow", "stdlib"):
+            raise DataFileError(f"unknown reader engine {self.engine!r} (arrow or stdlib)")
+        if self.format == "parquet":
+            self.engine = "arrow"
         self.total_bytes = self.path.stat().st_size
+        self._arrow: ArrowTable | None = None
+        self._arrow_failed = False
         self.unit = "B"
         self.total = self.total_bytes
+        if self.engine == "arrow":
+            table = self._table()
+            if table is not None:
+                self.unit = "rows"
+                self.total = table.num_rows
+
+    def _table(self) -> ArrowTable | None:
+        """The whole file as an Arrow table; None when Arrow refuses a CSV/JSONL file (stdlib decides)."""
+        if self._arrow is not None or self._arrow_failed:
+            return self._arrow
         if self.format == "parquet":
-            pf = self._parquet()
-            self.unit = "rows"
-            self.total = int(pf.metadata.num_rows)
+            self._parquet()  # a clear error when pyarrow is missing or the file is not Parquet
+        if self.format == "csv" and self.total_bytes == 0:
+            raise DataFileError(f"{self.path}: empty CSV file (no header row)")
+        try:
+            table = ArrowTable(self.path, self.format, "\t" if self.path.suffix.lower() == ".tsv" else ",")
+        except OSError as exc:
+            raise DataFileError(f"{self.path}: {exc}") from exc
+        except Exception as exc:  # pyarrow.ArrowInvalid and friends: let the line-by-line reader name the line
+            if self.format == "parquet":
+                raise DataFileError(f"{self.path}: not a readable Parquet file ({exc})") from exc
+            self._arrow_failed = True
+            self.engine = "stdlib"
+            return None
+        if self.format == "csv" and len(set(table.names)) != len(table.names):
+            raise DataFileError(f"{self.path}: duplicate column names in the header")
+        self._arrow = table
+        return table
+
+    def kinds(self) -> dict[str, str]:
+        """Whole-file column kinds (``numeric``/``categorical``) when Arrow read the file, else ``{}``."""
+        table = self._table() if self.engine == "arrow" else None
+        return table.kinds() if table is not None else {}
 
     def batches(self, batch_rows: int = 65536) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-        """Yield ``(columns, done)`` where ``done`` counts bytes (CSV, JSONL) or rows (Parquet) so far."""
+        """Yield ``(columns, done)``; ``done`` counts rows (Arrow) or bytes (stdlib CSV, JSONL) so far.
+
+        A file with a header and no rows yields one batch of empty columns, so its columns exist.
+        """
+        table = self._table() if self.engine == "arrow" else None
+        if table is not None:
+            yield from table.batches(batch_rows)
+            return
         reader = {"csv": self._csv, "parquet": self._parquet_batches, "jsonl": self._jsonl}[self.format]
         try:
             yield from reader(batch_rows)
@@ -106,6 +160,7 @@ class DataFile:
             width = len(header)
             rows: list[list[str]] = []
             line = 1
+            yielded = False
             for row in reader:
                 line += 1
                 if not row:
@@ -115,8 +170,9 @@ class DataFile:
                 rows.append(row)
                 if len(rows) >= batch_rows:
                     yield _csv_columns(header, rows), raw.tell()
+                    yielded = True
                     rows = []
-            if rows:
+            if rows or not yielded:
                 yield _csv_columns(header, rows), raw.tell()
 
     # ---- Parquet ---------------------------------------------------------------------------
@@ -175,6 +231,8 @@ def _csv_columns(header: list[str], rows: list[list[str]]) -> dict[str, np.ndarr
 
 def _parse_strings(values: list[str]) -> np.ndarray:
     """Floats (NaN for empty cells) when every non-empty cell is a number, else labels with None for empty."""
+    if not values:
+        return np.empty(0, dtype=object)
     try:
         return np.array([v if v.strip() else "nan" for v in values], dtype=np.float64)
     except ValueError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from .columns import (
     DEFAULT_FI_LG_MAX,
     DEFAULT_HLL_LG_K,
     DEFAULT_KLL_K,
+    KLL_DOUBLES,
     CategoricalColumn,
     Column,
     NumericColumn,
@@ -165,7 +166,11 @@ class RuntimeStats:
 
 
 class Reservoir:
-    """A bounded uniform sample of raw rows (Algorithm R), for drill-down reports. Off by default."""
+    """A bounded uniform sample of raw rows (Algorithm R), for drill-down reports. Off by default.
+
+    A batch draws every row's would-be slot at once and builds only the rows that end up kept, so
+    a million-row file costs a few numpy calls and at most ``capacity`` row dicts.
+    """
 
     __slots__ = ("capacity", "seen", "rows", "_rng")
 
@@ -173,17 +178,32 @@ class Reservoir:
         self.capacity = capacity
         self.seen = 0
         self.rows: list[dict[str, Any]] = []
-        self._rng = random.Random(seed)
+        self._rng = np.random.default_rng(seed)
 
     def add_rows(self, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            self.seen += 1
-            if len(self.rows) < self.capacity:
-                self.rows.append(row)
-            else:
-                j = self._rng.randrange(self.seen)
-                if j < self.capacity:
-                    self.rows[j] = row
+        """Offer rows one by one (small batches)."""
+        items = list(rows)
+        self.add_batch(len(items), items.__getitem__)
+
+    def add_batch(self, n: int, row: Callable[[int], dict[str, Any]]) -> None:
+        """Offer ``n`` rows; ``row(i)`` builds row ``i`` and is called only for rows that are kept."""
+        if n <= 0 or self.capacity <= 0:
+            self.seen += max(n, 0)
+            return
+        fill = min(max(self.capacity - len(self.rows), 0), n)
+        for i in range(fill):
+            self.rows.append(row(i))
+        if fill < n:
+            t = self.seen + np.arange(fill + 1, n + 1, dtype=np.float64)  # 1-based position in the stream
+            slot = np.floor(self._rng.random(n - fill) * t).astype(np.int64)
+            keep = np.flatnonzero(slot < self.capacity)
+            # a later row in the same slot replaces an earlier one: keep the last per slot
+            last: dict[int, int] = {}
+            for k in keep.tolist():
+                last[int(slot[k])] = fill + k
+            for j, i in last.items():
+                self.rows[j] = row(i)
+        self.seen += n
 
     def merge(self, other: Reservoir) -> None:
         """Weighted merge: each side keeps a share of slots proportional to the rows it has seen."""
@@ -277,8 +297,8 @@ class WindowProfile:
 
     def _fold_matrix(self, features: Any, names: Sequence[str] | None, outputs: Any) -> bool:
         """Fast path for a finite 2-D float matrix of numeric features: exact moments by row-major
-        reductions, one float32 column-major copy, then one sketch update per column. Returns False
-        (nothing done) when the general path must run."""
+        reductions, one float64 column-major copy, then one whole-column sketch update per column.
+        Returns False (nothing done) when the general path must run."""
         if not (isinstance(features, np.ndarray) and features.ndim == 2 and features.dtype.kind == "f"
                 and features.shape[0] >= 1024 and self.reservoir is None and self.config.reservoir_size == 0):
             return False
@@ -297,7 +317,7 @@ class WindowProfile:
             return False
         vmin, vmax, vsum = x.min(axis=0), x.max(axis=0), x.sum(axis=0)
         vsumsq = np.einsum("ij,ij->j", x, x)
-        x32 = np.asfortranarray(x, dtype=np.float32)
+        xf = np.asfortranarray(x)
         for j, name in enumerate(cols):
             col = self.features.get(name)
             if col is None:
@@ -305,7 +325,7 @@ class WindowProfile:
                 col.absent = self.rows_profiled
                 self.features[name] = col
             assert isinstance(col, NumericColumn)
-            col.update_summarised(x32[:, j], n, float(vmin[j]), float(vmax[j]), float(vsum[j]), float(vsumsq[j]))
+            col.update_summarised(xf[:, j], n, float(vmin[j]), float(vmax[j]), float(vsum[j]), float(vsumsq[j]))
         return True
 
     def runtime_stats(self) -> RuntimeStats:
@@ -315,16 +335,30 @@ class WindowProfile:
         return self.runtime
 
     def _new_column(self, name: str, arr: np.ndarray) -> Column:
-        cfg = self.config
-        if name in cfg.categorical:
-            kind = "categorical"
-        elif name in cfg.numeric:
-            kind = "numeric"
-        else:
-            kind = infer_kind(arr)
-        if kind == "numeric":
-            return NumericColumn(cfg.kll_k)
-        return CategoricalColumn(cfg.fi_lg_max_k, cfg.hll_lg_k)
+        return _empty_column(self._forced_kind(name) or infer_kind(arr), self.config)
+
+    def declare(self, kinds: Mapping[str, str], outputs: Iterable[str] = ()) -> WindowProfile:
+        """Create empty columns of known kinds (a data file's whole-file types) before any batch.
+
+        Kinds forced by the config win; names already present are left alone. Returns ``self``.
+        """
+        outs = set(outputs)
+        for name, kind in kinds.items():
+            target = self.outputs if name in outs else self.features
+            if name in target or kind not in ("numeric", "categorical"):
+                continue
+            kind = self._forced_kind(name) or kind
+            col = _empty_column(kind, self.config)
+            col.absent = self.rows_profiled
+            target[name] = col
+        return self
+
+    def _forced_kind(self, name: str) -> str | None:
+        if name in self.config.categorical:
+            return "categorical"
+        if name in self.config.numeric:
+            return "numeric"
+        return None
 
     def _fold(self, target: dict[str, Column], cols: dict[str, np.ndarray], n: int) -> None:
         for name, arr in cols.items():
@@ -333,6 +367,11 @@ class WindowProfile:
                 col = self._new_column(name, arr)
                 col.absent = self.rows_profiled  # rows before this column first appeared
                 target[name] = col
+            elif not has_typed_values(col) and self._forced_kind(name) is None and arr.size:
+                # nothing but missing so far (leading nulls): the first real values decide the kind
+                kind = infer_kind(arr)
+                if kind != col.kind and _has_present(arr):
+                    col = target[name] = retyped(col, kind, self.config)
             if isinstance(col, NumericColumn):
                 data = numeric_data(arr)
             else:
@@ -345,14 +384,13 @@ class WindowProfile:
     def _sample_rows(self, n: int, fcols: dict[str, np.ndarray], ocols: dict[str, np.ndarray]) -> None:
         res = self.reservoir
         assert res is not None
-        # Only materialise rows that could enter the reservoir.
-        def rows() -> Iterable[dict[str, Any]]:
-            for i in range(n):
-                row = {k: _json_safe(v[i]) for k, v in fcols.items()}
-                row.update({f"output:{k}": _json_safe(v[i]) for k, v in ocols.items()})
-                yield row
 
-        res.add_rows(rows())
+        def row(i: int) -> dict[str, Any]:
+            out = {k: _json_safe(v[i]) for k, v in fcols.items()}
+            out.update({f"output:{k}": _json_safe(v[i]) for k, v in ocols.items()})
+            return out
+
+        res.add_batch(n, row)
 
     # ---- combining -------------------------------------------------------------------------
     def merge(self, other: WindowProfile) -> WindowProfile:
@@ -472,7 +510,8 @@ class WindowProfile:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> WindowProfile:
+    def from_dict(cls, d: Mapping[str, Any], kll_items: str = KLL_DOUBLES) -> WindowProfile:
+        """Rebuild from the dict form; ``kll_items="floats"`` for profiles of wire format 1."""
         c = d.get("config") or {}
         cfg = ProfileConfig(
             kll_k=int(c.get("kll_k", DEFAULT_KLL_K)),
@@ -496,8 +535,8 @@ class WindowProfile:
             config=cfg,
             rows=int(d["rows"]),
             rows_profiled=int(d["rows_profiled"]),
-            features={str(k): column_from_dict(v) for k, v in dict(d["features"]).items()},
-            outputs={str(k): column_from_dict(v) for k, v in dict(d["outputs"]).items()},
+            features={str(k): column_from_dict(v, kll_items) for k, v in dict(d["features"]).items()},
+            outputs={str(k): column_from_dict(v, kll_items) for k, v in dict(d["outputs"]).items()},
         )
         if d.get("runtime") is not None:
             prof.runtime = RuntimeStats.from_dict(d["runtime"])
@@ -506,10 +545,57 @@ class WindowProfile:
         return prof
 
 
+def _empty_column(kind: str, cfg: ProfileConfig) -> Column:
+    if kind == "numeric":
+        return NumericColumn(cfg.kll_k)
+    return CategoricalColumn(cfg.fi_lg_max_k, cfg.hll_lg_k)
+
+
+def _has_present(arr: np.ndarray) -> bool:
+    if arr.dtype.kind == "f":
+        return bool(np.isfinite(arr).any())
+    if arr.dtype.kind == "O":
+        return any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in arr.tolist())
+    return arr.size > 0
+
+
+def has_typed_values(col: Column) -> bool:
+    """Whether a column has seen any value that fixes its kind (not just nulls, NaNs or absences)."""
+    if isinstance(col, NumericColumn):
+        return bool(col.count or col.inf or col.invalid)
+    return bool(col.count or col.invalid)
+
+
+def retyped(col: Column, kind: str, cfg: ProfileConfig) -> Column:
+    """An all-missing column as an empty column of ``kind``, with its missing and absent rows kept.
+
+    A column with nothing but nulls (a window where a categorical was never filled in) has no kind
+    of its own; it takes the kind of the data it meets, instead of a schema conflict.
+    """
+    if has_typed_values(col):
+        raise ProfileError("only a column without values can change kind")
+    out = _empty_column(kind, cfg)
+    nan = col.nan if isinstance(col, NumericColumn) else 0
+    if isinstance(out, NumericColumn):
+        out.missing, out.nan = col.missing, nan
+    else:
+        out.missing = col.missing + nan  # a NaN is a missing label
+    out.absent = col.absent
+    return out
+
+
+def _sizes(col: Column) -> ProfileConfig:
+    return ProfileConfig(kll_k=col.k) if isinstance(col, NumericColumn) else ProfileConfig(hll_lg_k=col.lg_k)
+
+
 def _merge_columns(mine: dict[str, Column], theirs: dict[str, Column], my_rows: int, their_rows: int) -> None:
     for name, col in theirs.items():
         if name in mine:
             ours = mine[name]
+            if type(ours) is not type(col) and not has_typed_values(ours):
+                ours = mine[name] = retyped(ours, col.kind, _sizes(col))
+            elif type(ours) is not type(col) and not has_typed_values(col):
+                col = retyped(col, ours.kind, _sizes(ours))
             if type(ours) is not type(col):
                 raise SchemaConflictError(name, ours.kind, col.kind)
             ours.merge(col)  # type: ignore[arg-type]

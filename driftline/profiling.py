@@ -24,12 +24,15 @@ def profile_file(
 ) -> WindowProfile:
     """Profile every row of ``data``; columns named in ``outputs`` become model outputs.
 
-    The window is stamped [now, now) because training data has no serving time.
+    Column kinds come from the whole file when the reader knows them (pyarrow), so the first batch
+    cannot decide them alone. The window is stamped [now, now) because training data has no
+    serving time.
     """
     out_names = set(outputs)
     skip = set(exclude)
     now = time.time()
     prof = WindowProfile(key, now, now, config or ProfileConfig())
+    prof.declare({k: v for k, v in data.kinds().items() if k not in skip}, out_names)
     seen_outputs: set[str] = set()
     for cols, done in data.batches(batch_rows):
         feats = {k: v for k, v in cols.items() if k not in out_names and k not in skip}

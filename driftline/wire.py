@@ -3,7 +3,7 @@
 Layout (all integers big-endian; see ``docs/wire-format.md`` for the full field list)::
 
     0   4  magic            b"DLNE"
-    4   1  major version    1 (a reader refuses a major it does not know)
+    4   1  major version    2 (1 is still read: its numeric sketches hold float32 items)
     5   1  minor version    0 (readers ignore unknown keys added by newer minors)
     6   2  flags            bit 0: body is zlib-compressed
     8  16  envelope id      UUID bytes; the service drops an id it has already merged
@@ -28,6 +28,7 @@ from typing import Any
 
 import msgpack
 
+from .columns import KLL_DOUBLES, KLL_FLOATS
 from .errors import DataFileError, UnsupportedVersionError, WireFormatError
 from .profile import WindowProfile
 
@@ -36,6 +37,7 @@ __all__ = [
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
     "MAGIC",
+    "READABLE_MAJORS",
     "Envelope",
     "decode_envelope",
     "encode_envelope",
@@ -44,8 +46,11 @@ __all__ = [
 ]
 
 MAGIC = b"DLNE"
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+READABLE_MAJORS = (1, 2)
+"""Majors this reader decodes. 2 changed numeric columns' ``kll`` from a KLL floats to a KLL doubles
+sketch; a major-1 envelope's float sketches are widened to doubles on read, exactly."""
 FLAG_ZLIB = 0x0001
 HEADER = struct.Struct(">4sBBH16sII")
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -114,7 +119,7 @@ def _decode(data: bytes, max_bytes: int) -> Envelope:
     magic, major, _minor, flags, raw_id, length, crc = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WireFormatError("not a Driftline envelope (bad magic bytes)")
-    if major != FORMAT_MAJOR:
+    if major not in READABLE_MAJORS:
         raise UnsupportedVersionError(major, FORMAT_MAJOR)
     body = data[HEADER.size :]
     if len(body) != length:
@@ -137,7 +142,8 @@ def _decode(data: bytes, max_bytes: int) -> Envelope:
     producer = obj.get("producer") or {}
     if not isinstance(producer, Mapping):
         raise WireFormatError("envelope 'producer' is not a map")
-    profiles = [_profile(p, i) for i, p in enumerate(profiles_raw)]
+    kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
+    profiles = [_profile(p, i, kll_items) for i, p in enumerate(profiles_raw)]
     return Envelope(
         profiles=profiles,
         producer={str(k): str(v) for k, v in producer.items()},
@@ -146,11 +152,11 @@ def _decode(data: bytes, max_bytes: int) -> Envelope:
     )
 
 
-def _profile(raw: Any, index: int) -> WindowProfile:
+def _profile(raw: Any, index: int, kll_items: str) -> WindowProfile:
     if not isinstance(raw, Mapping):
         raise WireFormatError(f"profile #{index} is not a map")
     try:
-        prof = WindowProfile.from_dict(raw)
+        prof = WindowProfile.from_dict(raw, kll_items)
     except (KeyError, TypeError, ValueError) as exc:
         raise WireFormatError(f"profile #{index} is malformed: {type(exc).__name__}: {exc}") from exc
     if prof.rows < 0 or prof.rows_profiled < 0 or prof.rows_profiled > prof.rows:

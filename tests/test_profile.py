@@ -230,3 +230,25 @@ def test_matrix_fast_path_equals_the_column_path() -> None:
     p = new().update({"e": [1.0] * 5000}).update(x, feature_names=names)
     assert p.features["a"].nan == 1 and p.features["e"].absent == 5000 and p.features["a"].absent == 5000
     column_totals(p)
+
+
+def test_numeric_sketches_keep_float64_resolution() -> None:
+    """1e7 + N(0, 0.25) shifted by 0.5 sd: float32 steps by 1 there and reported KS 0.044 for 0.196."""
+    from driftline.stats import compare_profiles, exact_numeric_scores
+    from driftline.stats.numeric import sketch_cdf
+
+    rng = np.random.default_rng(11)
+    ref = 1e7 + rng.normal(0, 0.25, size=50_000)
+    cur = 1e7 + 0.125 + rng.normal(0, 0.25, size=50_000)
+    pr = WindowProfile(StreamKey.of("m", "v"), 0, 1).update({"x": ref})
+    pc = WindowProfile(StreamKey.of("m", "v"), 0, 1).update(cur.reshape(-1, 1), feature_names=["x"])  # matrix path
+    exact = exact_numeric_scores(ref, cur)["ks"]
+    item = compare_profiles(pr, pc).features[0]
+    assert 0.18 < exact < 0.21
+    assert abs(item.scores["ks"] - exact) < 0.02
+    assert item.drift_detected
+    # epoch milliseconds, one per second: every second stays its own value (float32: ~2-minute steps)
+    ms = 1.7e12 + 1000.0 * np.arange(300)
+    col = WindowProfile(StreamKey.of("m", "v"), 0, 1).update({"t": ms}).features["t"]
+    assert np.array_equal(sketch_cdf(col).items, ms)
+    assert col.quantiles([0.5])[0] in (ms[149], ms[150])  # a real second, not a 2-minute bucket

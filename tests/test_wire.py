@@ -93,7 +93,7 @@ def test_oversized_is_refused_before_parsing() -> None:
 def test_unknown_major_version() -> None:
     data = bytearray(ENVELOPE)
     data[4] = FORMAT_MAJOR + 1
-    with pytest.raises(UnsupportedVersionError, match="version 2.x is not supported"):
+    with pytest.raises(UnsupportedVersionError, match=f"version {FORMAT_MAJOR + 1}.x is not supported"):
         decode_envelope(bytes(data))
 
 
@@ -198,3 +198,22 @@ def test_every_wire_error_is_a_driftline_error() -> None:
     assert issubclass(WireFormatError, DriftlineError)
     assert issubclass(UnsupportedVersionError, WireFormatError)
     assert struct.calcsize(">4sBBH16sII") == HEADER.size == 32
+
+
+def test_format_1_envelope_with_float_sketches_is_read_exactly() -> None:
+    """Major 1 carried KLL *floats* sketches; a reader of major 2 widens them to doubles, item for item."""
+    from datasketches import kll_floats_sketch
+
+    values = np.random.default_rng(3).normal(10, 2, size=20_000)
+    prof = WindowProfile(StreamKey.of("m", "v1"), 0, 60).update({"x": values})
+    legacy = prof.to_dict()
+    floats = kll_floats_sketch(prof.config.kll_k)
+    floats.update(values.astype(np.float32))
+    legacy["features"]["x"]["kll"] = bytes(floats.serialize())
+    body = msgpack.packb({"producer": {}, "created_at": 0.0, "profiles": [legacy]}, use_bin_type=True)
+    data = HEADER.pack(MAGIC, 1, 0, 0, uuid.uuid4().bytes, len(body), zlib.crc32(body)) + body
+    col = decode_envelope(data).profiles[0].features["x"]
+    assert col.kll.n == floats.n == 20_000
+    assert list(col.kll) == [(float(v), w) for v, w in floats]
+    assert col.quantiles([0.1, 0.5, 0.9]).tolist() == [floats.get_quantile(r) for r in (0.1, 0.5, 0.9)]
+    assert encode_envelope(Envelope([prof]))[4] == FORMAT_MAJOR == 2

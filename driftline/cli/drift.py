@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..columns import CategoricalColumn
 from ..datafiles import DataFile
 from ..errors import ConfigError, DataFileError
-from ..profile import ProfileConfig, StreamKey, WindowProfile
+from ..profile import ProfileConfig, StreamKey, WindowProfile, has_typed_values
 from ..profiling import profile_file
 from ..stats import DriftConfig, compare_profiles
 from ..stats.decision import CATEGORICAL_METHODS, DEFAULT_THRESHOLDS, NUMERIC_METHODS
@@ -18,7 +20,9 @@ from ..wire import MAGIC, read_profile_file
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar
 
-__all__ = ["drift_config_from_args", "load_profile", "register", "render_table"]
+_DEFAULTS = DriftConfig()  # the decision rule's defaults live in one place
+
+__all__ = ["drift_config_from_args", "is_profile_file", "load_profile", "register", "render_table", "roles_of"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,39 +30,60 @@ def register(sub: argparse._SubParsersAction) -> None:
         "drift",
         help="compare two data sets or profiles: feature drift, prediction shift, data quality",
         description="Compare CURRENT with REFERENCE. Each is a data file (CSV, Parquet, JSON Lines) or a "
-        "profile file. Exit 0 whether or not drift is found; 2 on bad input.",
+        "profile file. A profile file carries its roles: its outputs and its columns' kinds are used to "
+        "profile the other side, so `driftline drift ref.dlp today.csv` needs no --output or "
+        "--categorical (flags given still win). Exit status: 0 when the comparison ran (drift or not), "
+        "1 with --fail-on-drift when drift was found, 2 on bad input.",
     )
     p.add_argument("reference", help="reference data or profile file")
     p.add_argument("current", help="current data or profile file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_profile_config_args(p)
-    p.add_argument("--method", choices=NUMERIC_METHODS, default="ks",
-                   help="effect size that decides numeric drift (default ks)")
-    p.add_argument("--categorical-method", choices=CATEGORICAL_METHODS, default="tvd",
-                   help="effect size that decides categorical drift (default tvd)")
+    p.add_argument("--method", choices=NUMERIC_METHODS, default=_DEFAULTS.numeric_method,
+                   help=f"effect size that decides numeric drift (default {_DEFAULTS.numeric_method})")
+    p.add_argument("--categorical-method", choices=CATEGORICAL_METHODS, default=_DEFAULTS.categorical_method,
+                   help=f"effect size that decides categorical drift (default {_DEFAULTS.categorical_method})")
     p.add_argument("--threshold", action="append", default=[], metavar="[METHOD=]VALUE",
                    help="effect threshold for --method, or METHOD=VALUE for any method (repeatable; "
                    f"defaults: {', '.join(f'{k}={v}' for k, v in DEFAULT_THRESHOLDS.items())})")
     p.add_argument("--feature-threshold", action="append", default=[], metavar="COLUMN=VALUE",
                    help="effect threshold for one column, whatever its method (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05, help="false discovery rate (default 0.05)")
+    p.add_argument("--alpha", type=float, default=_DEFAULTS.alpha,
+                   help=f"false discovery rate (default {_DEFAULTS.alpha})")
     p.add_argument("--correction", choices=["bh", "none"], default="bh",
                    help="multiple-testing correction across columns (default bh: Benjamini-Hochberg)")
     p.add_argument("--min-rows", type=int, default=30, help="fewer values than this: insufficient_data")
     p.add_argument("--bins", type=int, default=10, help="reference-quantile bins for PSI/JS/Hellinger")
     p.add_argument("--drift-share", type=float, default=0.5,
                    help="share of drifted features that makes dataset drift (default 0.5)")
+    p.add_argument("--fail-on-drift", nargs="?", const="any", choices=["any", "dataset"], default=None,
+                   metavar="any|dataset",
+                   help="exit 1 when drift is found, for CI gates: 'any' (the default when the flag is given) "
+                   "when any feature or output drifted, 'dataset' only on dataset drift")
     p.set_defaults(func=_run)
+
+
+def is_profile_file(path: str) -> bool:
+    """Whether ``path`` holds a profile envelope (by its magic bytes) rather than data."""
+    pth = Path(path)
+    if not pth.is_file():
+        raise DataFileError(f"{pth}: no such file")
+    with pth.open("rb") as fh:
+        return fh.read(4) == MAGIC
+
+
+def roles_of(profile: WindowProfile) -> tuple[list[str], frozenset[str], frozenset[str]]:
+    """(outputs, categorical, numeric) column names a profile carries, to profile the other side alike."""
+    cols = {**profile.features, **profile.outputs}
+    typed = {n: c for n, c in cols.items() if has_typed_values(c)}
+    return (list(profile.outputs), frozenset(n for n, c in typed.items() if isinstance(c, CategoricalColumn)),
+            frozenset(n for n, c in typed.items() if not isinstance(c, CategoricalColumn)))
 
 
 def load_profile(path: str, config: ProfileConfig, outputs: list[str], role: str) -> WindowProfile:
     """A profile file as is, or a data file profiled on the fly (with a progress bar)."""
     pth = Path(path)
-    if not pth.is_file():
-        raise DataFileError(f"{pth}: no such file")
-    with pth.open("rb") as fh:
-        head = fh.read(4)
-    if head == MAGIC:
+    if is_profile_file(path):
         return read_profile_file(pth)
     data = DataFile(pth)
     with ProgressBar(data.total, f"profiling {role} {pth.name}", unit=data.unit) as bar:
@@ -98,13 +123,27 @@ def drift_config_from_args(args: argparse.Namespace) -> DriftConfig:
 def _run(args: argparse.Namespace) -> int:
     cfg = profile_config_from_args(args)
     drift_cfg = drift_config_from_args(args)
-    ref = load_profile(args.reference, cfg, args.output, "reference")
-    cur = load_profile(args.current, cfg, args.output, "current")
-    report = compare_profiles(ref, cur, drift_cfg).to_dict()
+    given = {side: read_profile_file(p) for side, p in (("reference", args.reference), ("current", args.current))
+             if is_profile_file(p)}
+    outputs = list(args.output)
+    known = given.get("reference") or given.get("current")
+    if known is not None:  # the profile's roles, unless a flag says otherwise
+        outs, cats, nums = roles_of(known)
+        outputs = outputs or outs
+        forced = set(cfg.categorical) | set(cfg.numeric)
+        cfg = replace(cfg, categorical=cfg.categorical | (cats - forced), numeric=cfg.numeric | (nums - forced))
+    ref = given.get("reference") or load_profile(args.reference, cfg, outputs, "reference")
+    cur = given.get("current") or load_profile(args.current, cfg, outputs, "current")
+    result = compare_profiles(ref, cur, drift_cfg)
+    report = result.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(render_table(report))
+    if args.fail_on_drift == "dataset":
+        return 1 if result.dataset_drift else 0
+    if args.fail_on_drift == "any":
+        return 1 if any(r.drift_detected for r in result.features + result.outputs) else 0
     return 0
 
 

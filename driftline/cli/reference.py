@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from ..datafiles import DataFile
+from ..errors import ConfigError
 from ..profile import StreamKey
 from ..profiling import profile_file
 from ..wire import write_profile_file
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_RESERVOIR", "register"]
+
+DEFAULT_RESERVOIR = 1000
+"""Raw rows a CLI-built reference keeps by default: enough for a drill-down report, ~100 KB compressed."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,13 +27,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         help="profile a CSV, Parquet or JSON Lines file into a reference profile file",
         description="Profile training data into a reference profile (the wire format holding one "
-        "profile), ready to upload with PUT /v1/models/{model}/versions/{version}/reference.",
+        "profile), ready to upload with PUT /v1/models/{model}/versions/{version}/reference. The profile "
+        "records which columns are outputs and each column's kind, so `driftline drift ref.dlp data.csv` "
+        "needs no --output, and keeps a bounded sample of raw rows for drill-down reports.",
     )
     b.add_argument("data", help="training data: .csv, .parquet or .jsonl")
     b.add_argument("--model", required=True, help="model name")
     b.add_argument("--version", required=True, dest="model_version", help="model version")
     b.add_argument("--out", required=True, help="profile file to write")
     b.add_argument("--exclude", default="", help="comma-separated columns to ignore (ids, timestamps)")
+    b.add_argument("--reservoir", type=int, default=DEFAULT_RESERVOIR, metavar="ROWS",
+                   help=f"keep a uniform sample of this many raw rows for Evidently drill-down reports "
+                   f"(default {DEFAULT_RESERVOIR}; 0 turns it off)")
+    b.add_argument("--no-reservoir", dest="reservoir", action="store_const", const=0,
+                   help="keep no raw rows (same as --reservoir 0)")
     add_profile_config_args(b)
     b.set_defaults(func=_build)
 
@@ -36,13 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     from ._args import column_list
 
+    if args.reservoir < 0:
+        raise ConfigError(f"--reservoir must be >= 0, got {args.reservoir}")
     data = DataFile(args.data)
     key = StreamKey.of(args.model, args.model_version, variant="reference", source="training")
     with ProgressBar(data.total, f"profiling {data.path.name}", unit=data.unit) as bar:
         prof = profile_file(
             data,
             key,
-            profile_config_from_args(args),
+            replace(profile_config_from_args(args), reservoir_size=args.reservoir),
             outputs=args.output,
             exclude=column_list(args.exclude),
             on_progress=bar.update_to,
@@ -50,7 +64,8 @@ def _build(args: argparse.Namespace) -> int:
     size = write_profile_file(args.out, prof)
     print(
         f"wrote {args.out}: {prof.rows} rows, {len(prof.features)} features, "
-        f"{len(prof.outputs)} outputs, {size} bytes",
+        f"{len(prof.outputs)} outputs, {len(prof.reservoir.rows) if prof.reservoir else 0} sample rows, "
+        f"{size} bytes",
         file=sys.stdout,
     )
     return 0

@@ -151,12 +151,18 @@ def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: s
 
 
 def _compare_side(ref: dict[str, Column], cur: dict[str, Column], cfg: DriftConfig, role: str,
-                  issues: list[dict[str, Any]]) -> list[ColumnResult]:
-    schema = schema_issues(ref, cur, role)
+                  issues: list[dict[str, Any]], current_rows: int) -> list[ColumnResult]:
+    schema = schema_issues(ref, cur, role, current_rows)
     issues.extend(schema)
     broken = {i["column"]: i["signal"] for i in schema if i["signal"] in ("missing_column", "type_change")}
     results = []
     for name, rcol in ref.items():
+        if name not in broken and name not in cur:  # no current rows at all: nothing to judge yet
+            method = cfg.method_for(name, rcol.kind)
+            results.append(ColumnResult(name=name, kind=rcol.kind, status="insufficient_data", method=method,
+                                        threshold=cfg.threshold_for(name, method), rows=(rcol.count, 0),
+                                        critical=name in cfg.critical_features))
+            continue
         if name in broken:
             kind = rcol.kind
             method = cfg.method_for(name, kind)
@@ -172,12 +178,14 @@ def compare_profiles(reference: WindowProfile, current: WindowProfile, config: D
     """Compare every feature and output of ``current`` with ``reference``.
 
     Features and outputs share one Benjamini-Hochberg correction, so adding columns does not
-    inflate false alarms. Columns only in ``current`` are reported as ``new_column`` issues.
+    inflate false alarms. Columns only in ``current`` are reported as ``new_column`` issues. A column
+    that is all missing on one side is ``insufficient_data`` with a ``missing_rate_jump`` (not a
+    ``type_change``); current data with no rows makes every column ``insufficient_data``.
     """
     cfg = config or DriftConfig()
     issues: list[dict[str, Any]] = []
-    features = _compare_side(reference.features, current.features, cfg, "feature", issues)
-    outputs = _compare_side(reference.outputs, current.outputs, cfg, "output", issues)
+    features = _compare_side(reference.features, current.features, cfg, "feature", issues, current.rows_profiled)
+    outputs = _compare_side(reference.outputs, current.outputs, cfg, "output", issues, current.rows_profiled)
     tested = [r for r in features + outputs if r.raw_p_value is not None]
     raw = [r.raw_p_value if r.raw_p_value is not None and math.isfinite(r.raw_p_value) else 1.0 for r in tested]
     adjusted = benjamini_hochberg(raw) if cfg.correction == "bh" else raw
