@@ -87,7 +87,8 @@ class EnvelopeConsumer:
             return
         while not self._stop.is_set():
             try:
-                results = self.parts.store.ingest_many(good, "kafka")
+                with self.parts.timings.ingest_batch("kafka"):
+                    results = self.parts.store.ingest_many(good, "kafka")
                 for (env, raw), res in zip(good, results, strict=True):
                     self.parts.stats.record("kafka", res.result, len(raw), env.profiles, env.producer)
                 return

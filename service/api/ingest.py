@@ -29,6 +29,7 @@ async def ingest(request: Request, parts: PartsDep) -> dict[str, Any]:
     except WireFormatError as exc:
         parts.stats.record("http", "rejected", len(body))
         raise BadRequest("malformed envelope", str(exc)) from None
-    res = parts.store.ingest(env, "http", raw=body)
+    with parts.timings.ingest_batch("http"):
+        res = parts.store.ingest(env, "http", raw=body)
     parts.stats.record("http", res.result, len(body), env.profiles, env.producer)
     return {"envelope_id": res.envelope_id, "result": res.result, "windows": res.windows}
