@@ -25,7 +25,7 @@ from .api import alertmanager, canary, ingest, models, pages
 from .api.deps import Parts
 from .errors import ServiceError
 from .evaluation import Evaluator
-from .fleet import Fleet, Leadership
+from .fleet import Fleet, LeaderCollector, Leadership
 from .metrics import IngestStats, build_registry
 from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .retrain import Dispatcher, from_evaluations
@@ -97,6 +97,7 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.fleet = Fleet(store, parts.stats, Leadership(settings.database_url))
     parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n, parts.fleet.exposes)
     add_runtime_collectors(parts.registry)
+    parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
     dispatcher.on_delivery = parts.timings.on_delivery
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape

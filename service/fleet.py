@@ -25,10 +25,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
+
 from .metrics import IngestStats
 from .store import Store
 
-__all__ = ["DeviceLife", "Fleet", "Leadership", "merge_life"]
+__all__ = ["DeviceLife", "Fleet", "LeaderCollector", "Leadership", "merge_life"]
 
 log = logging.getLogger("driftline.service.fleet")
 
@@ -248,3 +250,15 @@ class Fleet:
     def exposes(self) -> bool:
         """Whether the collectors should expose fleet state from this process now."""
         return self.leadership.is_leader and self.ready
+
+
+class LeaderCollector:
+    """``driftline_leader``: 1 on the replica that evaluates and exposes fleet state, 0 on the others."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def collect(self) -> Any:
+        g = GaugeMetricFamily("driftline_leader", "1 when this replica evaluates and exposes fleet state")
+        g.add_metric([], 1.0 if self.fleet.exposes() else 0.0)
+        yield g
