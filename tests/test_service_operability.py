@@ -3,7 +3,6 @@ one truth across replicas (a PostgreSQL advisory-lock leader), JSON logs, OpenAP
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
