@@ -23,6 +23,7 @@ from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
 from .api.deps import Parts
+from .api.openapi import install_docs, install_openapi
 from .errors import ServiceError
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
@@ -141,7 +142,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
             parts.fleet.leadership.close()
             store.close()
 
-    app = FastAPI(title="Driftline", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="Driftline", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Drift and canary monitoring for ML models on edge devices and in the cloud.")
 
     app.add_middleware(HttpTimingMiddleware, timings_of=lambda: getattr(getattr(app.state, "parts", None),
@@ -162,4 +163,6 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
 
     for r in (ingest.router, models.router, canary.router, alertmanager.router, pages.router):
         app.include_router(r)
+    install_openapi(app)  # bearer scheme, typed answers, documented 4xx
+    install_docs(app)  # Swagger UI from the package: no CDN
     return app

@@ -32,6 +32,8 @@ __all__ = ["HttpTimingMiddleware", "JsonFormatter", "Timings", "add_runtime_coll
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("driftline_request_id", default=None)
 current_model: contextvars.ContextVar[str | None] = contextvars.ContextVar("driftline_model", default=None)
 
+access = logging.getLogger("driftline.service.access")
+
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -89,6 +91,7 @@ class HttpTimingMiddleware:
     """
 
     METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+    QUIET = frozenset({"/metrics", "/healthz", "/readyz"})  # scrapes and probes log at debug level
 
     def __init__(self, app: Any, timings_of: Callable[[], Timings | None]) -> None:
         self.app = app
@@ -115,13 +118,18 @@ class HttpTimingMiddleware:
         try:
             await self.app(scope, receive, send_wrapped)
         finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get("route")
+            template = getattr(route, "path", None) or ("unmatched" if status == 404 else "other")
+            method = scope.get("method", "GET")
             timings = self.timings_of()
             if timings is not None:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or ("unmatched" if status == 404 else "other")
-                method = scope.get("method", "GET")
                 timings.http.labels(method if method in self.METHODS else "other", template,
-                                    f"{status // 100}xx").observe(time.perf_counter() - t0)
+                                    f"{status // 100}xx").observe(elapsed)
+            model = current_model.get() or (scope.get("path_params") or {}).get("model")
+            quiet = template in self.QUIET and status < 400
+            access.log(logging.DEBUG if quiet else logging.INFO, "%s %s %d %.1fms", method, template, status,
+                       elapsed * 1000, extra={"request_id": rid, "model": model, "status": status})
             current_request_id.reset(token)
             current_model.reset(mtoken)
 
@@ -153,6 +161,9 @@ class JsonFormatter(logging.Formatter):
             out["request_id"] = rid
         if model:
             out["model"] = model
+        status = getattr(record, "status", None)
+        if status is not None:
+            out["status"] = status
         if record.exc_info:
             out["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         return json.dumps(out, default=str, ensure_ascii=False)
