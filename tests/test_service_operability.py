@@ -90,6 +90,15 @@ def test_runtime_collectors_and_duration_histograms(tmp_path) -> None:
     assert s[("process_cpu_seconds_total", ())] > 0
     assert s[("process_open_fds", ())] > 0
     assert any(k[0] == "python_info" for k in s) and any(k[0] == "python_gc_collections_total" for k in s)
+    # every family the service exposes is in the catalogue
+    import re
+    from pathlib import Path
+
+    catalogue = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", catalogue, flags=re.M))
+    undocumented = {name for name, _ in s
+                    if name not in documented and re.sub(r"_(bucket|count|sum|created)$", "", name) not in documented}
+    assert undocumented == set()
 
 
 def test_fleet_state_is_rebuilt_from_the_store_after_a_restart(tmp_path) -> None:
