@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from driftline.stats.canary import CanaryConfig
 from driftline.stats.decision import DEFAULT_THRESHOLDS, DriftConfig
 
-__all__ = ["ALERTS", "CANARY_ALPHA", "DRIFT_SHARE", "KS", "PSI", "SIDECAR_ONLY_ALERTS", "SIDECAR_RSS_BUDGET_BYTES",
+__all__ = ["ALERTS", "CANARY_ALPHA", "DRIFT_SHARE", "KS", "PSI", "SERVICE_ALERTS", "SIDECAR_ONLY_ALERTS",
+           "SIDECAR_RSS_BUDGET_BYTES",
            "AlertThreshold"]
 
 
@@ -57,8 +58,10 @@ ALERTS: dict[str, AlertThreshold] = {a.alert: a for a in (
     _t("DriftlineRetrainGivenUp", ">", 0, 1),
 )}
 
-# Rules over series that only a sidecar's own /metrics has (no cloud dashboard can show them).
+# Rules over series that only a sidecar's own /metrics has (no cloud dashboard can show them), and the
+# rule over Prometheus's own `up` of the service (when it fires, the dashboards have nothing to show).
 SIDECAR_ONLY_ALERTS = frozenset({"DriftlineSidecarSpoolBacklog"})
+SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)

@@ -16,7 +16,7 @@ from driftline import __version__
 from driftline.profile import WindowProfile
 
 from .errors import SpoolError
-from .resources import cpu_seconds, rss_bytes
+from .resources import footprint
 from .shipper import Shipper
 from .spool import Spool
 from .transport import transport_from_url
@@ -36,14 +36,16 @@ def default_spool_dir() -> Path:
 def producer_map(name: str, device: str, spool: Spool) -> dict[str, str]:
     """The envelope producer map: who sent it, and the backlog and footprint of the sender right now."""
     st = spool.stats()
+    fp = footprint()
     return {
         "name": name,
         "version": __version__,
         "device": device,
         "spool_pending": str(st.pending),
         "spool_oldest_age_s": f"{st.oldest_age_s:.1f}",
-        "rss_bytes": str(rss_bytes()),
-        "cpu_seconds": f"{cpu_seconds():.3f}",
+        "rss_bytes": str(fp.rss_bytes),
+        "cpu_seconds": f"{fp.cpu_seconds:.3f}",
+        "started_at": f"{fp.started_at:.2f}",
     }
 
 

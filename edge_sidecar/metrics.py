@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .errors import REJECT_REASONS
-from .resources import cpu_seconds, rss_bytes
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -33,12 +38,11 @@ class SidecarCollector(Collector):
     """Builds every ``driftline_sidecar_*`` family from the monitor, spool, shipper and proxy."""
 
     def __init__(self, monitor: Monitor, spool: Spool | None = None, shipper: Shipper | None = None,
-                 proxy: InferenceProxy | None = None, proc: str = "/proc") -> None:
+                 proxy: InferenceProxy | None = None) -> None:
         self.monitor = monitor
         self.spool = spool
         self.shipper = shipper
         self.proxy = proxy
-        self.proc = proc
 
     def collect(self) -> Iterator[Metric]:
         snap: dict[str, Any] = self.monitor.snapshot()
@@ -82,14 +86,19 @@ class SidecarCollector(Collector):
             for result in ("ok", "upstream_error"):
                 pr.add_metric([result], self.proxy.requests[result])
             yield pr
-        yield GaugeMetricFamily("driftline_sidecar_resident_memory_bytes", "Sidecar RSS.", value=rss_bytes(self.proc))
-        yield CounterMetricFamily("driftline_sidecar_cpu_seconds", "Sidecar CPU time.", value=cpu_seconds())
 
 
 def sidecar_registry(collector: SidecarCollector) -> CollectorRegistry:
-    """A fresh registry holding only the sidecar's collector."""
+    """A fresh registry: the sidecar's collector plus client_python's process, platform and GC collectors.
+
+    ``process_resident_memory_bytes`` and ``process_cpu_seconds_total`` replace the sidecar's own
+    footprint series; the producer report still carries the same numbers to the service.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
 
 

@@ -107,6 +107,14 @@ class KafkaTransportSettings(_Section):
     max_block_ms: int = Field(default=10_000, ge=100)
     retries: int = Field(default=5, ge=0)
     retry_backoff_ms: int = Field(default=200, ge=0)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none", description="producer batch compression; envelopes are already zlib-compressed, so "
+        "'none' is the default ('lz4', 'zstd', 'snappy' need their Python package on the device)")
+    enable_idempotence: bool = Field(default=True, description="idempotent producer: a retried batch is "
+                                     "written once per partition (kafka-python >= 2.2.0)")
+    max_request_size: ByteSize = Field(default=ByteSize(4 * 1024 * 1024 + 64 * 1024), ge=1024,
+                                       description="largest record the producer sends: the service's "
+                                       "envelope limit plus headroom; the topic's max.message.bytes must allow it")
     extra: dict[str, Any] = Field(default={}, description="any other KafkaProducer keyword, passed through")
 
     @field_validator("bootstrap_servers", mode="before")

@@ -21,7 +21,7 @@ from driftline.wire import decode_envelope, encode_envelope
 from .errors import DeliveryRejected, TransportError
 from .ratelog import RateLimitedLog
 from .spool import MAX_FILE_BYTES, Spool
-from .transport import Outgoing, Transport
+from .transport import Outgoing, Transport, record_key
 
 __all__ = ["Shipper", "backoff_delay"]
 
@@ -135,7 +135,9 @@ class Shipper:
                 continue
             if producer is not None:
                 env.producer = dict(producer)
-            batch.append(Outgoing(lease.model.encode("utf-8"), encode_envelope(env), lease.envelope_id))
+            source = env.profiles[0].key.source if env.profiles else ""
+            batch.append(Outgoing(record_key(lease.model, source or str((producer or env.producer).get("device", ""))),
+                                  encode_envelope(env), lease.envelope_id))
             ready.append(lease)
         if not batch:
             return 0, False

@@ -23,9 +23,12 @@ from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
 from .api.deps import Parts
+from .api.openapi import install_docs, install_openapi
 from .errors import ServiceError
 from .evaluation import Evaluator
+from .fleet import Fleet, LeaderCollector, Leadership
 from .metrics import IngestStats, build_registry
+from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
 from .store import Store
@@ -49,22 +52,37 @@ class Background:
         return self
 
     def run_once(self, now: float | None = None) -> None:
+        """One pass; with several replicas only the leader evaluates (service/fleet.py)."""
         p = self.parts
         now = time.time() if now is None else now
-        states = p.evaluator.evaluate_all(now)
-        if p.settings.retrain.internal_policy:
-            from_evaluations(p.dispatcher, p.evaluator, states, now)
-        if self.passes % 20 == 0:
-            p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
+        if p.fleet is not None and not p.fleet.leadership.check():
+            p.fleet.refresh(now)  # a follower only writes its device reports
+            return
+        t0 = time.perf_counter()
+        result = "error"
+        try:
+            states = p.evaluator.evaluate_all(now)
+            if p.settings.retrain.internal_policy:
+                from_evaluations(p.dispatcher, p.evaluator, states, now)
+            if self.passes % 20 == 0:
+                p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
+            if p.fleet is not None:
+                p.fleet.refresh(now)
+            result = "ok"
+        finally:
+            if p.timings is not None:
+                p.timings.evaluation.labels(result).observe(time.perf_counter() - t0)
         self.passes += 1
 
     def _run(self) -> None:
         interval = self.parts.settings.evaluation.interval_seconds
-        while not self._stop.wait(interval):
+        while True:  # the first pass at once: after a restart the drift gauges are back before a scrape misses them
             try:
                 self.run_once()
             except Exception:
                 log.exception("background evaluation failed")
+            if self._stop.wait(interval):
+                return
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,7 +95,13 @@ def open_parts(settings: ServiceSettings) -> Parts:
     evaluator = Evaluator(store, settings)
     dispatcher = Dispatcher(store, settings.retrain)
     parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)
-    parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n)
+    parts.fleet = Fleet(store, parts.stats, Leadership(settings.database_url))
+    parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n, parts.fleet.exposes)
+    add_runtime_collectors(parts.registry)
+    parts.registry.register(LeaderCollector(parts.fleet))
+    parts.timings = Timings(parts.registry)
+    dispatcher.on_delivery = parts.timings.on_delivery
+    parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
             store.put_canary(c.model, {"baseline_version": c.baseline_version, "canary_version": c.canary_version,
@@ -114,10 +138,15 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
             if background:
                 bg.stop()
                 dispatcher.stop()
+            parts.fleet.flush()
+            parts.fleet.leadership.close()
             store.close()
 
-    app = FastAPI(title="Driftline", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="Driftline", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Drift and canary monitoring for ML models on edge devices and in the cloud.")
+
+    app.add_middleware(HttpTimingMiddleware, timings_of=lambda: getattr(getattr(app.state, "parts", None),
+                                                                        "timings", None))
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -134,4 +163,6 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
 
     for r in (ingest.router, models.router, canary.router, alertmanager.router, pages.router):
         app.include_router(r)
+    install_openapi(app)  # bearer scheme, typed answers, documented 4xx
+    install_docs(app)  # Swagger UI from the package: no CDN
     return app

@@ -49,10 +49,10 @@ class EnvelopeConsumer:
         from kafka import KafkaConsumer, KafkaProducer
 
         k = self.parts.settings.kafka
-        consumer = KafkaConsumer(k.topic, group_id=k.group_id, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", max_poll_records=k.max_poll_records,
-                                 **self._client_kwargs())
-        dlq = KafkaProducer(acks="all", **self._client_kwargs())
+        consumer = KafkaConsumer(k.topic, **{"auto_offset_reset": "earliest", **k.consumer_options},
+                                 group_id=k.group_id, enable_auto_commit=False,
+                                 max_poll_records=k.max_poll_records, **self._client_kwargs())
+        dlq = KafkaProducer(**k.producer_options, acks="all", **self._client_kwargs())
         try:
             while not self._stop.is_set():
                 batch = consumer.poll(timeout_ms=k.poll_timeout_ms)
@@ -87,7 +87,8 @@ class EnvelopeConsumer:
             return
         while not self._stop.is_set():
             try:
-                results = self.parts.store.ingest_many(good, "kafka")
+                with self.parts.timings.ingest_batch("kafka"):
+                    results = self.parts.store.ingest_many(good, "kafka")
                 for (env, raw), res in zip(good, results, strict=True):
                     self.parts.stats.record("kafka", res.result, len(raw), env.profiles, env.producer)
                 return

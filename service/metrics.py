@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class IngestStats:
     last_end: dict[tuple[str, str], float] = field(default_factory=dict)
     lag: dict[str, float] = field(default_factory=dict)
     devices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> device -> report
+    lives: dict[tuple[str, str], Any] = field(default_factory=dict)  # (model, device) -> fleet.DeviceLife
+    on_device: Callable[[str, str, dict[str, Any]], None] | None = None  # fleet.Fleet queues it for the store
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, transport: str, result: str, nbytes: int, profiles: list[Any] | None = None,
@@ -64,6 +67,15 @@ class IngestStats:
                     rep = dict(producer or {})
                     rep.update(seen=now, cohort=dict(k.cohort))
                     self.devices.setdefault(k.model, {})[k.source] = rep
+                    self._life(k.model, k.source, rep)
+
+    def _life(self, model: str, source: str, rep: dict[str, Any]) -> None:
+        from .fleet import DeviceLife, merge_life
+
+        new = DeviceLife(_num(rep.get("started_at")), 0.0, _num(rep.get("cpu_seconds")))
+        self.lives[(model, source)] = merge_life(self.lives.get((model, source)), new)
+        if self.on_device is not None:
+            self.on_device(model, source, rep)
 
 
 def _top_cohorts(stats: IngestStats, top_n: int) -> dict[tuple[str, str, str], str]:
@@ -82,10 +94,13 @@ def _top_cohorts(stats: IngestStats, top_n: int) -> dict[tuple[str, str, str], s
 class DriftCollector:
     """Drift scores, decisions, data quality and references from the evaluator's newest results."""
 
-    def __init__(self, evaluator: Evaluator) -> None:
+    def __init__(self, evaluator: Evaluator, fleet_visible: Callable[[], bool] = lambda: True) -> None:
         self.evaluator = evaluator
+        self.fleet_visible = fleet_visible
 
     def collect(self) -> Any:
+        if not self.fleet_visible():
+            return
         score = GaugeMetricFamily("driftline_feature_drift_score", "Drift score of a feature by method",
                                   labels=["model", "version", "feature", "method"])
         detected = GaugeMetricFamily("driftline_feature_drift_detected", "1 when a feature is flagged as drifted",
@@ -138,9 +153,10 @@ class DriftCollector:
 class IngestCollector:
     """Ingest counters, per-stream totals, cohorts and what devices report about themselves."""
 
-    def __init__(self, stats: IngestStats, top_n: int) -> None:
+    def __init__(self, stats: IngestStats, top_n: int, fleet_visible: Callable[[], bool] = lambda: True) -> None:
         self.stats = stats
         self.top_n = top_n
+        self.fleet_visible = fleet_visible  # only the leader replica exposes fleet state (service/fleet.py)
 
     def collect(self) -> Any:
         s = self.stats
@@ -174,6 +190,9 @@ class IngestCollector:
                 env.add_metric([t, r], n)
             for t, n in s.bytes.items():
                 nbytes.add_metric([t], n)
+            if not self.fleet_visible():
+                yield from (build, env, nbytes)
+                return
             for k, n in s.observations.items():
                 obs.add_metric(list(k), n)
             for k, n in s.windows.items():
@@ -196,8 +215,9 @@ class IngestCollector:
                 live: Counter[tuple[str, str, str]] = Counter()
                 total_pending = 0.0
                 max_age = max_rss = total_cpu = 0.0
-                for rep in devices.values():
-                    total_cpu += _num(rep.get("cpu_seconds"))
+                for source, rep in devices.items():
+                    life = s.lives.get((model, source))
+                    total_cpu += life.total if life is not None else _num(rep.get("cpu_seconds"))
                     if now - rep["seen"] > 900:
                         continue
                     total_pending += _num(rep.get("spool_pending"))
@@ -224,10 +244,13 @@ def _num(v: Any) -> float:
 class CanaryCollector:
     """Canary verdicts as a state set, with effect, p-value and rows per comparison."""
 
-    def __init__(self, evaluator: Evaluator) -> None:
+    def __init__(self, evaluator: Evaluator, fleet_visible: Callable[[], bool] = lambda: True) -> None:
         self.evaluator = evaluator
+        self.fleet_visible = fleet_visible
 
     def collect(self) -> Any:
+        if not self.fleet_visible():
+            return
         verdict = StateSetMetricFamily("driftline_canary_verdict", "Current canary verdict",
                                        labels=["model", "baseline_version", "canary_version"])
         effect = GaugeMetricFamily("driftline_canary_effect", "Canary minus baseline (ratio - 1 for latency)",
@@ -254,14 +277,18 @@ class CanaryCollector:
 class RetrainCollector:
     """Retraining requests by result, and the outbox's depth and oldest pending age."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, fleet_visible: Callable[[], bool] = lambda: True) -> None:
         self.dispatcher = dispatcher
+        self.fleet_visible = fleet_visible  # the outbox is shared: its gauges come from the leader only
 
     def collect(self) -> Any:
         req = CounterMetricFamily("driftline_retrain_requests", "Retraining requests by result",
                                   labels=["model", "target", "result"])
         for (m, t, r), n in list(self.dispatcher.results.items()):
             req.add_metric([m, t, r], n)
+        if not self.fleet_visible():
+            yield req
+            return
         depth, age = self.dispatcher.outbox_stats()
         d = GaugeMetricFamily("driftline_retrain_outbox_depth", "Requests waiting in the outbox")
         d.add_metric([], depth)
@@ -270,10 +297,15 @@ class RetrainCollector:
         yield from (req, d, a)
 
 
-def build_registry(evaluator: Evaluator, stats: IngestStats, dispatcher: Dispatcher, top_n: int) -> CollectorRegistry:
-    """A fresh registry with every collector (never the global one)."""
+def build_registry(evaluator: Evaluator, stats: IngestStats, dispatcher: Dispatcher, top_n: int,
+                   fleet_visible: Callable[[], bool] = lambda: True) -> CollectorRegistry:
+    """A fresh registry with every collector (never the global one).
+
+    ``fleet_visible`` says whether this replica exposes fleet state (the leader) or only its own
+    per-process counters (see service/fleet.py).
+    """
     reg = CollectorRegistry(auto_describe=False)
-    for c in (DriftCollector(evaluator), IngestCollector(stats, top_n), CanaryCollector(evaluator),
-              RetrainCollector(dispatcher)):
+    for c in (DriftCollector(evaluator, fleet_visible), IngestCollector(stats, top_n, fleet_visible),
+              CanaryCollector(evaluator, fleet_visible), RetrainCollector(dispatcher, fleet_visible)):
         reg.register(c)  # type: ignore[arg-type]
     return reg

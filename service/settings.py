@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
@@ -66,6 +66,35 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = None
     poll_timeout_ms: int = Field(500, ge=10)
     max_poll_records: int = Field(200, ge=1)
+    consumer_options: dict[str, Any] = Field({}, description="any other kafka-python KafkaConsumer keyword "
+                                             "(e.g. fetch_max_bytes, session_timeout_ms, client_rack)")
+    producer_options: dict[str, Any] = Field({}, description="any other KafkaProducer keyword for the "
+                                             "dead-letter producer (e.g. compression_type)")
+
+    @field_validator("consumer_options", "producer_options")
+    @classmethod
+    def _known_options(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        """Refuse keys kafka-python does not know, and those the service owns (named settings, commits)."""
+        owned = _KAFKA_OWNED & set(v)
+        if owned:
+            raise ValueError(f"{', '.join(sorted(owned))}: set by the service or by a named kafka setting, "
+                             "not through the options")
+        try:
+            from kafka import KafkaConsumer, KafkaProducer
+        except ImportError:  # validated again when the consumer starts
+            return v
+        known = (KafkaConsumer if info.field_name == "consumer_options" else KafkaProducer).DEFAULT_CONFIG
+        unknown = sorted(set(v) - set(known))
+        if unknown:
+            raise ValueError(f"not a kafka-python option: {', '.join(unknown)}")
+        return v
+
+
+# Options a passthrough must not change: the commit-after-store protocol, and keys with their own setting.
+_KAFKA_OWNED = frozenset({"bootstrap_servers", "group_id", "enable_auto_commit", "security_protocol",
+                          "sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile",
+                          "ssl_certfile", "ssl_keyfile", "max_poll_records", "value_deserializer",
+                          "key_deserializer", "acks", "isolation_level"})
 
 
 class RetrainTarget(_Section):
@@ -116,6 +145,8 @@ class ServiceSettings(EnvFirstSettings):
     api_token: SecretStr | None = Field(None, description="bearer token required on write endpoints")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cohort_top_n: int = Field(20, ge=1)
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line, "
+                                                "with request and model ids")
     public_url: str = Field("", description="base URL used in links (dashboards, webhooks)")
     retention_raw_days: float = Field(2.0, gt=0, description="keep raw windows this long, then roll up hourly")
     retention_hourly_days: float = Field(30.0, gt=0, description="keep hourly windows this long, then daily")

@@ -103,7 +103,7 @@ def test_observe_api_accepts_json_and_ndjson_and_everything_reaches_the_receiver
                          ("fraud", "canary", (("site", "oslo"),)): 77}
     env = next(iter(receiver.envelopes.values()))
     assert {"name", "version", "device", "spool_pending", "spool_oldest_age_s", "rss_bytes",
-            "cpu_seconds"} <= set(env.producer)
+            "cpu_seconds", "started_at"} <= set(env.producer)
     assert env.producer["name"] == "driftline-sidecar" and env.producer["device"] == "dev-7"
     assert int(env.producer["rss_bytes"]) > 0
 
@@ -177,10 +177,14 @@ def test_health_and_metrics_read_live_state(sidecar: Sidecar, receiver: Envelope
     assert samples[("driftline_sidecar_windows_closed_total", (("reason", "time"),))] >= 1
     assert samples[("driftline_sidecar_spool_pending_windows", ())] == 0
     assert samples[("driftline_sidecar_spool_limit_bytes", ())] == 64 * 1024 * 1024
-    assert samples[("driftline_sidecar_resident_memory_bytes", ())] > 10_000_000
-    assert ("driftline_sidecar_cpu_seconds_total", ()) in samples
+    # client_python's process, platform and GC collectors replace the sidecar's own footprint series
+    assert samples[("process_resident_memory_bytes", ())] > 10_000_000
+    assert samples[("process_cpu_seconds_total", ())] > 0
+    assert samples[("process_start_time_seconds", ())] > 1e9
+    assert any(name == "python_info" for name, _ in samples)
+    assert any(name == "python_gc_collections_total" for name, _ in samples)
     for name, _ in samples:
-        assert name.startswith("driftline_sidecar_")
+        assert name.startswith(("driftline_sidecar_", "process_", "python_"))
         assert "dev-7" not in name
 
 
@@ -300,6 +304,7 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
 
     catalogue = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`(driftline_sidecar_[a-z_]+)`", catalogue))
+    runtime = set(re.findall(r"`((?:process|python)_[a-z_]+)`", catalogue))
     m = Monitor("m", "1", background=False)
     spool = Spool(tmp_path, 1_000_000, fsync=False)
     shipper = Shipper(spool, HttpTransport("http://127.0.0.1:9"))
@@ -307,5 +312,7 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     text = generate_latest(sidecar_registry(SidecarCollector(m, spool, shipper, proxy))).decode()
     exposed = {fam.name + ("_total" if fam.type == "counter" else "")
                for fam in text_string_to_metric_families(text)}
-    assert exposed == documented
+    assert {n for n in exposed if n.startswith("driftline_")} == documented
+    assert {n for n in exposed if not n.startswith("driftline_")} <= runtime
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= exposed
     spool.close()

@@ -23,6 +23,7 @@ import yaml
 
 from driftline.edge_sidecar.runner import Sidecar
 from driftline.edge_sidecar.settings import load_settings
+from driftline.edge_sidecar.transport import record_key
 from driftline.wire import Envelope, decode_envelope
 from tests.harness.kafka import KafkaBroker
 from tests.harness.ports import free_port, wait_for_port
@@ -52,7 +53,7 @@ def consume(broker: KafkaBroker, topic: str, rows: int, timeout: float = 90.0) -
                 for rec in batch:
                     records += 1
                     env = decode_envelope(rec.value)
-                    assert rec.key == env.profiles[0].key.model.encode()
+                    assert rec.key == record_key(env.profiles[0].key.model, env.profiles[0].key.source)
                     envelopes.setdefault(env.envelope_id, env)
             if sum(e.rows for e in envelopes.values()) >= rows:
                 # one more poll: anything beyond the expected total would be double counting

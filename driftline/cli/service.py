@@ -33,8 +33,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.check:
         print(settings.model_dump_json(indent=2))
         return 0
+    if settings.log_format == "json":
+        import logging
+
+        from driftline.service.observability import configure_logging
+
+        configure_logging("json", logging.getLogger().level)
     print(f"driftline service on http://{settings.host}:{settings.port} (store {settings.database_url.split('@')[-1]}, "
           f"kafka {'on' if settings.kafka.enabled else 'off'})", file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG)
     return 0

@@ -13,12 +13,22 @@ from urllib.parse import urlsplit
 
 from ..errors import SettingsError, TransportError
 
-__all__ = ["Outgoing", "Transport", "make_transport", "transport_from_url"]
+__all__ = ["Outgoing", "Transport", "make_transport", "record_key", "transport_from_url"]
+
+
+def record_key(model: str, source: str) -> bytes:
+    """The Kafka record key of an envelope: ``model/device``.
+
+    Keyed by model alone, a model's whole fleet lands on one partition and every other consumer
+    idles; keyed by model and device, the fleet spreads over the partitions (murmur2 of the key) and
+    one device's windows stay in order on one partition. An envelope without a device keys by model.
+    """
+    return f"{model}/{source}".encode() if source else model.encode()
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One envelope to send: Kafka record key (the model name), bytes, and its id for logs."""
+    """One envelope to send: Kafka record key (:func:`record_key`), bytes, and its id for logs."""
 
     key: bytes
     data: bytes

@@ -1,9 +1,15 @@
-"""Kafka transport: one record per envelope, key = model name, ``acks=all``, retries with backoff.
+"""Kafka transport: one record per envelope, key = model and device, idempotent, ``acks=all``.
 
-Keying by model keeps a model's windows on one partition, in order. TLS and SASL settings are
-passed to kafka-python as given, and ``extra`` can set any other producer option. The producer is
-created lazily and re-created after failures, so a sidecar that starts while the broker is down
-simply keeps its windows in the spool until the broker is back.
+The key (:func:`~driftline.edge_sidecar.transport.record_key`) spreads a model's fleet over every
+partition, so each consumer replica gets a share of a model with many devices, while one device's
+windows stay on one partition, in order. The producer is idempotent (``enable_idempotence``: a
+batch retried after a lost acknowledgement is written once; kafka-python >= 2.2.0), waits for every
+in-sync replica (``acks=all``; pair it with the topic's ``min.insync.replicas``), may compress
+batches (``compression_type``), and sends records up to ``max_request_size`` (the envelope limit
+plus headroom: Kafka's default 1 MB would refuse large envelopes). TLS and SASL settings are passed
+to kafka-python as given, and ``extra`` can set any other producer option. The producer is created
+lazily and re-created after failures, so a sidecar that starts while the broker is down simply keeps
+its windows in the spool until the broker is back. See docs/operations.md for the topic settings.
 """
 
 from __future__ import annotations
@@ -45,8 +51,13 @@ class KafkaTransport:
             "max_block_ms": 10_000,
             "delivery_timeout_ms": delivery_timeout_ms,
             "linger_ms": 5,
+            "enable_idempotence": True,
+            "max_in_flight_requests_per_connection": 5,  # the most an idempotent producer keeps in order
+            "max_request_size": 4 * 1024 * 1024 + 64 * 1024,
         }
         self.config.update({k: v for k, v in producer_config.items() if v is not None})
+        if self.config.get("compression_type") in ("none", ""):
+            self.config["compression_type"] = None
         # Creating a producer blocks until a broker answers: no longer than a send may block.
         self.config.setdefault("bootstrap_timeout_ms", self.config["max_block_ms"])
         self.delivery_timeout_ms = int(self.config["delivery_timeout_ms"])
@@ -64,7 +75,8 @@ class KafkaTransport:
             ssl_check_hostname=s.ssl_check_hostname, sasl_mechanism=s.sasl_mechanism,
             sasl_plain_username=s.sasl_plain_username, sasl_plain_password=secret(s.sasl_plain_password),
             request_timeout_ms=s.request_timeout_ms, max_block_ms=s.max_block_ms, retries=s.retries,
-            retry_backoff_ms=s.retry_backoff_ms,
+            retry_backoff_ms=s.retry_backoff_ms, compression_type=s.compression_type,
+            enable_idempotence=s.enable_idempotence, max_request_size=int(s.max_request_size),
         )
         cfg.update(s.extra)
         return cls(s.bootstrap_servers, s.topic, **cfg)
@@ -78,6 +90,8 @@ class KafkaTransport:
                 self._producer = KafkaProducer(**self.config)
             except KafkaError as exc:
                 raise TransportError(f"cannot reach Kafka at {self.config['bootstrap_servers']}: {exc}") from exc
+            except (RuntimeError, ValueError) as exc:  # e.g. a compression codec whose library is missing
+                raise TransportError(f"Kafka producer settings refused: {exc}") from exc
         return self._producer
 
     def send(self, batch: list[Outgoing]) -> list[TransportError | None]:

@@ -28,6 +28,8 @@ class Parts:
     stats: IngestStats
     dispatcher: Dispatcher
     registry: Any = None
+    fleet: Any = None  # fleet.Fleet: leadership and fleet state rebuilt from the store
+    timings: Any = None  # observability.Timings: the duration histograms
 
 
 def get_parts(request: Request) -> Parts:

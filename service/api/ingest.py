@@ -10,6 +10,7 @@ from driftline.errors import WireFormatError
 from driftline.wire import decode_envelope
 
 from ..errors import BadRequest
+from ..observability import current_model
 from .deps import PartsDep, WriteAccess, read_body
 
 __all__ = ["router"]
@@ -29,6 +30,9 @@ async def ingest(request: Request, parts: PartsDep) -> dict[str, Any]:
     except WireFormatError as exc:
         parts.stats.record("http", "rejected", len(body))
         raise BadRequest("malformed envelope", str(exc)) from None
-    res = parts.store.ingest(env, "http", raw=body)
+    if env.profiles:
+        current_model.set(env.profiles[0].key.model)  # for this request's log lines
+    with parts.timings.ingest_batch("http"):
+        res = parts.store.ingest(env, "http", raw=body)
     parts.stats.record("http", res.result, len(body), env.profiles, env.producer)
     return {"envelope_id": res.envelope_id, "result": res.result, "windows": res.windows}

@@ -52,6 +52,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._episodes: dict[str, None] = {}  # embedded episodes already handled by this process
+        self.on_delivery: Callable[[str, bool, float], None] | None = None  # (target, ok, seconds): a histogram
         self._zero(self.outbox.pairs())
         if settings.targets and settings.secret.get_secret_value() == "change-me":
             log.warning("retrain.secret is the default; receivers cannot trust the signatures: set "
@@ -131,7 +132,10 @@ class Dispatcher:
         body = row.body.encode()
         ts = str(int(self.clock()))
         hdrs = headers(target, body, self.settings.secret.get_secret_value(), ts, row.dedup_key)
+        t0 = time.perf_counter()
         error = self._post(client, row.url, body, hdrs)
+        if self.on_delivery is not None:
+            self.on_delivery(row.target, error is None, time.perf_counter() - t0)
         attempts = row.attempts + 1
         now = self.clock()
         if error is None:

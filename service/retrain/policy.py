@@ -58,8 +58,12 @@ class RetrainPolicy:
 
     # ---- the condition, as the embedded evaluator and Prometheus see it --------------------------
     def promql(self) -> str:
-        """The rule's expression: one series per model version whose dataset drift flag is up."""
-        return "max by (model, version) (driftline_dataset_drift) == 1"
+        """The rule's expression: one series per model version whose dataset drift flag is up.
+
+        ``last_over_time`` over 3 minutes bridges a service restart or a leader change, so the
+        sustained period does not start again (docs/operations.md, replicas).
+        """
+        return "max by (model, version) (last_over_time(driftline_dataset_drift[3m])) == 1"
 
     def rule_for(self) -> str:
         """The rule's ``for:``."""
