@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -468,6 +470,80 @@ def test_alertmanager_config_routes_retraining_alerts_to_the_service() -> None:
     assert (full["spec"]["route"]["groupBy"], full["spec"]["route"]["repeatInterval"]) == (["alertname", "model"], "12h")
     assert full["spec"]["receivers"][0]["webhookConfigs"][0]["httpConfig"]["authorization"]["credentials"] == {
         "name": "driftline-auth", "key": "token"}
+
+
+class _SecretsOnlyAPI(ThreadingHTTPServer):
+    """What `lookup` asks the Kubernetes API for, and nothing else: the v1 resource list and GETs of
+    Secrets (no API server can run here; helm's own client code makes the requests)."""
+
+    def __init__(self, secrets: dict[tuple[str, str], dict]) -> None:
+        self.secrets, self.requests = secrets, []
+        super().__init__(("127.0.0.1", 0), _SecretsOnlyHandler)
+
+
+class _SecretsOnlyHandler(BaseHTTPRequestHandler):
+    server: _SecretsOnlyAPI
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.path.split("?")[0]
+        self.server.requests.append(path)
+        body: dict
+        if path == "/api/v1":
+            code, body = 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret",
+                 "verbs": ["get", "list"]}]}
+        elif (m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", path)) and (
+                m[1], m[2]) in self.server.secrets:
+            code, body = 200, self.server.secrets[(m[1], m[2])]
+        else:
+            code, body = 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                               "code": 404, "message": f"{path} not found"}
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_generated_secrets_are_kept_across_upgrades(tmp_path: Path) -> None:
+    """An upgrade (`lookup` sees the release's Secret) keeps the generated token and HMAC key; a value
+    given in values still wins; a fresh namespace gets new ones."""
+    b64 = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
+    installed = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                 "metadata": {"name": "driftline", "namespace": "driftline"},
+                 "data": {"write-token": b64("kept-token"), "retrain-secret": b64("kept-hmac")}}
+    api = _SecretsOnlyAPI({("driftline", "driftline"): installed})
+    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    thread.start()
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{api.server_address[1]}"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "users": [{"name": "test", "user": {"token": "unused"}}]}))
+
+        def upgrade(*sets: str, namespace: str = "driftline") -> dict[str, str]:
+            args = ["template", "driftline", str(CHART), "-n", namespace, "--dry-run=server",
+                    "--kubeconfig", str(kubeconfig)]
+            for s in sets:
+                args += ["--set", s]
+            docs = [d for d in yaml.safe_load_all(run(*args).stdout) if d]
+            return secret_data(by_kind(docs))
+
+        assert upgrade() == {"write-token": "kept-token", "retrain-secret": "kept-hmac"}
+        assert upgrade("auth.writeToken=rotated") == {"write-token": "rotated", "retrain-secret": "kept-hmac"}
+        fresh = upgrade(namespace="other")
+        assert fresh["write-token"] != "kept-token" and re.fullmatch(r"[A-Za-z0-9]{32}", fresh["write-token"])
+        assert "/api/v1/namespaces/driftline/secrets/driftline" in api.requests
+    finally:
+        api.shutdown()
+        api.server_close()
+        thread.join(10)
 
 
 # --- strict validation against the API types ------------------------------------------------------
