@@ -392,7 +392,7 @@ def test_full_values_reach_the_pod_spec() -> None:
     assert {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True} in c["volumeMounts"]
     assert c["envFrom"] == [{"configMapRef": {"name": "driftline-extra-settings"}}]
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
-    assert c["startupProbe"] == {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 3,
+    assert c["startupProbe"] == {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 0, "periodSeconds": 3,
                                  "timeoutSeconds": 2, "failureThreshold": 40}
     assert c["livenessProbe"]["initialDelaySeconds"] == 5 and c["livenessProbe"]["failureThreshold"] == 4
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["readinessProbe"]["successThreshold"] == 2
@@ -435,9 +435,10 @@ def test_alerts_can_be_changed_or_left_out_one_by_one(prometheus_binaries, tmp_p
     assert stale["annotations"]["runbook_url"] == "https://wiki.example/driftline-stale"
     assert stale["annotations"]["summary"] == source["DriftlineStaleModel"]["annotations"]["summary"]
     assert stale["expr"] == source["DriftlineStaleModel"]["expr"]
+    assert "namespace" not in alerts["DriftlineFraudDrift"]["labels"]  # additionalGroups: rendered as they are
     for name, alert in alerts.items():
-        assert alert["labels"]["namespace"] == "driftline", name  # what the AlertmanagerConfig matches on
         if name in source:
+            assert alert["labels"]["namespace"] == "driftline", name  # what the AlertmanagerConfig matches on
             assert alert["labels"]["team"] == "ml-platform", name
             assert alert["annotations"]["dashboard"].startswith("https://grafana.example.com/"), name
             if name != "DriftlineStaleModel":
@@ -572,7 +573,7 @@ def test_every_manifest_decodes_strictly_into_the_api_types(k8s_validate: Path, 
     proc = validate(k8s_validate, manifests)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(manifests) if d}
-    ok = {line.split()[2].split("/")[0] for line in proc.stdout.splitlines() if line.startswith("ok ")}
+    ok = {line.split()[3].split("/")[0] for line in proc.stdout.splitlines() if line.startswith("ok ")}
     assert ok == kinds, proc.stdout  # every kind was checked, the operator's included
     assert {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"} <= ok
 
@@ -662,7 +663,8 @@ def _schema_mismatches(values: Any, schema: dict, path: str = "") -> list[str]:
     if isinstance(values, dict) and "properties" in schema:
         props = schema["properties"]
         out += [f"{path}{k}: in values.yaml, not in the schema" for k in values if k not in props]
-        out += [f"{path}{k}: in the schema, not in values.yaml" for k in props if k not in values and k != "global"]
+        if schema.get("additionalProperties") is False:  # a closed object: values.yaml shows every key
+            out += [f"{path}{k}: in the schema, not in values.yaml" for k in props if k not in values and k != "global"]
         for k, v in values.items():
             if k in props:
                 out += _schema_mismatches(v, props[k], f"{path}{k}.")
@@ -674,6 +676,7 @@ def test_schema_is_in_step_with_values() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert _schema_mismatches(values, schema) == []
     assert _schema_mismatches({**values, "extra": 1}, schema) == ["extra: in values.yaml, not in the schema"]
+    assert _schema_mismatches({**values, "auth": {}}, schema)[0] == "auth.enabled: in the schema, not in values.yaml"
 
 
 # --- examples name the Service the chart creates ---------------------------------------------------
@@ -698,24 +701,34 @@ def test_examples_call_the_service_the_chart_creates() -> None:
     for path in DOCS:
         for m in SVC_URL.finditer(path.read_text()):
             assert m[0] == url, f"{path.relative_to(ROOT)} calls {m[0]}, the chart creates {url}"
-    urls: dict[str, list[str]] = {}
-    flagger = yaml.safe_load((ROOT / "helm/examples/flagger/canary.yaml").read_text())
-    urls["flagger"] = [h["url"] for h in flagger["spec"]["analysis"]["webhooks"]]
-    argo = [d for d in yaml.safe_load_all((ROOT / "helm/examples/argo-rollouts/analysis-template.yaml").read_text()) if d]
-    urls["argo"] = [m["provider"]["web"]["url"] for d in argo if d["kind"] == "AnalysisTemplate"
-                    for m in d["spec"]["metrics"] if "web" in m.get("provider", {})]
-    kserve = [d for d in yaml.safe_load_all((ROOT / "helm/examples/kserve-sidecar.yaml").read_text()) if d]
-    sidecar = yaml.safe_load(next(d for d in kserve if d["kind"] == "ConfigMap")["data"]["sidecar.yaml"])
-    urls["kserve"] = [sidecar["transport"]["http"]["url"]]
+    for path in EXAMPLES:  # each example calls the service, in its YAML fields (not only in comments)
+        found = [u for doc in yaml.safe_load_all(path.read_text()) for u in _urls(doc)]
+        mine = [u for u in found if SVC_URL.match(u)]
+        assert mine, f"{path.relative_to(ROOT)} has no URL of the Driftline service"
+        for u in mine:
+            assert u == url or u.startswith(url + "/"), f"{path.relative_to(ROOT)}: {u} is not under {url}"
     am = yaml.safe_load((ROOT / "alerts/alertmanager.example.yml").read_text())
-    urls["alertmanager"] = [w["url"] for r in am["receivers"] if r["name"] == "driftline-retrain"
-                            for w in r["webhook_configs"]]
+    hooks = [w["url"] for r in am["receivers"] if r["name"] == "driftline-retrain" for w in r["webhook_configs"]]
     amc = kinds["AlertmanagerConfig"][0]["spec"]["receivers"][0]["webhookConfigs"][0]["url"]
-    assert urls["alertmanager"] == [amc]  # the plain Alertmanager example and the chart's route agree
-    for example, found in urls.items():
-        assert found, example
-        for u in found:
-            assert u == url or u.startswith(url + "/"), f"{example}: {u} is not under {url}"
+    assert hooks == [amc]  # the plain Alertmanager example and the chart's route agree
+
+
+def _urls(node: Any) -> list[str]:
+    """Every string in a YAML document that is a URL, including those inside embedded YAML files
+    (the sidecar's settings in a ConfigMap)."""
+    if isinstance(node, dict):
+        return [u for v in node.values() for u in _urls(v)]
+    if isinstance(node, list):
+        return [u for v in node for u in _urls(v)]
+    if isinstance(node, str):
+        if re.fullmatch(r"https?://\S+", node):
+            return [node]
+        if "\n" in node:
+            try:
+                return [u for doc in yaml.safe_load_all(node) for u in _urls(doc)]
+            except yaml.YAMLError:
+                return []
+    return []
 
 
 def test_kserve_example_takes_the_token_from_the_charts_secret() -> None:
