@@ -452,6 +452,14 @@ def test_alerts_can_be_changed_or_left_out_one_by_one(prometheus_binaries, tmp_p
     assert all("namespace" not in a.get("labels", {}) for a in plain.values())
 
 
+def test_rules_select_the_scrape_job_the_service_monitor_gives() -> None:
+    source = (CHART / "files" / "driftline-rules.yml").read_text()
+    for sets, job in ((("fullnameOverride=drift",), "drift"), (("prometheusRule.serviceJob=custom",), "custom")):
+        exprs = [a["expr"] for a in _alerts(by_kind(render(None, *sets, release="driftline"))["PrometheusRule"][0]).values()]
+        assert not [e for e in exprs if 'job="driftline"' in e], sets
+        assert sum(e.count(f'job="{job}"') for e in exprs) == source.count('job="driftline"'), sets
+
+
 def test_alertmanager_config_routes_retraining_alerts_to_the_service() -> None:
     kinds = by_kind(render(None, release="driftline"))
     amc = kinds["AlertmanagerConfig"][0]["spec"]
