@@ -618,7 +618,8 @@ def _mutated(values: Path | None, change) -> str:
     ("PersistentVolumeClaim", lambda d: d["spec"]["resources"]["requests"].__setitem__("storage", "lots"), "quantities"),
     ("ConfigMap", lambda d: d["metadata"].__setitem__("name", "Not_A_Name"), "metadata.name"),
     ("Deployment", lambda d: d["spec"]["selector"]["matchLabels"].__setitem__("extra", "x"), "does not select"),
-])
+], ids=["container-field", "replicas-type", "service-port-field", "servicemonitor-field", "rule-field",
+        "alertmanagerconfig-field", "quantity", "name", "selector"])
 def test_a_wrong_field_fails_validation(k8s_validate: Path, kind: str, change, message: str) -> None:
     """Controls: the validator refuses what the API server would, in Kubernetes' and the operator's types."""
     def apply(doc: dict) -> None:
