@@ -75,7 +75,8 @@ def test_alertmanager_example_is_valid_and_routes_retraining_to_the_service(prom
     cfg = yaml.safe_load(example.read_text())
     route = next(r for r in cfg["route"]["routes"] if 'driftline_action="retrain"' in r.get("matchers", []))
     receiver = next(r for r in cfg["receivers"] if r["name"] == route["receiver"])
-    assert [w["url"] for w in receiver["webhook_configs"]] == ["http://<service>/v1/alertmanager"]
+    # the Helm chart's Service (tests/test_helm.py checks it against the rendered chart)
+    assert [w["url"] for w in receiver["webhook_configs"]] == ["http://driftline.driftline.svc:8000/v1/alertmanager"]
 
 
 def test_every_rule_is_unit_tested_firing_and_not_firing() -> None:
