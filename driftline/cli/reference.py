@@ -9,6 +9,7 @@ from ..datafiles import DataFile
 from ..profile import StreamKey
 from ..profiling import profile_file
 from ..wire import write_profile_file
+from . import reference_remote
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar
 
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="profile file to write")
     b.add_argument("--exclude", default="", help="comma-separated columns to ignore (ids, timestamps)")
     add_profile_config_args(b)
+    reference_remote.add_upload_options(b)
     b.set_defaults(func=_build)
+    reference_remote.register(rsub)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -53,4 +56,4 @@ def _build(args: argparse.Namespace) -> int:
         f"{len(prof.outputs)} outputs, {size} bytes",
         file=sys.stdout,
     )
-    return 0
+    return reference_remote.upload_after_build(args, args.out) if args.upload else 0
