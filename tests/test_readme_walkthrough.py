@@ -71,7 +71,8 @@ def test_quickstart_is_two_commands_and_the_demo_does_what_it_says(tmp_path) -> 
                           env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # documented: the URLs while it runs (before the traffic), then a summary
-    assert proc.stderr.index(f"service running: http://127.0.0.1:{port}/") < proc.stderr.index("stable traffic")
+    assert proc.stderr.index(f"service running: http://127.0.0.1:{port}/") < proc.stderr.index("windows shipped")
+    assert f"model page     http://127.0.0.1:{port}/models/digits-camera" in proc.stderr
     assert "Driftline demo summary" in proc.stdout and "dataset drift" in proc.stdout
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "state"])  # nothing in the working directory
 
