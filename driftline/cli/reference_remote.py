@@ -75,7 +75,8 @@ def register(rsub: argparse._SubParsersAction) -> None:
 
 def add_upload_options(build: argparse.ArgumentParser) -> None:
     """``reference build --upload URL [--token T]``: upload the file right after writing it."""
-    build.add_argument("--upload", metavar="URL", help="also upload the written reference to this service")
+    build.add_argument("--upload", metavar="URL", type=_url_arg,  # checked before the (long) profiling starts
+                       help="also upload the written reference to this service")
     build.add_argument("--token", help=f"bearer token for --upload (default: ${TOKEN_ENV})")
 
 
@@ -163,6 +164,13 @@ def service_url(text: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"{text!r}: give the service's base URL, without ?query or #fragment")
     return text.strip().rstrip("/")
+
+
+def _url_arg(text: str) -> str:
+    try:
+        return service_url(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _request(method: str, url: str, body: bytes | None, token: str | None) -> dict[str, Any]:
