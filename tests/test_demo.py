@@ -67,7 +67,7 @@ def test_a_signal_prints_the_summary_and_cleans_up(tmp_path, sig: str) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # announced = answering
         data_dir = Path(re.search(r"data in (\S+)", text).group(1))
         assert data_dir.is_dir()
-        _wait_for(err, "stable traffic", proc)
+        _wait_for(err, "windows shipped", proc)  # traffic is flowing
         proc.send_signal(getattr(signal, sig))
         assert proc.wait(timeout=60) == 128 + getattr(signal, sig)
     finally:

@@ -280,3 +280,32 @@ def test_the_example_configs_work_together_and_healthz_says_degraded_while_deliv
         assert w.rows() == 1
     finally:
         w.stop()
+
+
+def test_getting_started_commands_exist_and_its_prometheus_config_is_valid(tmp_path, prometheus_binaries) -> None:
+    """docs/getting-started.md: every driftline command it shows parses, and its prometheus.yml passes promtool."""
+    guide = (ROOT / "docs/getting-started.md").read_text(encoding="utf-8")
+    for heading in ("training data", "reference", "SDK", "Prometheus", "Grafana", "alert"):
+        assert re.search(rf"^## \d\. .*{heading}", guide, re.M | re.I), heading
+    config = re.search(r"`prometheus.yml`:\n\n```yaml\n(.*?)```", guide, re.S)
+    assert config is not None
+    (tmp_path / "prometheus.yml").write_text(config.group(1))
+    (tmp_path / "alerts").symlink_to(ROOT / "alerts")
+    check = subprocess.run([str(prometheus_binaries.promtool), "check", "config", "prometheus.yml"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and re.search(r"SUCCESS: [1-9]\d* rules found", check.stdout), check.stdout + check.stderr
+    shown = set()
+    for block in blocks(guide, "bash"):
+        for line in commands(block):
+            words = shlex.split(line.split(" #")[0])
+            words = [w for w in words if "=" not in w or w.startswith("-")]  # VAR=value prefixes
+            if words and words[0] == "driftline":
+                shown.add(tuple(words[1:3]))
+                # each command's options exist: --help of its subcommand names every option used
+                sub = [w for w in words[1:] if not w.startswith("-")][:2 if words[1] in (
+                    "reference", "profile", "dashboards") else 1]
+                helptext = subprocess.run(cli(["driftline", *sub, "--help"]), capture_output=True, text=True,
+                                          timeout=60).stdout
+                for opt in (w.split("=")[0] for w in words if w.startswith("--")):
+                    assert opt in helptext, (line, opt)
+    assert {("reference", "build"), ("reference", "upload"), ("dashboards", "push")} <= shown
