@@ -7,6 +7,7 @@ The sidecar and the service each define their own settings class on :class:`EnvF
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,9 +18,26 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from .errors import ConfigError
 
-__all__ = ["EnvFirstSettings", "build_settings", "read_yaml_settings"]
+__all__ = ["EnvFirstSettings", "build_settings", "read_yaml_settings", "state_dir"]
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def state_dir(kind: str) -> Path:
+    """Where a process of ``kind`` (``sidecar``, ``sdk``) keeps its state by default: never the working directory.
+
+    ``$XDG_STATE_HOME/driftline/<kind>`` when ``XDG_STATE_HOME`` is set, else ``/var/lib/driftline/<kind>``
+    for root (system services, containers) and ``~/.local/state/driftline/<kind>`` for everyone else.
+    Each process's own setting (``spool.path``, ``spool_dir=``) overrides it.
+    """
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        base = Path(xdg) / "driftline"
+    elif hasattr(os, "geteuid") and os.geteuid() == 0:
+        base = Path("/var/lib/driftline")
+    else:
+        base = Path.home() / ".local" / "state" / "driftline"
+    return base / kind
 
 
 class EnvFirstSettings(BaseSettings):

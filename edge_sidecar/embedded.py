@@ -9,11 +9,11 @@ up and delivers what a dead one left behind.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from driftline import __version__
 from driftline.profile import WindowProfile
+from driftline.settings import state_dir
 
 from .errors import SpoolError
 from .resources import footprint
@@ -28,9 +28,8 @@ MAX_SLOTS = 64
 
 
 def default_spool_dir() -> Path:
-    """``$XDG_STATE_HOME/driftline/spool`` (``~/.local/state/driftline/spool``)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "driftline" / "spool"
+    """The SDK's spool root: ``<state>/sdk/spool`` (see :func:`driftline.settings.state_dir`)."""
+    return state_dir("sdk") / "spool"
 
 
 def producer_map(name: str, device: str, spool: Spool) -> dict[str, str]:

@@ -407,6 +407,11 @@ class Monitor:
 
     # ---- reading -----------------------------------------------------------------------------------
     @property
+    def spool_path(self) -> Any:
+        """The directory of this monitor's own spool (``service_url=`` given), else None."""
+        return self._delivery.spool.root if self._delivery is not None else None
+
+    @property
     def buffered_rows(self) -> int:
         return len(self._buf)
 

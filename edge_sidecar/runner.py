@@ -74,8 +74,10 @@ class Sidecar:
     def _health(self) -> tuple[int, str, bytes]:
         snap = self.monitor.snapshot()
         st = self.spool.stats()
+        problem = None if self._stopping.is_set() else self.shipper.problem()
         body: dict[str, Any] = {
-            "status": "ok" if self.shipper.alive or self._stopping.is_set() else "degraded",
+            "status": "degraded" if problem else "ok",
+            "reason": problem,
             "device": self.settings.device,
             "version": __version__,
             "open_windows": snap["open_windows"],
@@ -83,7 +85,7 @@ class Sidecar:
             "buffered_rows": snap["buffered_rows"],
             "observed_rows": sum(snap["observed"].values()),
             "rejected": snap["rejected"],
-            "spool": {"pending": st.pending, "pending_rows": st.pending_rows, "bytes": st.bytes,
+            "spool": {"path": str(self.spool.root), "pending": st.pending, "pending_rows": st.pending_rows, "bytes": st.bytes,
                       "limit": st.limit, "merged": st.merged, "dropped": st.dropped, "rejected": st.rejected,
                       "oldest_age_s": round(st.oldest_age_s, 3)},
             "shipper": {"transport": self.transport.name, "delivered": self.shipper.deliveries["ok"],

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
+from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings, state_dir
 
 from .errors import SettingsError
 
@@ -70,9 +70,9 @@ class ProfileSettings(_Section):
 
 
 class SpoolSettings(_Section):
-    """The crash-safe disk spool of closed windows."""
+    """The crash-safe disk spool of closed windows (default: the sidecar's state directory, not the working one)."""
 
-    path: Path = Path("driftline-spool")
+    path: Path = Field(default_factory=lambda: state_dir("sidecar") / "spool")
     max_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
     fsync: bool = True
     rejected_max_files: int = Field(default=1000, ge=1)
@@ -81,7 +81,7 @@ class SpoolSettings(_Section):
 class HttpTransportSettings(_Section):
     """``POST {url}/v1/ingest`` with the envelope bytes."""
 
-    url: str = "http://127.0.0.1:8080"
+    url: str = "http://127.0.0.1:8000"  # the service's default port
     token: SecretStr | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
     ca_file: Path | None = None

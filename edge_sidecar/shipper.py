@@ -61,6 +61,8 @@ class Shipper:
         self.last_ok: float | None = None
         self.last_error: str | None = None
         self.last_rejection: str | None = None
+        self.last_rejected_at: float | None = None
+        self.last_delivered_at: float | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,6 +100,21 @@ class Shipper:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def problem(self) -> str | None:
+        """Why delivery is not working right now, in one line; None while it works (or has nothing to do).
+
+        Failing rounds (receiver unreachable, 5xx, timeouts) and a newest outcome that was a rejection
+        (a wrong token, a refused envelope) both count: in either case nothing the device observes arrives.
+        """
+        if not self.alive:
+            return "the shipper thread is not running"
+        if self.failures > 0:
+            return (f"deliveries over {self.transport.name} are failing ({self.failures} failed rounds in a row, "
+                    f"{self.spool.stats().pending} windows pending): {self.last_error}")
+        if self.last_rejected_at is not None and self.last_rejected_at > (self.last_delivered_at or 0.0):
+            return f"the receiver refused the newest delivery (windows set aside, not retried): {self.last_rejection}"
+        return None
 
     # ---- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -152,11 +169,13 @@ class Shipper:
             if res is None:
                 self.spool.confirm(lease.name)
                 self.deliveries["ok"] += 1
+                self.last_delivered_at = time.time()
                 sent += 1
             elif isinstance(res, DeliveryRejected):
                 self.deliveries["error"] += 1
                 self.rejected += 1
                 self.last_rejection = str(res)
+                self.last_rejected_at = time.time()
                 self.spool.reject(lease.name, str(res))
             else:
                 if res.attempted:

@@ -9,7 +9,9 @@
 #   1. Debian packages: prometheus, prometheus-alertmanager, chromium, postgresql (+ java, maven)
 #   2. pip install -e '.[all]'
 #   3. Kafka 4.1.1 jars from Maven Central (scripts/fetch-kafka.sh), cached in ~/.cache/driftline
-#   4. helm v3.22.0 built with `go install` into ~/.cache/driftline/bin (put on PATH)
+#   4. helm v3.22.0 built with `go install` into ~/.cache/driftline/bin (put on PATH); when `go` is
+#      missing or older than 1.26 (Debian 12 has 1.19), the pinned Go toolchain comes first from the
+#      Go module proxy (module golang.org/toolchain, checksum pinned) into ~/.cache/driftline
 #   5. python -m pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 CACHE="${DRIFTLINE_CACHE:-$HOME/.cache/driftline}"
 HELM_VERSION=v3.22.0
+GO_TOOLCHAIN=go1.26.8   # helm v3.22.0's go.mod needs go >= 1.26
+GO_TOOLCHAIN_SHA256_amd64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 APT_PACKAGES=(prometheus prometheus-alertmanager chromium postgresql)
 mkdir -p "$CACHE/bin"
 export PATH="$CACHE/bin:$PATH"
@@ -49,6 +53,7 @@ as_root() {
 step "Debian packages"
 command -v java >/dev/null 2>&1 || APT_PACKAGES+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || APT_PACKAGES+=(maven)
+command -v curl >/dev/null 2>&1 || APT_PACKAGES+=(curl ca-certificates)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -84,6 +89,32 @@ done_step
 step "helm $HELM_VERSION"
 if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
   export PATH="$PATH:/usr/local/go/bin"
+fi
+go_new_enough() {  # go >= 1.26 on PATH
+  local v
+  v="$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || true)"
+  [[ "$v" =~ ^go([0-9]+)\.([0-9]+) ]] || return 1
+  (( BASH_REMATCH[1] > 1 || (BASH_REMATCH[1] == 1 && BASH_REMATCH[2] >= 26) ))
+}
+if ! command -v helm >/dev/null 2>&1 && ! go_new_enough; then
+  arch="$(dpkg --print-architecture 2>/dev/null || uname -m)"
+  godir="$CACHE/$GO_TOOLCHAIN.linux-$arch"
+  if [[ ! -x "$godir/bin/go" ]]; then
+    sum_var="GO_TOOLCHAIN_SHA256_$arch"
+    if [[ -z "${!sum_var:-}" ]]; then
+      echo "test.sh: no pinned Go toolchain for $arch; install Go >= 1.26 (https://go.dev/doc/install)" >&2
+      exit 1
+    fi
+    echo "    go missing or older than 1.26: fetching $GO_TOOLCHAIN from the Go module proxy"
+    tmpd="$(mktemp -d)"
+    mod="golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-$arch"
+    curl -fsSL --retry 3 -o "$tmpd/go.zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-$GO_TOOLCHAIN.linux-$arch.zip"
+    echo "${!sum_var}  $tmpd/go.zip" | sha256sum -c --quiet -
+    "$PYTHON" -m zipfile -e "$tmpd/go.zip" "$tmpd/x"
+    chmod +x "$tmpd/x/$mod/bin/"* "$tmpd/x/$mod/pkg/tool/"*/*  # module zips carry no exec bits
+    rm -rf "$godir" && mv "$tmpd/x/$mod" "$godir" && rm -rf "$tmpd"
+  fi
+  export PATH="$godir/bin:$PATH"
 fi
 if command -v helm >/dev/null 2>&1; then
   done_step "present: $(command -v helm)"

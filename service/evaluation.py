@@ -99,14 +99,13 @@ class Evaluator:
 
     def drift(self, model: str, version: str | None = None, variant: str | None = None,
               since: float | None = None, until: float | None = None, source: str | None = None) -> dict[str, Any]:
-        """The drift report of ``model`` (its newest version by default) over ``(since, until]``."""
-        version = version or self.latest_version(model)
+        """The drift report of ``model`` over ``(since, until]``; version: :meth:`default_version`."""
+        version = version or self.default_version(model)
         since, until = self.window_range(since, until)
         rows = self.store.windows(model, version, variant, since, until, source)
         ref = self.reference_for(model, version, since, until)
         if ref is None:
-            raise NotFound(f"no reference for model {model!r} version {version!r}",
-                           "upload one with PUT /v1/models/{model}/versions/{version}/reference")
+            raise self.no_reference(model, version)
         if not rows:
             report = compare_profiles(ref[0], WindowProfile(ref[0].key, since, until), self.drift_config(model))
         else:
@@ -115,6 +114,60 @@ class Evaluator:
         out.update(model=model, version=version, variant=variant, since=since, until=until,
                    reference_source=ref[1], windows=len(rows))
         return out
+
+    def versions(self, model: str) -> list[dict[str, Any]]:
+        """Every version of ``model`` with data or a reference, newest data first, each saying whether it has one.
+
+        A version "has a reference" when one was uploaded for it; with ``auto_reference_*`` or
+        ``seasonal_reference`` set, every version with data may also get one from its own windows.
+        """
+        ev = self.settings.evaluation
+        derived = ev.auto_reference_rows > 0 or ev.auto_reference_hours > 0 or ev.seasonal_reference
+        refs = {r["version"]: r for r in self.store.reference_details(model)}
+        out: dict[str, dict[str, Any]] = {}
+        for m in self.store.models():
+            if m["name"] != model:
+                continue
+            for st in m["streams"]:
+                v = out.setdefault(st["version"], {"version": st["version"], "rows": 0, "windows": 0,
+                                                   "last_window_end": st["last_window_end"]})
+                v["rows"] += st["rows"]
+                v["windows"] += st["windows"]
+                v["last_window_end"] = max(v["last_window_end"], st["last_window_end"])
+        for version in refs:
+            out.setdefault(version, {"version": version, "rows": 0, "windows": 0, "last_window_end": None})
+        for v in out.values():
+            r = refs.get(v["version"])
+            v["reference"] = ({"source": r["source"], "created_at": r["created_at"], "rows": r["rows"]}
+                              if r else None)
+            v["has_reference"] = r is not None or (derived and v["windows"] > 0)
+        # newest data first; at equal times (a canary beside its baseline) the one with more traffic
+        return sorted(out.values(), key=lambda v: (v["last_window_end"] is None, -(v["last_window_end"] or 0.0),
+                                                    -v["rows"], -((v["reference"] or {}).get("created_at") or 0.0)))
+
+    def default_version(self, model: str) -> str:
+        """The version drift, history, devices and the model page show when none is asked for.
+
+        The newest version (by data) that has a reference; else the newest reference without data;
+        else the newest version with data (whose drift then says how to upload a reference). A new
+        version that starts sending before its reference exists does not hide the one that has one.
+        """
+        versions = self.versions(model)
+        if not versions:
+            raise NotFound(f"no data and no reference for model {model!r}",
+                           "send windows from a sidecar, or upload a reference with `driftline reference upload`")
+        with_ref = [v for v in versions if v["has_reference"]]
+        return str((with_ref or versions)[0]["version"])
+
+    def no_reference(self, model: str, version: str) -> NotFound:
+        """The 404 of a version without a reference: what to run, and which versions do have one."""
+        others = [v["version"] for v in self.versions(model) if v["has_reference"] and v["version"] != version]
+        hint = (f"build and upload one: driftline reference build TRAINING_FILE --model {model} --version {version} "
+                f"--out ref.dlp --upload {self.settings.public_url or 'SERVICE_URL'} "
+                f"(or PUT /v1/models/{model}/versions/{version}/reference with the file)")
+        if others:
+            hint += f"; versions with a reference: {', '.join(others)}"
+        return NotFound(f"no reference for model {model!r} version {version!r}", hint)
 
     def latest_version(self, model: str) -> str:
         streams = [m for m in self.store.models() if m["name"] == model]
@@ -126,14 +179,14 @@ class Evaluator:
     def history(self, model: str, version: str | None = None, buckets: int = 24,
                 until: float | None = None) -> list[dict[str, Any]]:
         """Drift per time bucket, oldest first: the feature-by-time heatmap."""
-        version = version or self.latest_version(model)
+        version = version or self.default_version(model)
         bucket = self.settings.evaluation.history_bucket_seconds
         until = time.time() if until is None else until
         since = until - buckets * bucket
         rows = self.store.windows(model, version, None, since, until)
         ref = self.reference_for(model, version, since, until)
         if ref is None:
-            raise NotFound(f"no reference for model {model!r} version {version!r}")
+            raise self.no_reference(model, version)
         grouped: dict[int, list[WindowRow]] = {}
         for r in rows:
             grouped.setdefault(int((r.end - since) // bucket), []).append(r)
@@ -151,12 +204,12 @@ class Evaluator:
     def devices(self, model: str, version: str | None = None, since: float | None = None,
                 until: float | None = None) -> list[dict[str, Any]]:
         """Devices ranked by drift share, then by their largest drift score."""
-        version = version or self.latest_version(model)
+        version = version or self.default_version(model)
         since, until = self.window_range(since, until)
         rows = self.store.windows(model, version, None, since, until)
         ref = self.reference_for(model, version, since, until)
         if ref is None:
-            raise NotFound(f"no reference for model {model!r} version {version!r}")
+            raise self.no_reference(model, version)
         by_device: dict[str, list[WindowRow]] = {}
         for r in rows:
             by_device.setdefault(r.source, []).append(r)

@@ -250,6 +250,20 @@ class Store:
     def references(self) -> list[tuple[str, str, str]]:
         return [(str(a), str(b), str(c)) for a, b, c in self.query("SELECT model, version, source FROM refs")]
 
+    def reference_details(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Every stored reference (of ``model``) with when it came and what it holds, newest first."""
+        sql = "SELECT model, version, source, created_at, profile FROM refs"
+        params: list[Any] = []
+        if model is not None:
+            sql += " WHERE model = ?"
+            params.append(model)
+        out = []
+        for m, v, src, created, blob in self.query(sql + " ORDER BY created_at DESC", params):
+            prof = decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]
+            out.append({"model": str(m), "version": str(v), "source": str(src), "created_at": float(created),
+                        "rows": prof.rows, "features": sorted(prof.features), "outputs": sorted(prof.outputs)})
+        return out
+
     # ---- canaries ---------------------------------------------------------------------------------
     def put_canary(self, model: str, config: dict[str, Any]) -> None:
         with self.transaction() as conn:

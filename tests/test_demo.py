@@ -35,30 +35,67 @@ def test_demo_bad_arguments_exit_2() -> None:
     assert proc.returncode == 2 and "--devices" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_stops_everything_cleanly(tmp_path) -> None:
-    import signal
+def _wait_for(path, text: str, proc, timeout: float = 90.0) -> None:
     import time
 
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+    assert text in path.read_text(), path.read_text()[-2000:]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_prints_the_summary_and_cleans_up(tmp_path, sig: str) -> None:
+    """Ctrl-C and SIGTERM end --forever with the summary; the URLs came while it ran; the temp folder is gone."""
+    import re
+    import signal
+    import socket
+    from pathlib import Path
+
     port = free_port()
-    err = tmp_path / "err.txt"
-    with open(err, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "demo", "--forever", "--port", str(port),
-                                 "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL, stderr=fh)
+    err, out = tmp_path / "err.txt", tmp_path / "out.txt"
+    with open(err, "w") as fe, open(out, "w") as fo:
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "demo", "--forever", "--port", str(port)],
+                                stdout=fo, stderr=fe)
     try:
-        deadline = time.monotonic() + 60
-        while "stable traffic" not in err.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-        assert proc.poll() is None, err.read_text()[-2000:]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
+        _wait_for(err, "Open these while the demo runs (until Ctrl-C)", proc)
+        text = err.read_text()
+        assert "until Ctrl-C or SIGTERM" in text and "60s" not in text  # the header is true to --forever
+        assert f"http://127.0.0.1:{port}/models/digits-camera" in text
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # announced = answering
+        data_dir = Path(re.search(r"data in (\S+)", text).group(1))
+        assert data_dir.is_dir()
+        _wait_for(err, "windows shipped", proc)  # traffic is flowing
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=60) == 128 + getattr(signal, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = err.read_text()
-    assert "interrupted" in text and "Traceback" not in text
-    # the port is free again: nothing was left running
-    import socket
-
-    with socket.socket() as s:
+            proc.wait(timeout=10)
+    text, summary = err.read_text(), out.read_text()
+    assert f"{sig}: stopping the fleet" in text and "Traceback" not in text
+    assert "Driftline demo summary" in summary and "rows observed on the fleet" in summary
+    assert "has stopped" in summary
+    assert not data_dir.exists()  # the temporary folder went with it
+    with socket.socket() as s:  # the port is free again: nothing was left running
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine; a listener is not
         s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("command", ["demo", "service"])
+def test_a_busy_port_is_one_line_and_exit_2(tmp_path, command: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", command, "--port", str(port)],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0] and "in use" in lines[0] and "--port" in lines[0]
+    assert "http://" not in proc.stderr  # no URL announced for a server that never started
+    assert list(tmp_path.iterdir()) == []  # and nothing written

@@ -70,3 +70,66 @@ def test_status_page_in_headless_chromium(tmp_path) -> None:
     assert "Verdict" in model and "v2" in model
     ranked = model[model.index("Devices ranked by drift"):]
     assert ranked.index("cam-02") < ranked.index("cam-01")  # the drifted device comes first
+
+
+LAYOUT = """JSON.stringify({
+  page: document.documentElement.scrollWidth,
+  viewport: window.innerWidth,
+  hidden: [...document.querySelectorAll('.scroll')].filter(e => e.scrollWidth > e.clientWidth + 1)
+            .map(e => e.querySelector('table')?.getAttribute('aria-label') || e.innerText.slice(0, 60)),
+  text: document.body.innerText
+})"""
+
+
+def test_every_page_is_readable_at_1280px_and_versions_link_to_each_other(tmp_path) -> None:
+    """A version without a reference (the newest, wide, long-named data) neither hides the others nor overflows."""
+    import json
+
+    from tests.browser_support import Chromium
+
+    rng = np.random.default_rng(1)
+    s = ServiceSettings(database_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=0,
+                        evaluation=EvaluationSettings(current_window_seconds=3600, interval_seconds=0.5,
+                                                      history_bucket_seconds=60, drift_share_threshold=0.3))
+    with running_service(s) as url, httpx.Client(base_url=url) as c:
+        for version in ("v1", "v2"):
+            c.put(f"/v1/models/camera/versions/{version}/reference",
+                  content=reference_bytes(rng, "camera", version)).raise_for_status()
+        c.put("/v1/models/camera/canary", json={"baseline_version": "v1", "canary_version": "v2", "min_rows": 500,
+                                               "min_duration_seconds": 60}).raise_for_status()
+        now = time.time()
+        for i in range(45):  # more buckets than the heatmap shows: its widest form
+            for dev in ("camera-device-with-a-rather-long-name-01", "cam-02"):
+                p = window(rng, "camera", "v1", device=dev, start=now - 2800 + i * 60, shift=1.5 if i > 30 else 0)
+                c.post("/v1/ingest", content=envelope(p, device=dev)).raise_for_status()
+            c.post("/v1/ingest", content=envelope(window(rng, "camera", "v2", variant="canary", device="cam-04",
+                                                         start=now - 2800 + i * 60))).raise_for_status()
+        # the newest data comes from a version nobody uploaded a reference for
+        c.post("/v1/ingest", content=envelope(window(rng, "camera", "v3", device="cam-05", start=now - 30,
+                                                     length=20))).raise_for_status()
+        assert c.get("/v1/models/camera/drift").json()["version"] == "v1"
+        missing = c.get("/v1/models/camera/drift", params={"version": "v3"})
+        assert missing.status_code == 404 and "driftline reference" in missing.json()["detail"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        pages = {"index": "/", "model": "/models/camera", "model-v2": "/models/camera?version=v2",
+                 "model-no-reference": "/models/camera?version=v3", "unknown-model": "/models/nothing-here"}
+        seen = {}
+        with Chromium(tmp_path / "profile") as browser:
+            for name, path in pages.items():
+                browser.open(url + path, width=1280, height=900)
+                layout = json.loads(browser.evaluate(LAYOUT))
+                assert browser.screenshot(ARTIFACTS / f"page-{name}-1280.png") > 10_000
+                assert layout["viewport"] == 1280
+                assert layout["page"] <= 1280, f"{path} is {layout['page']} px wide at 1280"
+                assert layout["hidden"] == [], f"{path}: content scrolls sideways inside {layout['hidden']}"
+                seen[name] = layout["text"]
+    # the default is the newest version that has a reference; every version is listed with its state
+    assert "camera version v1" in seen["model"]
+    for v in ("v1", "v2", "v3"):
+        assert v in seen["model"]
+    assert "v3 (no reference" in seen["model"] and "v1 (reference" in seen["model"]
+    # a version without a reference says what to do, and still links the others
+    text = seen["model-no-reference"]
+    assert "no reference for model 'camera' version 'v3'" in text
+    assert "driftline reference build" in text and "--upload" in text and "versions with a reference: v1, v2" in text
+    assert "no data and no reference" in seen["unknown-model"]

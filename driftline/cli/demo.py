@@ -14,12 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulated camera devices, each with a real digits model and the real sidecar. A third of the "
         "devices get a new camera part-way (input drift and prediction shift on those devices only); "
         "a canary model version takes part of the traffic; persistent drift fires a signed retraining "
-        "webhook at a local receiver. Ends with a summary and the URLs to open.")
+        "webhook at a local receiver. Prints the URLs to open as soon as the service answers and ends with a "
+        "summary; Ctrl-C or SIGTERM ends the traffic early, still prints the summary (exit 130 / 143) and "
+        "removes the temporary folder. A port in use is one line and exit 2.")
     p.add_argument("--devices", type=int, default=6, help="number of devices (default 6)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
     p.add_argument("--port", type=int, default=8000, help="service port (default 8000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--forever", action="store_true", help="keep running until Ctrl-C")
+    p.add_argument("--forever", action="store_true", help="keep running until Ctrl-C or SIGTERM (then the summary)")
     p.add_argument("--bad-canary", action="store_true", help="make the canary version a regressed model")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.add_argument("--window", type=float, default=2.0, help="sidecar window length in seconds (default 2)")

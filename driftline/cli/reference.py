@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..profile import StreamKey
 from ..profiling import profile_file
 from ..wire import write_profile_file
+from . import reference_remote
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar
 
@@ -42,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-reservoir", dest="reservoir", action="store_const", const=0,
                    help="keep no raw rows (same as --reservoir 0)")
     add_profile_config_args(b)
+    reference_remote.add_upload_options(b)
     b.set_defaults(func=_build)
+    reference_remote.register(rsub)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -68,4 +71,4 @@ def _build(args: argparse.Namespace) -> int:
         f"{size} bytes",
         file=sys.stdout,
     )
-    return 0
+    return reference_remote.upload_after_build(args, args.out) if args.upload else 0

@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Open Inference Protocol v2 proxy, tumbling windows, the crash-safe spool and delivery over HTTP "
         "or Kafka. Settings come from the YAML file, overridden by DRIFTLINE_* environment variables "
         "(nested keys with __, e.g. DRIFTLINE_SPOOL__MAX_BYTES=32MiB). SIGTERM flushes the open windows "
-        "to the spool and exits 0.",
+        "to the spool and exits 0. The spool defaults to the sidecar's state directory: "
+        "$XDG_STATE_HOME/driftline/sidecar/spool when XDG_STATE_HOME is set, else /var/lib/driftline/sidecar/spool "
+        "as root, else ~/.local/state/driftline/sidecar/spool (set spool.path to choose; GET /healthz shows it). "
+        "GET /healthz says \"degraded\" with a reason while deliveries fail.",
     )
     p.add_argument("--config", "-c", metavar="FILE", help="YAML settings file (see docs/sidecar.md)")
     p.add_argument("--check", action="store_true",

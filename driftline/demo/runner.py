@@ -8,6 +8,7 @@ and the retraining webhook is a signed HTTP request to a local receiver.
 from __future__ import annotations
 
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -54,26 +55,33 @@ class _ServiceThread:
     def __init__(self, settings: Any) -> None:
         import uvicorn
 
+        from ..cli._net import bind_listener
         from ..service.app import create_app
 
+        self.sock = bind_listener(settings.host, settings.port)  # a busy port: ConfigError before anything starts
         self.app = create_app(settings)
         config = uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="error",
                                 lifespan="on", timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self.thread = threading.Thread(target=self.server.run, name="demo-service", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="demo-service",
+                                       daemon=True)
 
     def start(self, timeout: float = 20.0) -> None:
+        from ..errors import ConfigError
+
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the service did not start (is the port free? try --port)")
+                raise ConfigError(f"the demo's service did not start within {timeout:.0f}s")
             time.sleep(0.05)
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+        self.sock.close()
 
 
 def _service_settings(opts: DemoOptions, data: Path, receiver: RetrainReceiver, secret: str) -> Any:
@@ -138,18 +146,59 @@ def _poll(client: ServiceClient, receiver: RetrainReceiver, devices: list[Device
     return snap
 
 
+class _Stop:
+    """SIGINT and SIGTERM end the traffic early: the demo still prints its summary and cleans up.
+
+    Outside the traffic loop (training, shutdown) a signal interrupts at once; a second signal
+    always does, so a stuck shutdown can still be cut short.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.in_traffic = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        first = self.signal is None
+        self.signal = signum if first else self.signal
+        if not (first and self.in_traffic):
+            raise KeyboardInterrupt
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signal is None else 128 + int(self.signal)
+
+
 def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the scenario; returns the exit code. Ctrl-C stops everything cleanly."""
+    """Run the scenario; returns the exit code.
+
+    Ctrl-C or SIGTERM during traffic ends it early with the summary (exit 130 / 143); at any time the
+    fleet, the service and the temporary folder are cleaned up.
+    """
+    stop = _Stop().install()
     tmp = None
     if opts.data_dir:
         data = Path(opts.data_dir)
         data.mkdir(parents=True, exist_ok=True)
     else:
-        tmp = tempfile.TemporaryDirectory(prefix="driftline-demo-")
+        tmp = tempfile.TemporaryDirectory(prefix="driftline-demo-", ignore_cleanup_errors=True)
         data = Path(tmp.name)
-    secret = secrets.token_hex(16)
-    receiver = RetrainReceiver(secret).start()
-    service = _ServiceThread(_service_settings(opts, data, receiver, secret))
+    receiver: RetrainReceiver | None = None
+    service: _ServiceThread | None = None
     devices: list[Device] = []
     fleet: Fleet | None = None
     base = f"http://127.0.0.1:{opts.port}"
@@ -158,10 +207,20 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
             "metrics": f"{base}/metrics"}
     tty = err.isatty()
     try:
-        print(f"driftline demo: {opts.devices} camera devices, {opts.duration:.0f}s, "
-              f"{'bad' if opts.bad_canary else 'harmless'} canary; data in {data}", file=err, flush=True)
+        secret = secrets.token_hex(16)
+        receiver = RetrainReceiver(secret).start()
+        service = _ServiceThread(_service_settings(opts, data, receiver, secret))  # ConfigError if the port is busy
+        length = "until Ctrl-C or SIGTERM" if opts.forever else f"{opts.duration:.0f}s"
+        print(f"driftline demo: {opts.devices} camera devices, {length}, "
+              f"{'bad' if opts.bad_canary else 'harmless'} canary; data in {data}"
+              + ("" if opts.data_dir else " (removed at the end)"), file=err, flush=True)
         service.start()
         print(f"service running: {urls['status page']}", file=err, flush=True)
+        print("Open these while the demo runs" + (" (until Ctrl-C):" if opts.forever else
+                                                  f" ({opts.duration:.0f}s of traffic; --forever keeps it up):"),
+              file=err, flush=True)
+        for name, url in urls.items():
+            print(f"  {name:<14} {url}", file=err, flush=True)
         x_train, y_train, x_serve, _ = load_digits_split(opts.seed)
         models = train_models(x_train, y_train, opts.seed, opts.bad_canary)
         client = ServiceClient(base)
@@ -180,7 +239,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
         start = time.monotonic()
         snap: dict[str, Any] = {}
         last_line = 0.0
-        while opts.forever or time.monotonic() - start < opts.duration:
+        stop.in_traffic = True
+        while (opts.forever or time.monotonic() - start < opts.duration) and not stop.requested:
             time.sleep(0.5)
             elapsed = time.monotonic() - start
             snap = _poll(client, receiver, devices)
@@ -192,8 +252,12 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
             elif elapsed - last_line >= 5:
                 print(line, file=err, flush=True)
                 last_line = elapsed
+        stop.in_traffic = False
         if tty:
             print(file=err)
+        if stop.requested:
+            print(f"\n{signal.Signals(stop.signal or signal.SIGINT).name}: stopping the fleet; summary of "
+                  f"{time.monotonic() - start:.0f}s of traffic follows", file=err, flush=True)
         fleet.stop()
         for d in devices:
             d.sidecar.stop(grace=3.0)
@@ -205,22 +269,28 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
         if opts.json:
             import json
 
-            print(json.dumps(summary, indent=2), file=out)
+            print(json.dumps(summary, indent=2), file=out, flush=True)
         else:
-            print(render_summary(summary), file=out)
-        return 0
+            print(render_summary(summary), file=out, flush=True)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the fleet and the service", file=err)
-        return 130
+        return stop.exit_code or 130
     finally:
-        if fleet is not None:
-            fleet.stop()
-        for d in devices:
-            try:
-                d.sidecar.stop(grace=0.5)
-            except Exception:  # stopping twice is fine; nothing else may block shutdown
-                pass
-        service.stop()
-        receiver.stop()
-        if tmp is not None:
-            tmp.cleanup()
+        stop.in_traffic = False
+        try:
+            if fleet is not None:
+                fleet.stop()
+            for d in devices:
+                try:
+                    d.sidecar.stop(grace=0.5)
+                except Exception:  # stopping twice is fine; nothing else may block shutdown
+                    pass
+            if service is not None:
+                service.stop()
+            if receiver is not None:
+                receiver.stop()
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+            stop.restore()

@@ -89,7 +89,6 @@ def render_summary(summary: Mapping[str, Any]) -> str:
     else:
         lines.append("retraining webhook: not fired")
     lines.append("")
-    lines.append("Open these while the demo runs (run with --forever to keep the service up):")
-    for name, url in summary["urls"].items():
-        lines.append(f"{name:<14} {url}")
+    lines.append("The demo's service has stopped with it; `driftline demo --forever` keeps the pages up "
+                 "until Ctrl-C.")
     return "\n".join(lines)

@@ -30,7 +30,27 @@ def list_models(parts: PartsDep) -> dict[str, Any]:
     refs = {(m, v): s for m, v, s in parts.store.references()}
     for m in models:
         m["references"] = {v: refs[(m["name"], v)] for v in m["versions"] if (m["name"], v) in refs}
+    known = {m["name"] for m in models}
+    for name in sorted({m for m, _v in refs} - known):  # a reference uploaded before any data arrived
+        models.append({"name": name, "versions": [], "variants": [], "rows": 0, "windows": 0,
+                       "first_window_start": None, "last_window_end": None, "streams": [],
+                       "references": {v: s for (m, v), s in sorted(refs.items()) if m == name}})
     return {"models": models}
+
+
+@router.get("/{model}/versions")
+def list_versions(parts: PartsDep, model: str) -> dict[str, Any]:
+    """Every version with data or a reference, newest data first; ``default`` is what drift shows unasked."""
+    versions = parts.evaluator.versions(model)
+    if not versions:
+        raise NotFound(f"no data and no reference for model {model!r}")
+    return {"model": model, "default": parts.evaluator.default_version(model), "versions": versions}
+
+
+@router.get("/{model}/references")
+def list_references(parts: PartsDep, model: str) -> dict[str, Any]:
+    """The model's stored references: version, source, upload time, rows, features and outputs."""
+    return {"model": model, "references": parts.store.reference_details(model)}
 
 
 @router.put("/{model}/versions/{version}/reference", dependencies=[WriteAccess],
@@ -75,11 +95,13 @@ def devices(parts: PartsDep, model: str, version: str | None = None, since: floa
 @router.get("/{model}/report.html", response_class=HTMLResponse)
 def report(parts: PartsDep, model: str, version: str | None = None) -> HTMLResponse:
     """An Evidently data drift report from the raw-row reservoirs, when the sidecars send them."""
-    version = version or parts.evaluator.latest_version(model)
+    version = version or parts.evaluator.default_version(model)
     since, until = parts.evaluator.window_range(None, None)
     rows = parts.store.windows(model, version, None, since, until)
     ref = parts.evaluator.reference_for(model, version, since, until)
     if ref is None:
-        raise NotFound(f"no reference for model {model!r} version {version!r}")
-    current = merge_all(r.profile for r in rows) if rows else None
+        raise parts.evaluator.no_reference(model, version)
+    if not rows:
+        raise NotFound(f"no data for model {model!r} version {version!r} in the current window")
+    current = merge_all(r.profile for r in rows)
     return HTMLResponse(render_evidently_report(ref[0], current))

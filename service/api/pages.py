@@ -50,15 +50,23 @@ def index(parts: PartsDep) -> HTMLResponse:
 @router.get("/models/{model}", response_class=HTMLResponse, include_in_schema=False)
 def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLResponse:
     ev = parts.evaluator
-    version = version or ev.latest_version(model)
+    versions = ev.versions(model)
+    if version is None and versions:
+        version = ev.default_version(model)
+    problem = None
     try:
+        if version is None:
+            raise NotFound(f"no data and no reference for model {model!r}",
+                           "point a sidecar at this service or upload a reference with `driftline reference upload`")
         drift = ev.drift(model, version)
         history = ev.history(model, version)
         devices = ev.devices(model, version)
-    except NotFound:
+    except NotFound as exc:
         drift, history, devices = None, [], []
+        problem = (exc.message, str(exc.detail or ""))
     try:
         canary = ev.canary(model)
     except ServiceError:
         canary = None
-    return HTMLResponse(render_model(model, drift, history, canary, devices, version=version))
+    return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
+                                     problem=problem))

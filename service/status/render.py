@@ -16,22 +16,28 @@ from urllib.parse import quote
 __all__ = ["render_index", "render_model"]
 
 _CSS = """
+*{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
-header{background:#18202c;color:#fff;padding:12px 24px;display:flex;gap:16px;align-items:baseline}
+header{background:#18202c;color:#fff;padding:12px 24px;display:flex;flex-wrap:wrap;gap:16px;align-items:baseline}
 header a{color:#9cc3ff;text-decoration:none}
-main{padding:16px 24px;max-width:1400px}
-h1{font-size:20px;margin:0}h2{font-size:16px;margin:24px 0 8px}
+main{padding:16px 24px;max-width:1280px}
+h1{font-size:20px;margin:0}h2{font-size:16px;margin:24px 0 8px;overflow-wrap:anywhere}
+.scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001}
-th,td{padding:6px 10px;border-bottom:1px solid #e5e8ee;text-align:left;white-space:nowrap}
+th,td{padding:6px 10px;border-bottom:1px solid #e5e8ee;text-align:left;overflow-wrap:anywhere}
 th{background:#eef1f5;font-weight:600}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;white-space:nowrap}
 .ok{background:#dff5e3;color:#17652a}.drift{background:#fde2e1;color:#9b1c1c}
 .warn{background:#fff1cc;color:#7a5200}.none{background:#e8ebf0;color:#4a5566}
-.heat td.cell{width:26px;height:20px;padding:0;text-align:center;font-size:10px;color:#0008}
-.heat th.feat{position:sticky;left:0;background:#fff}
-.muted{color:#6b7585}.num{text-align:right;font-variant-numeric:tabular-nums}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px}
-.card{background:#fff;padding:12px 16px;box-shadow:0 1px 2px #0001}
+.heat td.cell{width:22px;min-width:22px;height:20px;padding:0;text-align:center;font-size:10px;color:#0008}
+.heat th{padding:4px 2px;font-size:11px;white-space:nowrap}
+.heat th.feat{position:sticky;left:0;background:#fff;padding:2px 8px;max-width:220px;overflow-wrap:anywhere;white-space:normal}
+.muted{color:#6b7585}.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(420px,100%),1fr));gap:16px}
+.card{background:#fff;padding:12px 16px;box-shadow:0 1px 2px #0001;min-width:0}
+.notice{border-left:4px solid #c98a00;margin:8px 0}
+ul.versions{display:flex;flex-wrap:wrap;gap:4px 18px;list-style:none;padding:0;margin:4px 0 8px}
+code{overflow-wrap:anywhere}
 """
 
 
@@ -98,9 +104,9 @@ def render_index(models: Sequence[Mapping[str, Any]]) -> str:
             f"<td>{_verdict_badge(canary.get('verdict'))}</td></tr>"
         )
     body = (
-        "<h2>Models</h2><table><thead><tr><th>Model</th><th>Versions</th><th>Drift state</th>"
+        "<h2>Models</h2><div class=scroll><table><thead><tr><th>Model</th><th>Versions</th><th>Drift state</th>"
         "<th>Drifted features</th><th>Rows</th><th>Newest window</th><th>Canary</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
     return _page("Models", body)
 
@@ -144,8 +150,8 @@ def _heatmap(history: Sequence[Mapping[str, Any]], limit: int = 40) -> str:
             )
         body.append(f"<tr><th class=feat>{escape(name)}</th>{''.join(cells)}</tr>")
     return (
-        "<table class=heat aria-label='Drift heatmap: features by time'>"
-        f"<thead><tr><th>feature \\ time (UTC)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        "<div class=scroll><table class=heat aria-label='Drift heatmap: features by time'>"
+        f"<thead><tr><th>feature \\ time (UTC)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
         "<p class=muted>Cell colour: KS distance; red with '!' where the decision rule flags drift.</p>"
     )
 
@@ -166,8 +172,8 @@ def _scores_table(items: Sequence[Mapping[str, Any]], kind: str) -> str:
             + "</tr>"
         )
     return (
-        "<table><thead><tr><th>Name</th><th>Type</th><th>State</th><th>KS</th><th>PSI</th><th>JS</th>"
-        f"<th>Wasserstein</th><th>χ² p</th><th>TVD</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<div class=scroll><table><thead><tr><th>Name</th><th>Type</th><th>State</th><th>KS</th><th>PSI</th><th>JS</th>"
+        f"<th>Wasserstein</th><th>χ² p</th><th>TVD</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -190,8 +196,8 @@ def _canary(canary: Mapping[str, Any] | None) -> str:
         f"<b>{escape(str(canary.get('baseline_version', '?')))}</b> ({rows_.get('baseline', 0):,} rows) vs canary "
         f"<b>{escape(str(canary.get('canary_version', '?')))}</b> ({rows_.get('canary', 0):,} rows)</p>"
         f"<ul>{reasons}</ul>"
-        "<table><thead><tr><th>Metric</th><th>Baseline</th><th>Canary</th><th>Effect</th><th>CI</th>"
-        f"<th>p</th><th>Status</th></tr></thead><tbody>{''.join(comps)}</tbody></table>"
+        "<div class=scroll><table><thead><tr><th>Metric</th><th>Baseline</th><th>Canary</th><th>Effect</th>"
+        f"<th>CI</th><th>p</th><th>Status</th></tr></thead><tbody>{''.join(comps)}</tbody></table></div>"
     )
 
 
@@ -205,9 +211,26 @@ def _devices(devices: Sequence[Mapping[str, Any]]) -> str:
         for i, d in enumerate(devices, start=1)
     )
     return (
-        "<table><thead><tr><th>#</th><th>Device</th><th>Drift share</th><th>Drifted features</th>"
-        f"<th>Rows</th><th>Last window</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<div class=scroll><table><thead><tr><th>#</th><th>Device</th><th>Drift share</th><th>Drifted features</th>"
+        f"<th>Rows</th><th>Last window</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
+
+
+def _versions_nav(model: str, current: str | None, versions: Sequence[Mapping[str, Any]]) -> str:
+    if not versions:
+        return ""
+    q = quote(model, safe="")
+    items = []
+    for v in versions:
+        name = str(v["version"])
+        ref = "reference" if v.get("has_reference") else "no reference"
+        label = (f"{escape(name)} <span class=muted>({ref}; {int(v.get('rows') or 0):,} rows, "
+                 f"newest window {_when(v.get('last_window_end'))})</span>")
+        if name == current:
+            items.append(f"<li aria-current=page><b>{label}</b></li>")
+        else:
+            items.append(f"<li><a href='/models/{q}?version={quote(name, safe='')}'>{label}</a></li>")
+    return f"<nav aria-label='Versions'><b>Versions</b><ul class=versions>{''.join(items)}</ul></nav>"
 
 
 def render_model(
@@ -218,15 +241,30 @@ def render_model(
     devices: Sequence[Mapping[str, Any]],
     *,
     version: str | None = None,
+    versions: Sequence[Mapping[str, Any]] = (),
+    problem: tuple[str, str] | None = None,
 ) -> str:
-    """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift."""
+    """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
+
+    ``versions`` (the API's ``/versions`` items) become links, so a version that sends data before its
+    reference exists never hides the others; ``problem`` (message, what to do) explains an empty page.
+    """
     q = quote(model, safe="")
+    vq = f"?version={quote(version, safe='')}" if version else ""
     ver = f" version {escape(version)}" if version else ""
     body = [
         f"<h2>{escape(model)}{ver} {_state_badge(drift)}</h2>",
-        f"<p class=muted>JSON: <a href='/v1/models/{q}/drift'>drift</a> · "
-        f"<a href='/v1/models/{q}/drift/history'>history</a> · <a href='/v1/models/{q}/devices'>devices</a> · "
-        f"<a href='/v1/models/{q}/canary'>canary</a> · <a href='/v1/models/{q}/report.html'>Evidently report</a></p>",
+        _versions_nav(model, version, versions),
+    ]
+    if problem is not None:
+        body.append(f"<div class='card notice' role=alert><b>{escape(problem[0])}.</b> "
+                    f"<span>{escape(problem[1])}</span></div>")
+    body += [
+        f"<p class=muted>JSON: <a href='/v1/models/{q}/drift{vq}'>drift</a> · "
+        f"<a href='/v1/models/{q}/drift/history{vq}'>history</a> · "
+        f"<a href='/v1/models/{q}/devices{vq}'>devices</a> · <a href='/v1/models/{q}/versions'>versions</a> · "
+        f"<a href='/v1/models/{q}/canary'>canary</a> · "
+        f"<a href='/v1/models/{q}/report.html{vq}'>Evidently report</a></p>",
         "<h2>Feature drift over time</h2>",
         _heatmap(history),
         "<div class=grid><div class=card><h2>Prediction shift</h2>",
