@@ -80,9 +80,7 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n)
     for c in settings.canaries:
         if c.model not in store.canaries():
-            store.put_canary(c.model, {"baseline_version": c.baseline_version, "canary_version": c.canary_version,
-                                       "min_rows": c.min_rows, "min_duration_seconds": c.min_duration_seconds,
-                                       "alpha": c.alpha})
+            store.put_canary(c.model, c.config_dict())
     return parts
 
 
@@ -132,6 +130,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
-    for r in (ingest.router, models.router, canary.router, alertmanager.router, pages.router):
+    for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
+              pages.router):
         app.include_router(r)
     return app
