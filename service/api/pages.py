@@ -61,4 +61,5 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = ev.canary(model)
     except ServiceError:
         canary = None
-    return HTMLResponse(render_model(model, drift, history, canary, devices, version=version))
+    return HTMLResponse(render_model(model, drift, history, canary, devices, version=version,
+                                     experiments=ev.experiments(model)))
