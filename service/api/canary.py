@@ -31,7 +31,6 @@ EXAMPLE = {"baseline_version": "v1", "canary_version": "v2", "min_rows": 1000, "
 API_ROLLOUT = "api"  # the experiment PUT starts and identity-less gate calls use
 _ROLLOUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,254}$")
 _Name = Annotated[str, Field(max_length=253)]
-_Version = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class FlaggerPayload(BaseModel):
@@ -147,14 +146,14 @@ def gate_rollback(parts: PartsDep, model: str, body: _Payload = None) -> JSONRes
 @router.get("/{model}/canary/argo")
 def argo_metric(parts: PartsDep, model: str,
                 rollout: Annotated[str | None, Query(max_length=255)] = None,
-                baseline_version: Annotated[_Version | None, Query()] = None,
-                canary_version: Annotated[_Version | None, Query()] = None) -> dict[str, Any]:
+                baseline_version: Annotated[str | None, Query(max_length=128)] = None,
+                canary_version: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
     """Argo Rollouts ``web`` metric provider: flat JSON for ``successCondition``/``failureCondition``.
 
     ``rollout`` (the canary's pod-template hash in the example template) names the experiment; the
-    versions, when given, override the model's defaults for a new one.
+    versions, when given (empty means not given), override the model's defaults for a new one.
     """
-    ref = (RolloutRef("argo", _checked(f"argo:{rollout}"), "", baseline_version, canary_version)
+    ref = (RolloutRef("argo", _checked(f"argo:{rollout}"), "", baseline_version or None, canary_version or None)
            if rollout else RolloutRef("api", API_ROLLOUT))
     res = _result(parts, model, ref, "argo")
     return {"verdict": res["verdict"], "promote": res["verdict"] == "promote",
