@@ -355,10 +355,16 @@ class Store:
         return self.experiment(model, rollout)
 
     def add_canary_event(self, model: str, rollout: str, at: float, gate: str, phase: str, verdict: str,
-                         rows: dict[str, int]) -> None:
-        self.execute("INSERT INTO canary_events (model, rollout, at, gate, phase, verdict, baseline_rows, canary_rows) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     (model, rollout, at, gate, phase, verdict, int(rows.get("baseline", 0)), int(rows.get("canary", 0))))
+                         rows: dict[str, int], keep: int = 500) -> None:
+        """Record one gate call; an experiment keeps its newest ``keep`` calls (a chatty client cannot fill the store)."""
+        with self.transaction() as conn:
+            self._exec(conn, "INSERT INTO canary_events (model, rollout, at, gate, phase, verdict, baseline_rows, "
+                       "canary_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (model, rollout, at, gate, phase, verdict, int(rows.get("baseline", 0)),
+                        int(rows.get("canary", 0))))
+            self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ? AND id NOT IN (SELECT id FROM "
+                       "canary_events WHERE model = ? AND rollout = ? ORDER BY id DESC LIMIT ?)",
+                       (model, rollout, model, rollout, keep))
 
     def canary_events(self, model: str, rollout: str, limit: int = 200) -> list[dict[str, Any]]:
         """The newest ``limit`` gate calls of an experiment, oldest first."""

@@ -42,8 +42,8 @@ class FlaggerPayload(BaseModel):
     namespace: _Name = ""
     phase: Annotated[str, Field(max_length=64)] = ""
     checksum: Annotated[str, Field(max_length=128)] = ""
-    metadata: Annotated[dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=1024)]],
-                        Field(max_length=64)] = {}
+    metadata: Annotated[dict[Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=1024)]] | None,
+                        Field(max_length=64)] = None
 
 
 def _checked(rollout: str) -> str:
@@ -59,9 +59,9 @@ def flagger_ref(body: FlaggerPayload | None) -> RolloutRef:
     every new revision: each revision is a new experiment. Metadata may name the two versions
     (``baseline_version``, ``canary_version``) or give the rollout identity itself (``rollout``).
     """
-    if body is None or not (body.name or body.metadata.get("rollout")):
+    meta = (body.metadata or {}) if body is not None else {}
+    if body is None or not (body.name or meta.get("rollout")):
         return RolloutRef("api", API_ROLLOUT)
-    meta = body.metadata
     rollout = meta.get("rollout") or f"flagger:{body.namespace or 'default'}/{body.name}@{body.checksum or '-'}"
     return RolloutRef("flagger", _checked(rollout), body.phase, meta.get("baseline_version") or None,
                       meta.get("canary_version") or None)
