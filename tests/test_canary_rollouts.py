@@ -6,6 +6,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from driftline.service.settings import EvaluationSettings, ServiceSettings
 from tests.service_support import envelope, running_service, window
@@ -15,7 +16,8 @@ STEP = 0.05  # each window covers 50 ms of wall time from now on, so data never 
 
 
 def settings(path, **kw) -> ServiceSettings:
-    base = dict(database_url=f"sqlite:///{path}", port=0,
+    url = str(path) if str(path).startswith("postgresql") else f"sqlite:///{path}"
+    base = dict(database_url=url, port=0,
                 evaluation=EvaluationSettings(current_window_seconds=3600, interval_seconds=3600))
     base.update(kw)
     return ServiceSettings(**base)
@@ -55,9 +57,11 @@ def test_bad_config_is_refused_whole_and_stores_nothing(tmp_path) -> None:
         assert c.get("/v1/models/m/canary/argo").json()["verdict"] == "continue"
 
 
-def test_each_rollout_is_its_own_experiment_and_survives_restarts_and_replicas(tmp_path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_each_rollout_is_its_own_experiment_and_survives_restarts_and_replicas(tmp_path, request, engine) -> None:
     rng = np.random.default_rng(3)
-    db = tmp_path / "shared.sqlite"
+    db = (tmp_path / "shared.sqlite" if engine == "sqlite"
+          else request.getfixturevalue("postgres_server").new_database("driftline_rollouts"))
     with running_service(settings(db)) as url, httpx.Client(base_url=url) as c:
         assert c.put("/v1/models/m/canary", json=DEFAULTS).status_code == 200
         # rollout 1 (Flagger revision abc): its first call starts it with the defaults, no rows yet
