@@ -9,7 +9,8 @@
 #   1. Debian packages: prometheus, prometheus-alertmanager, chromium, postgresql (+ java, maven)
 #   2. pip install -e '.[all]'
 #   3. Kafka 4.1.1 jars from Maven Central (scripts/fetch-kafka.sh), cached in ~/.cache/driftline
-#   4. helm v3.22.0 built with `go install` into ~/.cache/driftline/bin (put on PATH)
+#   4. helm v3.22.0 built with `go install` into ~/.cache/driftline/bin (put on PATH), and the Go
+#      harness tests/controllers (Argo Rollouts, Flagger), Go caches in ~/.cache/driftline/go
 #   5. python -m pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +98,14 @@ else
   echo "test.sh: 'go' is not installed; it is needed to build helm (go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION)" >&2
   exit 1
 fi
+
+# --- 4b. the controllers harness ------------------------------------------------------------------
+# tests/controllers builds Argo Rollouts' and Flagger's Go modules (tests/test_controllers.py); building
+# it here fills the module and build caches under $CACHE/go, so the test's own build is a cache hit.
+step "tests/controllers (Argo Rollouts, Flagger)"
+( cd tests/controllers && GOMODCACHE="${GOMODCACHE:-$CACHE/go/mod}" GOCACHE="${GOCACHE:-$CACHE/go/build}" \
+    GOTOOLCHAIN=local go build -o "$CACHE/bin/driftline-controllers" . )
+done_step "built"
 
 if [[ "${1:-}" == "--setup-only" ]]; then
   echo "==> setup done in $(( $(date +%s) - t_all ))s"
