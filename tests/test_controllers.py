@@ -42,7 +42,6 @@ def go_env(tmp: Path) -> dict[str, str]:
     cache = Path(os.environ.get("DRIFTLINE_CACHE", Path.home() / ".cache" / "driftline")) / "go"
     env.setdefault("GOMODCACHE", str(cache / "mod"))
     env.setdefault("GOCACHE", str(cache / "build"))
-    env.setdefault("GOFLAGS", "-mod=mod")
     env["GOTOOLCHAIN"] = "local"
     return env
 
@@ -98,10 +97,10 @@ class Feeder:
             self.clock[model] = START + self.feeds[model] * WINDOW + 1
             for version, variant in (("v1", "baseline"), ("v2", "canary")):
                 harm = bad and version == "v2"
-                score = np.clip(rng.beta(5, 2, ROWS) + (-0.15 if harm else 0.0), 0, 1)
+                score = np.clip(rng.beta(5, 2, ROWS) + (-0.08 if harm else 0.0), 0, 1)  # a modest regression
                 mon.observe({"a": rng.normal(0, 1, ROWS), "b": rng.exponential(1, ROWS)},
                             {"score": score, "label": (score > 0.5).astype(int)}, model_version=version,
-                            variant=variant, latency_ms=rng.gamma(4, (6.0 if harm else 3.0) / 4, ROWS))
+                            variant=variant, latency_ms=rng.gamma(4, 3.0 / 4, ROWS))
             self.feeds[model] += 1
             self.clock[model] = START + self.feeds[model] * WINDOW + 0.5
             mon.tick()  # closes the window; the monitor's own shipper posts it to the service
@@ -127,8 +126,9 @@ MODELS = {"argo-good": False, "argo-bad": True, "flagger-good": False, "flagger-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("live")
-    canaries = [CanarySettings(baseline_version="v1", canary_version="v2", min_rows=2000, min_duration_seconds=240,
-                               model=m) for m in MODELS]
+    # Flagger's example reaches maxWeight in 5 intervals; min_rows 8000 (20 windows) makes it wait there for promote
+    canaries = [CanarySettings(baseline_version="v1", canary_version="v2", min_duration_seconds=240, model=m,
+                               min_rows=8000 if m.startswith("flagger") else 2000) for m in MODELS]
     s = ServiceSettings(database_url=f"sqlite:///{tmp / 's.sqlite'}", port=0, canaries=canaries,
                         evaluation=EvaluationSettings(current_window_seconds=3600, interval_seconds=3600))
     with running_service(s) as url:
@@ -168,7 +168,7 @@ def test_argo_rollouts_analysis_controller_decides_each_rollout(harness: Path, l
         assert history[-1] == "rollback" and set(history[:-1]) <= {"continue"}
         assert phases[-1] == "Failed" and set(phases[:-1]) <= {"Inconclusive"}
         assert exp["status"] == "rolled_back"
-        assert 2 <= len(phases) <= 8, phases  # the sequential test stops early on a clear regression
+        assert 2 <= len(phases) <= 20, phases  # decided as soon as the always-valid interval clears the tolerance
     else:
         assert out["phase"] == "Successful" and out["promoted"], out
         # "continue" never counted as success: every measurement before the last was Inconclusive
@@ -176,7 +176,8 @@ def test_argo_rollouts_analysis_controller_decides_each_rollout(harness: Path, l
         assert history[-1] == "promote" and set(history[:-1]) == {"continue"}
         assert exp["status"] == "promoted"
         # no decision before min_duration_seconds=240 s of data (4 windows of 60 s) and min_rows=2000 (5 x 400)
-        assert 5 <= len(phases) <= 30, phases
+        assert len(phases) >= 5, phases
+        assert len(phases) <= 30, phases
 
 
 @pytest.mark.parametrize("model", ["flagger-good", "flagger-bad"])
@@ -189,7 +190,8 @@ def test_flagger_webhooks_decide_each_rollout(harness: Path, live: Any, model: s
     hooks = out["hooks"]
     assert len(hooks) == out["calls"] == len(exp["history"]) == feeder.feeds[model]
     assert exp["rollout"].startswith("flagger:models/fraud-model@") and exp["controller"] == "flagger"
-    assert hooks[0]["type"] == "pre-rollout" and hooks[0]["ok"]
+    # Flagger's order in each interval: the rollback hook first, then pre-rollout (before any traffic) or rollout
+    assert [h["type"] for h in hooks[:2]] == ["rollback", "pre-rollout"] and hooks[1]["ok"] and not hooks[0]["ok"]
     if MODELS[model]:
         assert out["phase"] == "Failed" and out["rolled_back"] and not out["promoted"], out
         assert hooks[-1] == {**hooks[-1], "type": "rollback", "ok": True}  # the rollback hook fired
@@ -198,8 +200,14 @@ def test_flagger_webhooks_decide_each_rollout(harness: Path, live: Any, model: s
     else:
         assert out["phase"] == "Succeeded" and out["promoted"] and out["failed_checks"] == 0, out
         promos = [h for h in hooks if h["type"] == "confirm-promotion"]
-        assert promos[-1]["ok"] and not any(h["ok"] for h in promos[:-1])  # promoted only on "promote"
+        # promoted only on "promote": Flagger waited at maxWeight (WaitingPromotion) until then
+        assert len(promos) >= 2 and promos[-1]["ok"] and not any(h["ok"] for h in promos[:-1]), promos
+        # ... in the first interval the service said promote: hooks and recorded calls pair up one to one
+        decided = promos[-1]["interval"]
+        paired = zip(hooks, exp["history"], strict=True)
+        assert all(e["verdict"] == "continue" for h, e in paired if h["interval"] < decided)
+        assert exp["history"][-1]["verdict"] == "promote"
         assert not any(h["ok"] for h in hooks if h["type"] == "rollback")
         assert exp["status"] == "promoted"
-        # weights 10..50 take 5 intervals; promotion waits at 50% until the verdict is promote
-        assert out["intervals"] >= 7, out
+        # weights 10..50 take 5 intervals, then waiting, promoting, finalising
+        assert 8 <= out["intervals"] <= 30, out
