@@ -11,7 +11,8 @@
 #   3. Kafka 4.1.1 jars from Maven Central (scripts/fetch-kafka.sh), cached in ~/.cache/driftline
 #   4. helm v3.22.0 built with `go install` into ~/.cache/driftline/bin (put on PATH); when `go` is
 #      missing or older than 1.26 (Debian 12 has 1.19), the pinned Go toolchain comes first from the
-#      Go module proxy (module golang.org/toolchain, checksum pinned) into ~/.cache/driftline
+#      Go module proxy (module golang.org/toolchain, checksum pinned) into ~/.cache/driftline; then
+#      the Go harness tests/controllers (Argo Rollouts, Flagger), Go caches in ~/.cache/driftline/go
 #   5. python -m pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,9 @@ GO_TOOLCHAIN_SHA256_amd64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd
 APT_PACKAGES=(prometheus prometheus-alertmanager chromium postgresql)
 mkdir -p "$CACHE/bin"
 export PATH="$CACHE/bin:$PATH"
+# One Go module and build cache for helm, tests/k8s-validate and tests/controllers: the Kubernetes
+# modules they share are downloaded and compiled once, and a second run only links.
+export GOMODCACHE="${GOMODCACHE:-$CACHE/go/mod}" GOCACHE="${GOCACHE:-$CACHE/go/build}"
 
 t_all=$(date +%s)
 step_start=0
@@ -128,6 +132,13 @@ else
   echo "test.sh: 'go' is not installed; it is needed to build helm (go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION)" >&2
   exit 1
 fi
+
+# --- 4b. the controllers harness ------------------------------------------------------------------
+# tests/controllers builds Argo Rollouts' and Flagger's Go modules (tests/test_controllers.py); building
+# it here fills the module and build caches under $CACHE/go, so the test's own build is a cache hit.
+step "tests/controllers (Argo Rollouts, Flagger)"
+( cd tests/controllers && GOTOOLCHAIN=local go build -o "$CACHE/bin/driftline-controllers" . )
+done_step "built"
 
 if [[ "${1:-}" == "--setup-only" ]]; then
   echo "==> setup done in $(( $(date +%s) - t_all ))s"

@@ -104,9 +104,7 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
-            store.put_canary(c.model, {"baseline_version": c.baseline_version, "canary_version": c.canary_version,
-                                       "min_rows": c.min_rows, "min_duration_seconds": c.min_duration_seconds,
-                                       "alpha": c.alpha})
+            store.put_canary(c.model, c.config_dict())
     return parts
 
 
@@ -161,7 +159,8 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
-    for r in (ingest.router, models.router, canary.router, alertmanager.router, pages.router):
+    for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
+              pages.router):
         app.include_router(r)
     install_openapi(app)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

@@ -11,14 +11,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from driftline.profile import StreamKey, WindowProfile, merge_all
-from driftline.stats import CanaryConfig, DriftConfig, Guardrail, compare_profiles, evaluate_canary
+from driftline.stats import CanaryConfig, DriftConfig, compare_profiles, evaluate_canary
 
 from .errors import BadRequest, NotFound
 from .settings import ServiceSettings
-from .store import Store, WindowRow
+from .store import ExperimentRow, Store, WindowRow
 
-__all__ = ["Evaluator", "ModelState", "canary_config_from_dict"]
+__all__ = ["Evaluator", "ModelState", "RolloutRef", "canary_config_dict", "parse_canary_config"]
 
 WEEK = 7 * 86400.0
 
@@ -249,39 +251,128 @@ class Evaluator:
                     elif st.drift_since is None:
                         st.drift_since = now
                 changed.append(st)
-        for model in list(self.store.canaries()):
-            try:
-                self.canary(model, now=now)
-            except (NotFound, BadRequest):
-                continue
+        for exp in self.store.experiments():
+            if exp.decision is None or self.canary_states.get(exp.model) is None:
+                try:
+                    self.judge(exp, now)
+                except BadRequest:
+                    continue
         return changed
 
-    # ---- canaries ---------------------------------------------------------------------------------
-    def canary(self, model: str, now: float | None = None) -> dict[str, Any]:
-        """The canary verdict of ``model``: both arms merged over the same time range."""
+    # ---- canaries: one experiment per rollout ----------------------------------------------------
+    def canary_defaults(self, model: str) -> CanaryConfig | None:
+        """The model's canary defaults (``PUT .../canary`` or ``canaries:`` in the settings), if any."""
         found = self.store.canaries().get(model)
-        if found is None:
-            raise NotFound(f"no canary experiment for model {model!r}",
-                           "create one with PUT /v1/models/{model}/canary")
-        raw, created = found
-        cfg = canary_config_from_dict(raw)
+        return None if found is None else parse_canary_config(found[0])
+
+    def start_experiment(self, model: str, ref: RolloutRef, now: float | None = None, *,
+                         replace: bool = False, config: CanaryConfig | None = None) -> ExperimentRow:
+        """The experiment of ``ref``: found, or started now from the model's defaults and the versions it names."""
         now = time.time() if now is None else now
-        base_rows = self.store.windows(model, cfg.baseline_version, since=created)
-        can_rows = self.store.windows(model, cfg.canary_version, since=created)
+        if not replace:
+            found = self.store.experiment(model, ref.rollout)
+            if found is not None:
+                return found
+        cfg = config or self.canary_defaults(model)
+        update = {k: v for k, v in (("baseline_version", ref.baseline_version),
+                                    ("canary_version", ref.canary_version)) if v}
+        if cfg is None:  # only configured models get experiments: a caller cannot grow the store at will
+            raise NotFound(f"no canary defaults for model {model!r}",
+                           "set them with PUT /v1/models/{model}/canary or canaries: in the settings")
+        cfg = parse_canary_config({**canary_config_dict(cfg), **update})
+        return self.store.start_experiment(model, ref.rollout, ref.controller, canary_config_dict(cfg), now,
+                                           replace=replace, keep=EXPERIMENTS_KEPT)
+
+    def canary_gate(self, model: str, ref: RolloutRef, gate: str, now: float | None = None) -> dict[str, Any]:
+        """A controller's call: start the rollout's experiment on its first call, judge it, record the call."""
+        now = time.time() if now is None else now
+        exp = self.start_experiment(model, ref, now)
+        result = self.judge(exp, now)
+        self.store.add_canary_event(model, ref.rollout, now, gate, ref.phase, result["verdict"], result["rows"])
+        return result
+
+    def canary(self, model: str, rollout: str | None = None, now: float | None = None) -> dict[str, Any]:
+        """The verdict of one experiment of ``model`` (its newest by default), with its gate-call history."""
+        if rollout is None:
+            exps = self.store.experiments(model)
+            exp = exps[0] if exps else None
+        else:
+            exp = self.store.experiment(model, rollout)
+        if exp is None:
+            raise NotFound(f"no canary experiment for model {model!r}" + (f" rollout {rollout!r}" if rollout else ""),
+                           "PUT /v1/models/{model}/canary, or let a controller's first gate call start one")
+        out = self.judge(exp, time.time() if now is None else now)
+        out["history"] = self.store.canary_events(model, exp.rollout)
+        return out
+
+    def experiments(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Every stored experiment (newest first) with its status and gate-call history, without re-judging."""
+        out = []
+        for e in self.store.experiments(model):
+            res = e.result or {}
+            out.append({"model": e.model, "rollout": e.rollout, "controller": e.controller,
+                        "baseline_version": e.config["baseline_version"], "canary_version": e.config["canary_version"],
+                        "started_at": e.started_at, "status": _STATUS.get(e.decision or "", "running"),
+                        "decision": e.decision, "decided_at": e.decided_at, "rows": res.get("rows"),
+                        "history": self.store.canary_events(e.model, e.rollout)})
+        return out
+
+    def judge(self, exp: ExperimentRow, now: float) -> dict[str, Any]:
+        """The experiment's verdict: its stored decision once it has one, else both arms since its start.
+
+        ``promote`` and ``rollback`` are sticky (the first one stored wins, on every replica); an
+        experiment still undecided after ``max_duration_seconds`` is decided ``inconclusive``.
+        """
+        if exp.decision is not None and exp.result is not None:
+            result = dict(exp.result)
+        else:
+            cfg = parse_canary_config(exp.config)
+            result = self._evaluate(exp.model, cfg, exp.started_at, now)
+            verdict = result["verdict"]
+            if verdict == "continue" and now - exp.started_at >= cfg.max_duration_seconds:
+                verdict = result["verdict"] = "inconclusive"
+                result["reasons"].append(f"no decision within max_duration_seconds={cfg.max_duration_seconds:.0f}")
+            if verdict != "continue":
+                stored = self.store.decide_experiment(exp.model, exp.rollout, verdict, result, now)
+                if stored is not None and stored.result is not None:
+                    exp, result = stored, dict(stored.result)
+        result.update(model=exp.model, rollout=exp.rollout, controller=exp.controller, started_at=exp.started_at,
+                      created_at=exp.started_at, evaluated_at=now, decision=exp.decision, decided_at=exp.decided_at,
+                      status=_STATUS.get(result["verdict"], "running"))
+        with self._lock:
+            newest = self.canary_states.get(exp.model)
+            if newest is None or newest.created_at <= exp.started_at:
+                self.canary_states[exp.model] = CanaryState(exp.config, exp.started_at, result)
+        return result
+
+    def _evaluate(self, model: str, cfg: CanaryConfig, started: float, now: float) -> dict[str, Any]:
+        base_rows = self.store.windows(model, cfg.baseline_version, since=started)
+        can_rows = self.store.windows(model, cfg.canary_version, since=started)
         if base_rows and can_rows:  # the same time range for both arms
             lo = max(base_rows[0].start, can_rows[0].start)
             hi = min(base_rows[-1].end, can_rows[-1].end)
             base_rows = [r for r in base_rows if r.start >= lo and r.end <= hi]
             can_rows = [r for r in can_rows if r.start >= lo and r.end <= hi]
-        empty = WindowProfile(StreamKey.of(model, ""), created, now)
+        empty = WindowProfile(StreamKey.of(model, ""), started, max(now, started + 1e-6))
         base = merge_all(r.profile for r in base_rows) if base_rows else empty
         cand = merge_all(r.profile for r in can_rows) if can_rows else empty.copy()
         duration = (max(r.end for r in can_rows) - min(r.start for r in can_rows)) if can_rows else 0.0
-        result = evaluate_canary(cfg, base, cand, duration_s=duration).to_dict()
-        result.update(model=model, created_at=created, evaluated_at=now)
-        with self._lock:
-            self.canary_states[model] = CanaryState(raw, created, result)
-        return result
+        return evaluate_canary(cfg, base, cand, duration_s=duration).to_dict()
+
+
+_STATUS = {"promote": "promoted", "rollback": "rolled_back", "inconclusive": "inconclusive"}
+EXPERIMENTS_KEPT = 100  # per model; older experiments are dropped with their history
+
+
+@dataclass(frozen=True)
+class RolloutRef:
+    """Who is asking: the controller, the rollout's identity, its phase and the versions it names."""
+
+    controller: str
+    rollout: str
+    phase: str = ""
+    baseline_version: str | None = None
+    canary_version: str | None = None
 
 
 def _slim(item: dict[str, Any]) -> dict[str, Any]:
@@ -289,19 +380,18 @@ def _slim(item: dict[str, Any]) -> dict[str, Any]:
             "scores": {k: item["scores"].get(k) for k in ("ks", "psi", "tvd", "jensen_shannon")}}
 
 
-def canary_config_from_dict(raw: dict[str, Any]) -> CanaryConfig:
-    """Build a :class:`CanaryConfig` from the JSON body of ``PUT /v1/models/{model}/canary``."""
+_CANARY = TypeAdapter(CanaryConfig)
+
+
+def parse_canary_config(raw: Any) -> CanaryConfig:
+    """Validate a canary config (a ``PUT`` body, a stored row): :class:`BadRequest` naming the field."""
     try:
-        kwargs: dict[str, Any] = {k: raw[k] for k in ("baseline_version", "canary_version")}
-        for k in ("score_output", "label_output", "positive_threshold", "alpha", "min_rows", "min_rows_rollback"):
-            if raw.get(k) is not None:
-                kwargs[k] = raw[k]
-        if raw.get("min_duration_seconds") is not None:
-            kwargs["min_duration_s"] = float(raw["min_duration_seconds"])
-        if raw.get("guardrails") is not None:
-            kwargs["guardrails"] = tuple(Guardrail(**g) for g in raw["guardrails"])
-        return CanaryConfig(**kwargs)
-    except KeyError as exc:
-        raise BadRequest(f"canary config needs {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"invalid canary config: {exc}") from None
+        return _CANARY.validate_python(raw)
+    except ValidationError as exc:
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise BadRequest("invalid canary config", detail) from None
+
+
+def canary_config_dict(cfg: CanaryConfig) -> dict[str, Any]:
+    """The JSON form of a config, as stored and answered."""
+    return _CANARY.dump_python(cfg, mode="json")  # type: ignore[no-any-return]

@@ -241,6 +241,9 @@ def _num(v: Any) -> float:
         return 0.0
 
 
+CANARY_VERDICTS = ("continue", "promote", "rollback", "inconclusive")
+
+
 class CanaryCollector:
     """Canary verdicts as a state set, with effect, p-value and rows per comparison."""
 
@@ -251,7 +254,8 @@ class CanaryCollector:
     def collect(self) -> Any:
         if not self.fleet_visible():
             return
-        verdict = StateSetMetricFamily("driftline_canary_verdict", "Current canary verdict",
+        verdict = StateSetMetricFamily("driftline_canary_verdict",
+                                       "Verdict of the model's newest canary experiment (rollout)",
                                        labels=["model", "baseline_version", "canary_version"])
         effect = GaugeMetricFamily("driftline_canary_effect", "Canary minus baseline (ratio - 1 for latency)",
                                    labels=["model", "baseline_version", "canary_version", "metric"])
@@ -263,7 +267,7 @@ class CanaryCollector:
             states = {m: s.result for m, s in self.evaluator.canary_states.items() if s.result}
         for model, res in states.items():
             labels = [model, res["baseline_version"], res["canary_version"]]
-            verdict.add_metric(labels, {v: res["verdict"] == v for v in ("continue", "promote", "rollback")})
+            verdict.add_metric(labels, {v: res["verdict"] == v for v in CANARY_VERDICTS})
             for c in res["comparisons"]:
                 if c["effect"] is not None:
                     effect.add_metric([*labels, c["metric"]], c["effect"])

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.dataclasses import dataclass as typed_dataclass
 from pydantic_settings import SettingsConfigDict
 
 from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
+from driftline.stats.canary import CanaryConfig
 from driftline.stats.decision import DriftConfig
 
 _DRIFT_DEFAULTS = DriftConfig()  # the decision rule's defaults live in one place
@@ -123,15 +125,24 @@ class RetrainSettings(_Section):
     timeout_seconds: float = Field(10.0, gt=0)
 
 
-class CanarySettings(_Section):
-    """A canary declared in the config file (also possible with PUT /v1/models/{model}/canary)."""
+@typed_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+class CanarySettings(CanaryConfig):
+    """A model's canary defaults declared in the config file: the core's :class:`CanaryConfig` plus ``model``.
 
-    model: str
-    baseline_version: str
-    canary_version: str
-    min_rows: int = 1000
-    min_duration_seconds: float = 300.0
-    alpha: float = 0.05
+    The same typed shape as the ``PUT /v1/models/{model}/canary`` body; every rollout of the model
+    starts its experiment from these (a ``PUT`` overrides them in the store).
+    """
+
+    model: str = Field(kw_only=True, min_length=1, max_length=128)
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config without ``model``, as the store keeps it."""
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out.pop("model")
+        out["guardrails"] = [dict(g) for g in out["guardrails"]]
+        return out
 
 
 class ServiceSettings(EnvFirstSettings):

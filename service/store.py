@@ -6,7 +6,9 @@ must be atomic runs in :meth:`Store.transaction`.
 
 Tables: ``envelopes`` (ids already merged: the exactly-once ledger), ``windows`` (one row per
 stream, cohort, device and window, the profile as wire bytes), ``refs`` (reference profiles per model
-version), ``canaries``, ``outbox`` (retraining requests) and ``retrain_state`` (cooldowns).
+version), ``canaries`` (each model's canary defaults), ``canary_experiments`` (one per rollout, keyed by
+model and the rollout's identity, with its sticky decision), ``canary_events`` (each gate call),
+``outbox`` (retraining requests) and ``retrain_state`` (cooldowns).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from driftline.wire import Envelope, decode_envelope, encode_envelope
 
 from .errors import StoreError
 
-__all__ = ["IngestResult", "Store", "WindowRow"]
+__all__ = ["ExperimentRow", "IngestResult", "Store", "WindowRow"]
 
 
 class _Dialect:
@@ -53,6 +55,14 @@ SCHEMA = [
         profile {blob} NOT NULL, PRIMARY KEY (model, version))""",
     """CREATE TABLE IF NOT EXISTS canaries (
         model TEXT PRIMARY KEY, config TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS canary_experiments (
+        model TEXT NOT NULL, rollout TEXT NOT NULL, controller TEXT NOT NULL, config TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, decision TEXT, decided_at DOUBLE PRECISION, result TEXT,
+        PRIMARY KEY (model, rollout))""",
+    """CREATE TABLE IF NOT EXISTS canary_events (
+        id {serial}, model TEXT NOT NULL, rollout TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, gate TEXT NOT NULL,
+        phase TEXT NOT NULL, verdict TEXT NOT NULL, baseline_rows BIGINT NOT NULL, canary_rows BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS canary_events_by_rollout ON canary_events (model, rollout, id)",
     """CREATE TABLE IF NOT EXISTS outbox (
         id {serial}, dedup_key TEXT NOT NULL UNIQUE, model TEXT NOT NULL, target TEXT NOT NULL,
         url TEXT NOT NULL, body TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
@@ -86,6 +96,30 @@ class WindowRow:
     rows: int
     received_at: float
     profile: WindowProfile
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    """One stored canary experiment: a rollout of a model, its config, start and (sticky) decision."""
+
+    model: str
+    rollout: str
+    controller: str
+    config: dict[str, Any]
+    started_at: float
+    decision: str | None
+    decided_at: float | None
+    result: dict[str, Any] | None
+
+
+_EXP_COLS = "model, rollout, controller, config, started_at, decision, decided_at, result"
+
+
+def _experiment(row: Sequence[Any]) -> ExperimentRow:
+    m, r, ctl, cfg, started, decision, decided, result = row
+    return ExperimentRow(str(m), str(r), str(ctl), json.loads(cfg), float(started),
+                         None if decision is None else str(decision), None if decided is None else float(decided),
+                         None if result is None else json.loads(result))
 
 
 class Store:
@@ -275,7 +309,83 @@ class Store:
         return {m: (json.loads(c), float(t)) for m, c, t in self.query("SELECT model, config, created_at FROM canaries")}
 
     def delete_canary(self, model: str) -> bool:
-        return self.execute("DELETE FROM canaries WHERE model = ?", (model,)) > 0
+        """Forget a model's canary defaults, experiments and their history."""
+        with self.transaction() as conn:
+            n = self._exec(conn, "DELETE FROM canaries WHERE model = ?", (model,)).rowcount
+            n += self._exec(conn, "DELETE FROM canary_experiments WHERE model = ?", (model,)).rowcount
+            self._exec(conn, "DELETE FROM canary_events WHERE model = ?", (model,))
+        return n > 0
+
+    # ---- canary experiments: one per rollout ---------------------------------------------------------
+    def start_experiment(self, model: str, rollout: str, controller: str, config: dict[str, Any], now: float,
+                         *, replace: bool = False, keep: int = 100) -> ExperimentRow:
+        """The experiment of ``(model, rollout)``, started now with ``config`` if it is new.
+
+        The insert is conditional, so two replicas that see a rollout's first gate call at once agree on
+        one experiment (the first insert wins; both read it back). ``replace`` restarts it. Past ``keep``
+        experiments of a model, the oldest are dropped with their history.
+        """
+        try:
+            with self.transaction() as conn:
+                if replace:
+                    self._exec(conn, "DELETE FROM canary_experiments WHERE model = ? AND rollout = ?", (model, rollout))
+                    self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ?", (model, rollout))
+                cur = self._exec(conn, "INSERT INTO canary_experiments (model, rollout, controller, config, started_at) "
+                                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, rollout) DO NOTHING",
+                                 (model, rollout, controller, json.dumps(config), now))
+                if cur.rowcount:
+                    old = self._exec(conn, "SELECT rollout FROM canary_experiments WHERE model = ? "
+                                     "ORDER BY started_at DESC, rollout", (model,)).fetchall()[keep:]
+                    for (r,) in old:
+                        self._exec(conn, "DELETE FROM canary_experiments WHERE model = ? AND rollout = ?", (model, r))
+                        self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ?", (model, r))
+                row = self._exec(conn, f"SELECT {_EXP_COLS} FROM canary_experiments WHERE model = ? AND rollout = ?",
+                                 (model, rollout)).fetchone()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"could not start the canary experiment: {exc}") from exc
+        return _experiment(row)
+
+    def experiment(self, model: str, rollout: str) -> ExperimentRow | None:
+        rows = self.query(f"SELECT {_EXP_COLS} FROM canary_experiments WHERE model = ? AND rollout = ?", (model, rollout))
+        return _experiment(rows[0]) if rows else None
+
+    def experiments(self, model: str | None = None) -> list[ExperimentRow]:
+        """Experiments, newest first (of one model, or of all)."""
+        sql = f"SELECT {_EXP_COLS} FROM canary_experiments"
+        params: tuple[Any, ...] = ()
+        if model is not None:
+            sql += " WHERE model = ?"
+            params = (model,)
+        return [_experiment(r) for r in self.query(sql + " ORDER BY started_at DESC, rollout", params)]
+
+    def decide_experiment(self, model: str, rollout: str, decision: str, result: dict[str, Any],
+                          now: float) -> ExperimentRow | None:
+        """Record the first decision of an experiment; a later or concurrent one never overwrites it."""
+        self.execute("UPDATE canary_experiments SET decision = ?, decided_at = ?, result = ? "
+                     "WHERE model = ? AND rollout = ? AND decision IS NULL",
+                     (decision, now, json.dumps(result), model, rollout))
+        return self.experiment(model, rollout)
+
+    def add_canary_event(self, model: str, rollout: str, at: float, gate: str, phase: str, verdict: str,
+                         rows: dict[str, int], keep: int = 500) -> None:
+        """Record one gate call; an experiment keeps its newest ``keep`` calls (a chatty client cannot fill the store)."""
+        with self.transaction() as conn:
+            self._exec(conn, "INSERT INTO canary_events (model, rollout, at, gate, phase, verdict, baseline_rows, "
+                       "canary_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (model, rollout, at, gate, phase, verdict, int(rows.get("baseline", 0)),
+                        int(rows.get("canary", 0))))
+            self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ? AND id NOT IN (SELECT id FROM "
+                       "canary_events WHERE model = ? AND rollout = ? ORDER BY id DESC LIMIT ?)",
+                       (model, rollout, model, rollout, keep))
+
+    def canary_events(self, model: str, rollout: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest ``limit`` gate calls of an experiment, oldest first."""
+        rows = self.query("SELECT at, gate, phase, verdict, baseline_rows, canary_rows FROM canary_events "
+                          "WHERE model = ? AND rollout = ? ORDER BY id DESC LIMIT ?", (model, rollout, limit))
+        return [{"at": float(a), "gate": str(g), "phase": str(p), "verdict": str(v),
+                 "rows": {"baseline": int(b), "canary": int(c)}} for a, g, p, v, b, c in reversed(rows)]
 
     # ---- retention ------------------------------------------------------------------------------------
     def roll_up(self, now: float, raw_days: float, hourly_days: float) -> int:

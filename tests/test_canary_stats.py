@@ -28,7 +28,7 @@ def run_experiment(seed: int, windows: int, shift: float = 0.0, latency_scale: f
                    cfg: CanaryConfig | None = None, stop_on: tuple[str, ...] = ("rollback", "promote"),
                    ) -> tuple[str | None, int | None]:
     """Re-evaluate after every window on cumulative profiles; return the first verdict in ``stop_on``."""
-    cfg = cfg or CanaryConfig("v1", "v2", min_rows=2000, min_duration_s=600)
+    cfg = cfg or CanaryConfig("v1", "v2", min_rows=2000, min_duration_seconds=600)
     rng = np.random.default_rng(seed)
     base = cand = None
     for w in range(1, windows + 1):
@@ -72,7 +72,7 @@ def test_merely_different_is_not_a_regression_without_a_guardrail() -> None:
     rng = np.random.default_rng(7)
     b, c = window(rng, "v1", n=20_000), window(rng, "v2", shift=-0.1, n=20_000)
     only_latency = CanaryConfig("v1", "v2", guardrails=(Guardrail("latency_p50", "increase", 0.2, relative=True),),
-                                min_rows=100, min_duration_s=0)
+                                min_rows=100, min_duration_seconds=0)
     res = evaluate_canary(only_latency, b, c, duration_s=600)
     assert res.verdict == "promote"
     ks = next(x for x in res.to_dict()["comparisons"] if x["metric"] == "score_auc")
@@ -85,7 +85,7 @@ def test_mann_whitney_from_sketches_matches_scipy() -> None:
         bs, cs = rng.beta(5, 2, 30_000), np.clip(rng.beta(5, 2, 30_000) + shift, 0, 1)
         b = WindowProfile(StreamKey.of("m", "v1"), 0, 1).update({}, {"score": bs})
         c = WindowProfile(StreamKey.of("m", "v2"), 0, 1).update({}, {"score": cs})
-        res = evaluate_canary(CanaryConfig("v1", "v2", min_rows=10, min_duration_s=0), b, c, duration_s=1).to_dict()
+        res = evaluate_canary(CanaryConfig("v1", "v2", min_rows=10, min_duration_seconds=0), b, c, duration_s=1).to_dict()
         auc = next(x for x in res["comparisons"] if x["metric"] == "score_auc")["canary"]
         u = stats.mannwhitneyu(cs, bs).statistic / (bs.size * cs.size)
         assert abs(auc - u) <= 0.01  # documented: sketch rank error plus the 512-point grid

@@ -280,14 +280,18 @@ def test_chart_copies_of_rules_and_dashboards_are_current() -> None:
 
 
 def test_examples_are_valid_yaml_with_the_gate_urls() -> None:
-    flagger = yaml.safe_load((ROOT / "helm/examples/flagger/canary.yaml").read_text())
-    hooks = {h["type"]: h["url"] for h in flagger["spec"]["analysis"]["webhooks"]}
+    """Shape only; what the controllers do with these files is tested by tests/test_controllers.py."""
+    flagger = list(yaml.safe_load_all((ROOT / "helm/examples/flagger/canary.yaml").read_text()))
+    hooks = {h["type"]: h["url"] for h in flagger[0]["spec"]["analysis"]["webhooks"]}
+    assert hooks["pre-rollout"].endswith("/canary/gate/check") and hooks["rollout"].endswith("/canary/gate/check")
     assert hooks["confirm-promotion"].endswith("/canary/gate/promote")
     assert hooks["rollback"].endswith("/canary/gate/rollback")
+    assert flagger[1]["kind"] == "MetricTemplate" and "driftline_canary_verdict" in flagger[1]["spec"]["query"]
     argo = list(yaml.safe_load_all((ROOT / "helm/examples/argo-rollouts/analysis-template.yaml").read_text()))
     metric = argo[0]["spec"]["metrics"][0]
-    assert metric["provider"]["web"]["url"].endswith("/canary/argo")
-    assert "result.rollback" in metric["failureCondition"]
+    assert "/canary/argo?rollout={{args.rollout}}" in metric["provider"]["web"]["url"]
+    assert metric["consecutiveSuccessLimit"] == 1 and metric["failureLimit"] == 0
+    assert metric["inconclusiveLimit"] >= metric["count"]  # "continue" never ends the run, let alone as success
 
 
 def test_kserve_example_routes_inference_through_the_sidecar() -> None:

@@ -247,7 +247,7 @@ def test_canary_from_sidecar_envelopes_metrics_and_gates_agree(tmp_path, regress
         r = c.put("/v1/models/m/canary", json={"baseline_version": "v1", "canary_version": "v2",
                                               "min_rows": 2000, "min_duration_seconds": 240})
         assert r.status_code == 200 and r.json()["verdict"] == "continue"
-        assert c.put("/v1/models/m/canary", json={"baseline_version": "v1"}).status_code == 400
+        assert c.put("/v1/models/m/canary", json={"baseline_version": "v1"}).status_code == 422
         start = time.time()  # windows from the experiment's start on
         verdicts = []
         clock = [start]

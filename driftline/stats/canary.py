@@ -7,7 +7,7 @@ guardrail says so. With ``g`` guardrails each is tested at ``alpha / g`` (Bonfer
 bound at half of that, so the chance of any false rollback over the whole experiment is <= alpha.
 
 Verdict: ``rollback`` as soon as one guardrail's interval lies entirely beyond its tolerance in the
-bad direction; ``promote`` once both arms have ``min_rows`` and ``min_duration_s`` has passed and
+bad direction; ``promote`` once both arms have ``min_rows`` and ``min_duration_seconds`` has passed and
 every promotion-blocking guardrail's interval lies entirely within its tolerance; else ``continue``.
 """
 
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as typed_dataclass
 
 from ..columns import CategoricalColumn, NumericColumn
 from ..profile import WindowProfile
@@ -32,12 +34,16 @@ METRICS = ("score_ks", "score_auc", "score_mean", "positive_rate", "label_mix_tv
 Interval = Callable[[float], tuple[float, float]]  # alpha -> (lo, hi) of the effect
 
 
-@dataclass(frozen=True)
+_TYPED = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@typed_dataclass(frozen=True, config=_TYPED)
 class Guardrail:
     """A metric that must not move past ``tolerance`` in its bad ``direction``.
 
     ``relative`` tolerances are ratios (0.10 = 10% higher); ``blocks_promotion`` guardrails must be
-    shown within tolerance before ``promote`` (others can only trigger a rollback).
+    shown within tolerance before ``promote`` (others can only trigger a rollback). A pydantic
+    dataclass, so a bad value (a string tolerance, an unknown key) is refused when it is built.
     """
 
     metric: str
@@ -71,27 +77,39 @@ DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@typed_dataclass(frozen=True, config=_TYPED)
 class CanaryConfig:
-    """One canary experiment: the two versions, the guardrails and when a decision may be made."""
+    """One canary experiment: the two versions, the guardrails and when a decision may be made.
 
-    baseline_version: str
-    canary_version: str
+    The one typed shape of a canary configuration: the service's ``PUT .../canary`` body, its
+    ``canaries:`` settings and the statistics all validate through this class, so a value that
+    would fail later (``min_rows: "abc"``) is refused before anything is stored.
+    ``max_duration_seconds`` bounds an experiment: with no decision by then the service calls it
+    ``inconclusive`` (the statistics never look at it).
+    """
+
+    baseline_version: str = Field(min_length=1, max_length=128)
+    canary_version: str = Field(min_length=1, max_length=128)
     guardrails: tuple[Guardrail, ...] = DEFAULT_GUARDRAILS
     score_output: str | None = None
     label_output: str | None = None
     positive_threshold: float = 0.5
     alpha: float = 0.05
-    min_rows: int = 1000
-    min_duration_s: float = 300.0
-    min_rows_rollback: int = 50
-    t_star: float = 1000.0
+    min_rows: int = Field(1000, ge=1)
+    min_duration_seconds: float = Field(300.0, ge=0)
+    max_duration_seconds: float = Field(3600.0, gt=0)
+    min_rows_rollback: int = Field(50, ge=1)
+    t_star: float = Field(1000.0, gt=0)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError("alpha must be in (0, 1)")
         if self.baseline_version == self.canary_version:
             raise ValueError("baseline_version and canary_version must differ")
+        if len(self.guardrails) == 0:
+            raise ValueError("at least one guardrail is needed")
+        if self.max_duration_seconds < self.min_duration_seconds:
+            raise ValueError("max_duration_seconds must be >= min_duration_seconds")
 
 
 @dataclass
@@ -320,7 +338,7 @@ def evaluate_canary(config: CanaryConfig, baseline: WindowProfile, canary: Windo
             )
         elif g is not None and g.blocks_promotion and status != "ok":
             unproven.append(metric)
-    ready = min(rows.values()) >= config.min_rows and duration_s >= config.min_duration_s
+    ready = min(rows.values()) >= config.min_rows and duration_s >= config.min_duration_seconds
     if regressions:
         verdict = "rollback"
     elif ready and not unproven:
@@ -332,8 +350,8 @@ def evaluate_canary(config: CanaryConfig, baseline: WindowProfile, canary: Windo
         if min(rows.values()) < config.min_rows:
             reasons.append(f"waiting for {config.min_rows:,} rows per arm "
                            f"(baseline {rows['baseline']:,}, canary {rows['canary']:,})")
-        if duration_s < config.min_duration_s:
-            reasons.append(f"waiting for {config.min_duration_s:.0f} s of traffic ({duration_s:.0f} s so far)")
+        if duration_s < config.min_duration_seconds:
+            reasons.append(f"waiting for {config.min_duration_seconds:.0f} s of traffic ({duration_s:.0f} s so far)")
         if unproven:
             reasons.append("not yet shown within tolerance: " + ", ".join(unproven))
     return CanaryResult(verdict, reasons, rows, comparisons, duration_s, config)

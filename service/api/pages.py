@@ -69,4 +69,4 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
     except ServiceError:
         canary = None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
-                                     problem=problem))
+                                     problem=problem, experiments=ev.experiments(model)))

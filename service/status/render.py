@@ -79,7 +79,7 @@ def _state_badge(drift: Mapping[str, Any] | None) -> str:
 
 
 def _verdict_badge(verdict: str | None) -> str:
-    cls = {"promote": "ok", "rollback": "drift", "continue": "warn"}.get(verdict or "", "none")
+    cls = {"promote": "ok", "rollback": "drift", "continue": "warn", "inconclusive": "warn"}.get(verdict or "", "none")
     return f"<span class='badge {cls}'>{escape(verdict or 'no canary')}</span>"
 
 
@@ -201,6 +201,23 @@ def _canary(canary: Mapping[str, Any] | None) -> str:
     )
 
 
+def _experiments(experiments: Sequence[Mapping[str, Any]], limit: int = 20) -> str:
+    """One row per rollout (newest first): who started it, the versions, status, and its gate calls."""
+    if not experiments:
+        return "<p class=muted>No rollouts yet: a controller's first gate call starts one.</p>"
+    rows = []
+    for e in list(experiments)[:limit]:
+        hist = e.get("history") or []
+        calls = ", ".join(f"{escape(str(h.get('gate')))}:{escape(str(h.get('verdict')))}" for h in hist[-8:])
+        rows.append(
+            f"<tr><td><code>{escape(str(e.get('rollout')))}</code></td><td>{escape(str(e.get('controller')))}</td>"
+            f"<td>{escape(str(e.get('baseline_version')))} → {escape(str(e.get('canary_version')))}</td>"
+            f"<td>{_when(e.get('started_at'))}</td><td>{escape(str(e.get('status')))}</td>"
+            f"<td class=num>{len(hist)}</td><td>{calls or '–'}</td></tr>")
+    return ("<table><thead><tr><th>Rollout</th><th>Controller</th><th>Versions</th><th>Started</th><th>Status</th>"
+            f"<th>Gate calls</th><th>Latest calls</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def _devices(devices: Sequence[Mapping[str, Any]]) -> str:
     if not devices:
         return "<p class=muted>No devices reported yet.</p>"
@@ -243,6 +260,7 @@ def render_model(
     version: str | None = None,
     versions: Sequence[Mapping[str, Any]] = (),
     problem: tuple[str, str] | None = None,
+    experiments: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
 
@@ -272,6 +290,8 @@ def render_model(
         "</div><div class=card><h2>Canary</h2>",
         _canary(canary),
         "</div></div>",
+        "<h2>Canary experiments</h2>",
+        _experiments(experiments),
         "<h2>Devices ranked by drift</h2>",
         _devices(devices),
         "<h2>Features</h2>",
