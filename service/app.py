@@ -49,13 +49,23 @@ class Background:
         return self
 
     def run_once(self, now: float | None = None) -> None:
+        """One pass; the stages (drift and canaries, retraining policy, retention) fail independently."""
         p = self.parts
         now = time.time() if now is None else now
+        p.store.probe_write(now)  # keeps the store's health current for /healthz and /readyz
         states = p.evaluator.evaluate_all(now)
         if p.settings.retrain.internal_policy:
-            from_evaluations(p.dispatcher, p.evaluator, states, now)
+            try:
+                from_evaluations(p.dispatcher, p.evaluator, states, now)
+                p.evaluator.succeeded("retrain", "policy")
+            except Exception as exc:
+                p.evaluator.failed("retrain", "policy", exc)
         if self.passes % 20 == 0:
-            p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
+            try:
+                p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
+                p.evaluator.succeeded("retention", "roll-up")
+            except Exception as exc:
+                p.evaluator.failed("retention", "roll-up", exc)
         self.passes += 1
 
     def _run(self) -> None:
@@ -73,7 +83,8 @@ class Background:
 
 def open_parts(settings: ServiceSettings) -> Parts:
     """Open the store and build every part of a running service (no threads started)."""
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, pool_size=settings.database_pool_size,
+                  timeout_seconds=settings.database_timeout_seconds)
     evaluator = Evaluator(store, settings)
     dispatcher = Dispatcher(store, settings.retrain)
     parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)

@@ -110,6 +110,11 @@ class ServiceSettings(EnvFirstSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     database_url: str = Field("sqlite:///driftline.sqlite", description="sqlite:///PATH or postgresql://...")
+    database_pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL: most connections per process")
+    database_timeout_seconds: float = Field(5.0, gt=0, description="wait this long for a database connection, "
+                                            "then answer 503")
+    liveness_store_failure_seconds: float = Field(120.0, gt=0, description="/healthz fails once store writes have "
+                                                  "failed this long without a break")
     api_token: SecretStr | None = Field(None, description="bearer token required on write endpoints")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cohort_top_n: int = Field(20, ge=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import NotFound, ServiceError
@@ -18,15 +18,23 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
+def healthz(parts: PartsDep) -> JSONResponse:
+    """Liveness: the process answers, and store writes have not failed for ``liveness_store_failure_seconds``.
+
+    A process whose store stays broken (a lost pool, a full disk) is better restarted than kept.
+    """
+    health = parts.store.health
+    failing = health.failing_for()
+    if failing >= parts.settings.liveness_store_failure_seconds:
+        return JSONResponse({"status": "failing", "store_failing_seconds": round(failing, 1),
+                             "error": health.last_error}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz")
 def readyz(parts: PartsDep) -> dict[str, Any]:
-    """Readiness: the store answers."""
-    parts.store.query("SELECT 1")
+    """Readiness: the store takes a write (this process's heartbeat row), not only ``SELECT 1``."""
+    parts.store.probe_write()
     return {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
 
 

@@ -79,6 +79,11 @@ class Dispatcher:
                 del self._episodes[next(iter(self._episodes))]
             return True
 
+    def forget(self, episode: str) -> None:
+        """Undo :meth:`first_sight` for ``episode`` (its request could not be queued)."""
+        with self._lock:
+            self._episodes.pop(episode, None)
+
     def targets_for(self, model: str) -> list[RetrainTarget]:
         return [t for t in self.settings.targets if not t.models or model in t.models]
 

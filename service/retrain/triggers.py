@@ -65,6 +65,12 @@ def from_evaluations(dispatcher: Dispatcher, evaluator: Evaluator, states: Itera
             continue
         trigger: dict[str, Any] = {"source": "service", "drift_since": since,
                                    "sustained_seconds": policy.sustained_seconds}
-        queued += dispatcher.request(st.model, st.version, "dataset drift persisted", episode,
-                                     drift_details(evaluator, st.model, st.version), trigger, now)
+        try:  # one model's failure never keeps another from being requested
+            queued += dispatcher.request(st.model, st.version, "dataset drift persisted", episode,
+                                         drift_details(evaluator, st.model, st.version), trigger, now)
+        except Exception as exc:
+            dispatcher.forget(episode)  # try again on the next pass
+            evaluator.failed("retrain", f"{st.model} {st.version}", exc)
+            continue
+        evaluator.succeeded("retrain", f"{st.model} {st.version}")
     return queued
