@@ -2,7 +2,7 @@
 
 One collector per source of truth: :class:`DriftCollector` (the evaluator's newest results and the
 store's per-stream totals), :class:`IngestCollector` (ingest counters and device reports),
-:class:`CanaryCollector` and :class:`RetrainCollector`. Cohort labels are capped to the top N values
+:class:`CanaryCollector`, :class:`RetrainCollector` and :class:`EvaluationCollector`. Cohort labels are capped to the top N values
 by rows, the rest folded into ``other``; a device id is never a label.
 """
 
@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, State
 
 from driftline import __version__
 
-from .evaluation import Evaluator
+from .evaluation import EVALUATION_STAGES, Evaluator
 from .retrain import Dispatcher
 
 __all__ = ["IngestStats", "build_registry"]
@@ -270,10 +270,26 @@ class RetrainCollector:
         yield from (req, d, a)
 
 
+class EvaluationCollector:
+    """Failed background evaluations by stage (``drift``, ``canary``, ``retrain``, ``retention``)."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def collect(self) -> Any:
+        errors = CounterMetricFamily("driftline_evaluation_errors", "Background evaluations that failed, by stage "
+                                     "(the model is in the log)", labels=["stage"])
+        with self.evaluator._lock:
+            counts = dict(self.evaluator.errors)
+        for stage in EVALUATION_STAGES:
+            errors.add_metric([stage], counts.get(stage, 0))
+        yield errors
+
+
 def build_registry(evaluator: Evaluator, stats: IngestStats, dispatcher: Dispatcher, top_n: int) -> CollectorRegistry:
     """A fresh registry with every collector (never the global one)."""
     reg = CollectorRegistry(auto_describe=False)
     for c in (DriftCollector(evaluator), IngestCollector(stats, top_n), CanaryCollector(evaluator),
-              RetrainCollector(dispatcher)):
+              RetrainCollector(dispatcher), EvaluationCollector(evaluator)):
         reg.register(c)  # type: ignore[arg-type]
     return reg

@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from driftline.errors import WireFormatError
 from driftline.profile import WindowProfile, merge_all
 from driftline.wire import Envelope, decode_envelope, encode_envelope
 
@@ -308,7 +309,10 @@ class Store:
         sql += " ORDER BY start_ts, id"
         out = []
         for m, v, var, src, cohort, s, e, rows, rec, blob in self.query(sql, params):
-            prof = decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]
+            try:
+                prof = decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]
+            except WireFormatError as exc:  # written by us, so the store is damaged: not the caller's fault
+                raise StoreError(f"a stored window of model {m!r} version {v!r} cannot be decoded: {exc}") from exc
             out.append(WindowRow(m, v, var, src, json.loads(cohort), s, e, int(rows), rec, prof))
         return out
 
