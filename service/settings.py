@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings
@@ -19,11 +19,17 @@ __all__ = [
     "CanarySettings",
     "EvaluationSettings",
     "KafkaSettings",
+    "LimitSettings",
     "RetrainSettings",
     "RetrainTarget",
     "ServiceSettings",
+    "exposure_problem",
     "load_settings",
 ]
+
+
+WEAK_SECRETS = frozenset({"change-me", "changeme", "secret", "password"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class _Section(BaseModel):
@@ -80,7 +86,7 @@ class RetrainSettings(_Section):
     """Retraining requests: one policy for the Alertmanager receiver and the internal evaluator."""
 
     targets: list[RetrainTarget] = []
-    secret: SecretStr = SecretStr("change-me")
+    secret: SecretStr | None = Field(None, description="HMAC key of X-Driftline-Signature; required with targets")
     internal_policy: bool = Field(True, description="evaluate the policy in the service (no Alertmanager)")
     sustained_seconds: float = Field(900.0, ge=0, description="dataset drift held this long starts retraining "
                                      "(the same as the 'for:' of DriftlineRetrainModel in alerts/)")
@@ -88,7 +94,19 @@ class RetrainSettings(_Section):
     deadline_seconds: float = Field(86400.0, gt=0, description="give up delivering after this long")
     backoff_initial_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(300.0, gt=0)
-    timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float = Field(10.0, gt=0, description="deadline of one whole delivery attempt (connect, "
+                                   "send, every byte of the answer)")
+    senders: int = Field(4, ge=1, le=64, description="parallel senders; one target holds at most one at a time")
+
+    @model_validator(mode="after")
+    def _secret_with_targets(self) -> RetrainSettings:
+        secret = self.secret.get_secret_value() if self.secret is not None else ""
+        if self.targets and not secret:
+            raise ValueError("retrain.secret is required when retrain.targets are set (receivers verify "
+                             "X-Driftline-Signature with it): set DRIFTLINE_RETRAIN__SECRET")
+        if secret in WEAK_SECRETS:
+            raise ValueError(f"retrain.secret {secret!r} is a placeholder: use a random value")
+        return self
 
 
 class CanarySettings(_Section):
@@ -100,6 +118,15 @@ class CanarySettings(_Section):
     min_rows: int = 1000
     min_duration_seconds: float = 300.0
     alpha: float = 0.05
+
+
+class LimitSettings(_Section):
+    """Server-side caps: past one, a write is refused (422) and counted, never a new series."""
+
+    max_models: int = Field(1000, ge=1, description="distinct models")
+    max_versions_per_model: int = Field(50, ge=1)
+    max_features_per_model: int = Field(2000, ge=1, description="distinct feature and output names per model")
+    max_cohort_values: int = Field(1000, ge=1, description="distinct values per cohort label per model")
 
 
 class ServiceSettings(EnvFirstSettings):
@@ -115,7 +142,17 @@ class ServiceSettings(EnvFirstSettings):
                                             "then answer 503")
     liveness_store_failure_seconds: float = Field(120.0, gt=0, description="/healthz fails once store writes have "
                                                   "failed this long without a break")
-    api_token: SecretStr | None = Field(None, description="bearer token required on write endpoints")
+    api_token: SecretStr | None = Field(None, description="bearer token required on write endpoints (and "
+                                        "accepted wherever a read token is)")
+    read_token: SecretStr | None = Field(None, description="if set, bearer token required on read endpoints "
+                                         "(models, drift, canary, status pages); /metrics and health stay open")
+    device_tokens: dict[str, SecretStr] = Field({}, description="device id -> bearer token: a device token may "
+                                                "ingest only windows whose source is that device")
+    insecure: bool = Field(False, description="allow listening beyond loopback without api_token (writes open "
+                           "to anyone who reaches the port)")
+    report_rate_per_minute: float = Field(6.0, gt=0, description="Evidently reports (expensive) per minute, "
+                                          "per process")
+    limits: LimitSettings = LimitSettings()
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cohort_top_n: int = Field(20, ge=1)
     public_url: str = Field("", description="base URL used in links (dashboards, webhooks)")
@@ -125,6 +162,14 @@ class ServiceSettings(EnvFirstSettings):
     kafka: KafkaSettings = KafkaSettings()
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
+
+
+def exposure_problem(settings: ServiceSettings) -> str | None:
+    """Why the service must not listen as configured (beyond loopback, no write token), or None."""
+    if settings.host in LOOPBACK_HOSTS or settings.api_token is not None or settings.insecure:
+        return None
+    return (f"refusing to listen on {settings.host} without api_token: anyone who reaches the port could write. "
+            "Set DRIFTLINE_API_TOKEN (and give sidecars the token), or pass --insecure to accept open writes")
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> ServiceSettings:

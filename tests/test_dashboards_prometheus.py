@@ -172,7 +172,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus_binaries) -> Itera
         database_url=f"sqlite:///{tmp / 'service.sqlite'}", port=port,
         evaluation=EvaluationSettings(current_window_seconds=7200, interval_seconds=0.5, drift_share_threshold=0.3,
                                       critical_features={"cam": ["a"]}),
-        retrain=RetrainSettings(internal_policy=True, sustained_seconds=0, deadline_seconds=1,
+        retrain=RetrainSettings(internal_policy=True, sustained_seconds=0, deadline_seconds=1, secret="k",
                                 backoff_initial_seconds=0.2, backoff_max_seconds=0.4, timeout_seconds=2,
                                 targets=[RetrainTarget(name="trainer", url=hook.url),
                                          RetrainTarget(name="offline", url=f"http://127.0.0.1:{free_port()}/x")]))
