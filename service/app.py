@@ -8,6 +8,7 @@ consumer; it stops them in reverse order.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,8 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
-from .api.deps import Parts
-from .errors import ServiceError
+from .api.deps import Parts, RateLimit
+from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .metrics import IngestStats, build_registry
 from .retrain import Dispatcher, from_evaluations
@@ -88,6 +89,7 @@ def open_parts(settings: ServiceSettings) -> Parts:
     evaluator = Evaluator(store, settings)
     dispatcher = Dispatcher(store, settings.retrain)
     parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)
+    parts.report_limit = RateLimit(settings.report_rate_per_minute)
     parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n)
     for c in settings.canaries:
         if c.model not in store.canaries():
@@ -132,7 +134,8 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "detail": exc.detail}, status_code=exc.status)
+        hdrs = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse({"error": exc.message, "detail": exc.detail}, status_code=exc.status, headers=hdrs)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,6 +7,7 @@ See ``service/config.example.yaml`` for every key.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,9 +165,18 @@ class ServiceSettings(EnvFirstSettings):
     canaries: list[CanarySettings] = []
 
 
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def exposure_problem(settings: ServiceSettings) -> str | None:
     """Why the service must not listen as configured (beyond loopback, no write token), or None."""
-    if settings.host in LOOPBACK_HOSTS or settings.api_token is not None or settings.insecure:
+    if _loopback(settings.host) or settings.api_token is not None or settings.insecure:
         return None
     return (f"refusing to listen on {settings.host} without api_token: anyone who reaches the port could write. "
             "Set DRIFTLINE_API_TOKEN (and give sidecars the token), or pass --insecure to accept open writes")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
 from ..evaluation import canary_config_from_dict
-from .deps import PartsDep, WriteAccess
+from .deps import PartsDep, ReadAccess, WriteAccess
 
 __all__ = ["router"]
 
@@ -26,7 +26,7 @@ def put_canary(parts: PartsDep, model: str,
     return parts.evaluator.canary(model)
 
 
-@router.get("/{model}/canary")
+@router.get("/{model}/canary", dependencies=[ReadAccess])
 def get_canary(parts: PartsDep, model: str) -> dict[str, Any]:
     """The verdict (``continue``, ``promote`` or ``rollback``), reasons, rows per arm and comparisons."""
     return parts.evaluator.canary(model)
@@ -43,28 +43,28 @@ def _gate(ok: bool, res: dict[str, Any]) -> JSONResponse:
                         status_code=200 if ok else 412)
 
 
-@router.post("/{model}/canary/gate/check")
+@router.post("/{model}/canary/gate/check", dependencies=[ReadAccess])
 def gate_check(parts: PartsDep, model: str) -> JSONResponse:
     """Flagger rollout (pre-rollout / rollout) webhook: 200 to go on, 412 to halt when the verdict is rollback."""
     res = parts.evaluator.canary(model)
     return _gate(res["verdict"] != "rollback", res)
 
 
-@router.post("/{model}/canary/gate/promote")
+@router.post("/{model}/canary/gate/promote", dependencies=[ReadAccess])
 def gate_promote(parts: PartsDep, model: str) -> JSONResponse:
     """Flagger confirm-promotion webhook: 200 only when the verdict is promote."""
     res = parts.evaluator.canary(model)
     return _gate(res["verdict"] == "promote", res)
 
 
-@router.post("/{model}/canary/gate/rollback")
+@router.post("/{model}/canary/gate/rollback", dependencies=[ReadAccess])
 def gate_rollback(parts: PartsDep, model: str) -> JSONResponse:
     """Flagger rollback webhook: 200 (roll back now) when the verdict is rollback, else 412."""
     res = parts.evaluator.canary(model)
     return _gate(res["verdict"] == "rollback", res)
 
 
-@router.get("/{model}/canary/argo")
+@router.get("/{model}/canary/argo", dependencies=[ReadAccess])
 def argo_metric(parts: PartsDep, model: str) -> dict[str, Any]:
     """Argo Rollouts ``web`` metric provider: flat JSON for ``successCondition``/``failureCondition``."""
     res = parts.evaluator.canary(model)

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import NotFound, ServiceError
 from ..status import render_index, render_model
-from .deps import PartsDep
+from .deps import PartsDep, ReadAccess
 
 __all__ = ["router"]
 
@@ -44,7 +44,7 @@ def metrics(parts: PartsDep) -> Response:
     return Response(generate_latest(parts.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=[ReadAccess])
 def index(parts: PartsDep) -> HTMLResponse:
     models = parts.store.models()
     for m in models:
@@ -55,7 +55,7 @@ def index(parts: PartsDep) -> HTMLResponse:
     return HTMLResponse(render_index(models))
 
 
-@router.get("/models/{model}", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/models/{model}", response_class=HTMLResponse, include_in_schema=False, dependencies=[ReadAccess])
 def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLResponse:
     ev = parts.evaluator
     version = version or ev.latest_version(model)
