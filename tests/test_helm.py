@@ -42,10 +42,17 @@ def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+# The chart refuses to render without an API token or an explicit `insecure: true` (the service would
+# refuse to listen); renders of the defaults say insecure=true unless they give a token.
+OPEN = "insecure=true"
+
+
 def render(values: Path | None = None, *sets: str) -> list[dict]:
     args = ["template", "rel", str(CHART), "--namespace", "driftline"]
     if values:
         args += ["-f", str(values)]
+    elif not any(s.startswith("apiToken.") for s in sets):
+        sets = (OPEN, *sets)
     for s in sets:
         args += ["--set", s]
     return [d for d in yaml.safe_load_all(run(*args).stdout) if d]
@@ -89,7 +96,7 @@ def loaded_settings(kinds: dict[str, list[dict]], tmp_path: Path, monkeypatch: p
 
 @pytest.mark.parametrize("values", [None, FULL], ids=["default", "full"])
 def test_lint_and_template(values: Path | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run("lint", "--strict", str(CHART), *(["-f", str(values)] if values else []))
+    run("lint", "--strict", str(CHART), *(["-f", str(values)] if values else ["--set", OPEN]))
     kinds = by_kind(render(values))
     dep = kinds["Deployment"][0]
     pod = dep["spec"]["template"]["spec"]
@@ -206,9 +213,14 @@ def test_a_secret_made_by_the_chart_from_values(tmp_path: Path, monkeypatch: pyt
     (["replicaCont=2"], "additional properties 'replicaCont' not allowed"),  # values.schema.json: typos
     (["kafka.securityProtocol=TLS"], "value must be one of"),
     (["publicUrl=driftline.example.com"], "publicUrl"),
+    ([], "set apiToken.existingSecret or apiToken.value"),
+    (["apiToken.value=t", "config.retrain.targets[0].name=a", "config.retrain.targets[0].url=http://x"],
+     "config.retrain.targets need retrainSecret"),
 ])
 def test_unsafe_values_are_refused_with_a_reason(sets: list[str], message: str) -> None:
     args = ["template", "rel", str(CHART)]
+    if sets and not any(s.startswith("apiToken.") for s in sets):
+        sets = [OPEN, *sets]
     for s in sets:
         args += ["--set", s]
     proc = run(*args, ok=False)

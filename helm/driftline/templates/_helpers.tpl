@@ -25,4 +25,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.kafka.enabled (not .Values.kafka.bootstrapServers) -}}
 {{- fail "kafka.enabled needs kafka.bootstrapServers" -}}
 {{- end -}}
+{{- if not (or .Values.apiToken.existingSecret .Values.apiToken.value .Values.insecure) -}}
+{{- fail "set apiToken.existingSecret or apiToken.value (the service refuses open writes beyond loopback), or insecure: true" -}}
+{{- end -}}
+{{- if and (((.Values.config).retrain).targets) (not (or .Values.retrainSecret.existingSecret .Values.retrainSecret.value)) -}}
+{{- fail "config.retrain.targets need retrainSecret.existingSecret or retrainSecret.value (the HMAC key receivers verify)" -}}
+{{- end -}}
 {{- end -}}
