@@ -26,6 +26,7 @@ from .api import alertmanager, canary, ingest, models, pages
 from .api.deps import Parts, RateLimit
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
+from .limits import Caps
 from .metrics import IngestStats, build_registry
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
@@ -84,8 +85,11 @@ class Background:
 
 def open_parts(settings: ServiceSettings) -> Parts:
     """Open the store and build every part of a running service (no threads started)."""
+    lim = settings.limits
     store = Store(settings.database_url, pool_size=settings.database_pool_size,
-                  timeout_seconds=settings.database_timeout_seconds)
+                  timeout_seconds=settings.database_timeout_seconds,
+                  caps=Caps(lim.max_models, lim.max_versions_per_model, lim.max_features_per_model,
+                            lim.max_cohort_values))
     evaluator = Evaluator(store, settings)
     dispatcher = Dispatcher(store, settings.retrain)
     parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)

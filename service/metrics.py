@@ -283,7 +283,14 @@ class EvaluationCollector:
             counts = dict(self.evaluator.errors)
         for stage in EVALUATION_STAGES:
             errors.add_metric([stage], counts.get(stage, 0))
+        refused = CounterMetricFamily("driftline_limit_refusals", "Windows refused because a new name would pass "
+                                      "a configured cap (limits.*), by cap", labels=["limit"])
+        catalog = self.evaluator.store.catalog
+        with catalog._lock:
+            for kind, n in catalog.refused.items():
+                refused.add_metric([kind], n)
         yield errors
+        yield refused
 
 
 def build_registry(evaluator: Evaluator, stats: IngestStats, dispatcher: Dispatcher, top_n: int) -> CollectorRegistry:

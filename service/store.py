@@ -8,7 +8,8 @@ write's outcome feeds :class:`StoreHealth`.
 Tables: ``envelopes`` (ids already merged: the exactly-once ledger), ``windows`` (one row per
 stream, cohort, device and window, the profile as wire bytes), ``refs`` (reference profiles per model
 version), ``canaries``, ``outbox`` (retraining requests), ``retrain_state`` (cooldowns) and ``probes``
-(one heartbeat row per process: the write that readiness and liveness check).
+(one heartbeat row per process: the write that readiness and liveness check) and ``catalog`` (every
+model, version, feature and cohort value name accepted: the caps of :mod:`driftline.service.limits`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from driftline.profile import WindowProfile, merge_all
 from driftline.wire import Envelope, decode_envelope, encode_envelope
 
 from .errors import ServiceError, StoreError
+from .limits import Caps, Catalog
 from .merging import compatible_groups
 
 __all__ = ["IngestResult", "Store", "StoreHealth", "WindowRow"]
@@ -67,6 +69,8 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS retrain_state (
         model TEXT PRIMARY KEY, last_request_at DOUBLE PRECISION NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS catalog (
+        kind TEXT NOT NULL, scope TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (kind, scope, name))""",
 ]
 
 
@@ -75,8 +79,9 @@ class IngestResult:
     """What happened to one envelope."""
 
     envelope_id: str
-    result: str  # "accepted" | "duplicate"
+    result: str  # "accepted" | "duplicate" | "limited" (a name past a cap: nothing stored)
     windows: int
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,7 @@ class Store:
     the requests made while it is down (503) and nothing after it is back.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 8, timeout_seconds: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, timeout_seconds: float = 5.0, caps: Caps | None = None) -> None:
         self.url = url
         self.health = StoreHealth()
         self._lock = threading.RLock()
@@ -171,6 +176,7 @@ class Store:
             with self._connection() as conn:
                 for ddl in SCHEMA:
                     conn.execute(ddl.format(serial=self.d.serial, blob=self.d.blob))
+            self.catalog = Catalog(self, caps or Caps())
         except StoreError:
             self.close()
             raise
@@ -264,6 +270,7 @@ class Store:
         """
         now = time.time() if now is None else now
         out = []
+        names: list[Any] = []
         try:
             with self.transaction() as conn:
                 for env, raw in items:
@@ -273,12 +280,19 @@ class Store:
                     if cur.rowcount == 0:
                         out.append(IngestResult(env.envelope_id, "duplicate", 0))
                         continue
+                    refused, new = self.catalog.admit(conn, env.profiles)
+                    if refused is not None:  # not merged: the same id may come back once the cap is raised
+                        self._exec(conn, "DELETE FROM envelopes WHERE envelope_id = ?", (env.envelope_id,))
+                        out.append(IngestResult(env.envelope_id, "limited", 0, refused))
+                        continue
+                    names += new
                     single = raw if raw is not None and len(env.profiles) == 1 else None
                     for p in env.profiles:
                         self._insert_window(conn, p, now, "raw", blob=single)
                     out.append(IngestResult(env.envelope_id, "accepted", len(env.profiles)))
         except StoreError as exc:
             raise StoreError(f"could not store {len(items)} envelope(s): {exc.message}") from exc
+        self.catalog.committed(names)
         return out
 
     def _insert_window(self, conn: Any, p: WindowProfile, now: float, resolution: str, blob: bytes | None = None) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from driftline.errors import WireFormatError
 from driftline.wire import decode_envelope
 
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Forbidden, LimitExceeded
 from .deps import IngestIdentity, PartsDep, check_device, read_body
 
 __all__ = ["router"]
@@ -39,4 +39,6 @@ async def ingest(request: Request, parts: PartsDep, device: IngestIdentity) -> d
         raise
     res = parts.store.ingest(env, "http", raw=body)
     parts.stats.record("http", res.result, len(body), env.profiles, env.producer)
+    if res.result == "limited":
+        raise LimitExceeded(res.reason or "a configured limit was reached")
     return {"envelope_id": res.envelope_id, "result": res.result, "windows": res.windows}

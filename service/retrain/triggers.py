@@ -38,8 +38,8 @@ def from_alerts(dispatcher: Dispatcher, evaluator: Evaluator, alerts: Sequence[A
     policy = dispatcher.policy
     queued = ignored = 0
     for a in alerts:
-        if not policy.wants_alert(a.status, a.labels):
-            ignored += 1
+        if not policy.wants_alert(a.status, a.labels) or not evaluator.store.catalog.known_model(a.labels["model"]):
+            ignored += 1  # not for retraining, or a model no window ever came from: O(1), no database
             continue
         model, version = a.labels["model"], a.labels.get("version", "")
         alertname = a.labels.get("alertname", "alert")
