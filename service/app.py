@@ -89,7 +89,7 @@ def open_parts(settings: ServiceSettings) -> Parts:
     store = Store(settings.database_url, pool_size=settings.database_pool_size,
                   timeout_seconds=settings.database_timeout_seconds,
                   caps=Caps(lim.max_models, lim.max_versions_per_model, lim.max_features_per_model,
-                            lim.max_cohort_values))
+                            lim.max_feature_series, lim.max_cohort_labels, lim.max_cohort_values))
     evaluator = Evaluator(store, settings)
     dispatcher = Dispatcher(store, settings.retrain)
     parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)

@@ -1,4 +1,6 @@
-"""Server-side caps on names: distinct models, versions per model, features per model, cohort values.
+"""Server-side caps on names: distinct models, versions per model, features per model, feature series
+(model x version x feature, over all models: what bounds the drift series in ``/metrics``), cohort
+labels per model and values per cohort label.
 
 Every name a window brings (its model, version, feature and output names, cohort values) is recorded
 once in the store's ``catalog`` table, in the ingest transaction. A window that would add a name past
@@ -24,21 +26,24 @@ from driftline.profile import WindowProfile
 
 __all__ = ["LIMITS", "Caps", "Catalog"]
 
-LIMITS = ("models", "versions", "features", "cohort_values")
+LIMITS = ("models", "versions", "features", "feature_series", "cohort_labels", "cohort_values")
 
 
 @dataclass(frozen=True)
 class Caps:
     """The caps in force (from ``limits`` in the settings)."""
 
-    max_models: int = 1000
-    max_versions_per_model: int = 50
-    max_features_per_model: int = 2000
-    max_cohort_values: int = 1000
+    max_models: int = 100
+    max_versions_per_model: int = 20
+    max_features_per_model: int = 1000
+    max_feature_series: int = 5000
+    max_cohort_labels: int = 8
+    max_cohort_values: int = 100
 
     def of(self, kind: str) -> int:
         return {"models": self.max_models, "versions": self.max_versions_per_model,
-                "features": self.max_features_per_model, "cohort_values": self.max_cohort_values}[kind]
+                "features": self.max_features_per_model, "feature_series": self.max_feature_series,
+                "cohort_labels": self.max_cohort_labels, "cohort_values": self.max_cohort_values}[kind]
 
 
 Entry = tuple[str, str, str]  # (kind, scope, name): scope is '' for models, the model, or model + US (0x1f) + label
@@ -53,7 +58,9 @@ def entries(profiles: Iterable[WindowProfile]) -> set[Entry]:
         out.add(("versions", k.model, k.model_version))
         for name in (*p.features, *p.outputs):
             out.add(("features", k.model, name))
+            out.add(("feature_series", "", f"{k.model}\x1f{k.model_version}\x1f{name}"))
         for label, value in k.cohort:
+            out.add(("cohort_labels", k.model, label))
             out.add(("cohort_values", f"{k.model}\x1f{label}", value))
     return out
 
@@ -81,6 +88,7 @@ class Catalog:
             found.add(("models", "", str(model)))
             found.add(("versions", str(model), str(version)))
             for label, value in json.loads(cohort).items():
+                found.add(("cohort_labels", str(model), str(label)))
                 found.add(("cohort_values", f"{model}\x1f{label}", str(value)))
         if found:
             with self.store.transaction() as conn:
