@@ -33,12 +33,12 @@ LIMITS = ("models", "versions", "features", "feature_series", "cohort_labels", "
 class Caps:
     """The caps in force (from ``limits`` in the settings)."""
 
-    max_models: int = 100
-    max_versions_per_model: int = 20
+    max_models: int = 50
+    max_versions_per_model: int = 10
     max_features_per_model: int = 1000
-    max_feature_series: int = 5000
+    max_feature_series: int = 3000
     max_cohort_labels: int = 8
-    max_cohort_values: int = 100
+    max_cohort_values: int = 50
 
     def of(self, kind: str) -> int:
         return {"models": self.max_models, "versions": self.max_versions_per_model,

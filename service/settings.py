@@ -124,13 +124,13 @@ class CanarySettings(_Section):
 class LimitSettings(_Section):
     """Server-side caps: past one, a write is refused (422) and counted, never a new series."""
 
-    max_models: int = Field(100, ge=1, description="distinct models")
-    max_versions_per_model: int = Field(20, ge=1)
+    max_models: int = Field(50, ge=1, description="distinct models")
+    max_versions_per_model: int = Field(10, ge=1)
     max_features_per_model: int = Field(1000, ge=1, description="distinct feature and output names per model")
-    max_feature_series: int = Field(5000, ge=1, description="distinct (model, version, feature or output) over "
+    max_feature_series: int = Field(3000, ge=1, description="distinct (model, version, feature or output) over "
                                     "all models: bounds the drift series in /metrics")
     max_cohort_labels: int = Field(8, ge=1, description="distinct cohort labels per model")
-    max_cohort_values: int = Field(100, ge=1, description="distinct values per cohort label per model")
+    max_cohort_values: int = Field(50, ge=1, description="distinct values per cohort label per model")
 
 
 class ServiceSettings(EnvFirstSettings):
