@@ -162,9 +162,9 @@ class LocalApi:
             self._count(exc)
             return 400, {"error": exc.reason, "detail": str(exc)}
         except RecursionError:  # a row nested too deeply for the checks themselves
-            exc = ObserveError("a row is nested too deeply", "malformed")
-            self._count(exc)
-            return 400, {"error": exc.reason, "detail": str(exc)}
+            deep = ObserveError("a row is nested too deeply", "malformed")
+            self._count(deep)
+            return 400, {"error": deep.reason, "detail": str(deep)}
         for r in rows:
             m.observe_row(r["features"], r.get("outputs"), model=r.get("model"),
                           model_version=r.get("model_version"), variant=r.get("variant"),
