@@ -272,7 +272,16 @@ class Evaluator:
 def _compare(ref: WindowProfile, rows: list[WindowRow], cfg: DriftConfig) -> dict[str, Any]:
     """The drift report of ``rows`` merged; columns whose type changed in the range become ``type_change``."""
     merged = merge_windows([r.profile for r in rows])
-    return annotate_report(compare_profiles(ref, merged.profile, cfg).to_dict(), merged.conflicts)
+    out = annotate_report(compare_profiles(ref, merged.profile, cfg).to_dict(), merged.conflicts)
+    for role, items in (("feature", out["features"]), ("output", out["outputs"])):
+        ref_cols, cur_cols = (ref.features, merged.profile.features) if role == "feature" else \
+            (ref.outputs, merged.profile.outputs)
+        for item in items:  # the kind changed against the reference: say how many values of each side
+            if item["status"] == "type_change" and "types" not in item and item["name"] in cur_cols:
+                r, c = ref_cols[item["name"]], cur_cols[item["name"]]
+                item["types"] = {c.kind: int(c.count)}
+                item["rows"] = {"reference": int(r.count), "current": int(c.count)}
+    return out
 
 
 def _slim(item: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,12 @@ def test_a_type_change_is_reported_not_a_500_and_roll_up_keeps_both(store_url) -
         assert {f["name"]: f["status"] for f in drift.json()["features"]}["a"] in ("ok", "drift")
         issues = [i for i in drift.json()["data_quality"]["issues"] if i["column"] == "zip"]
         assert [i["signal"] for i in issues] == ["type_change"]
+        # only strings in the range, numbers in the reference: the core's type_change, with both sides' counts
+        text_only = c.get("/v1/models/m/drift", params={"since": now - 239, "until": now})
+        assert text_only.status_code == 200
+        z = {f["name"]: f for f in text_only.json()["features"]}["zip"]
+        assert z["status"] == "type_change" and z["types"] == {"categorical": 200}
+        assert z["rows"] == {"reference": 500, "current": 200}
         hist = c.get("/v1/models/m/drift/history")
         assert hist.status_code == 200 and hist.json()["history"]
         assert c.get("/v1/models/m/devices").status_code == 200
