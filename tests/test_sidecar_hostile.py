@@ -22,26 +22,34 @@ from tests.test_sidecar_http import request, sidecar_settings
 @pytest.fixture
 def api_port(tmp_path: Path) -> Iterator[int]:
     with EnvelopeReceiver() as rx:
-        sc = Sidecar(sidecar_settings(tmp_path, rx.url)).start()
+        sc = Sidecar(sidecar_settings(tmp_path, rx.url, api={"port": 0, "max_body_bytes": 4_000_000})).start()
         try:
             yield sc.api.port
         finally:
             sc.stop(grace=0)
 
 
-NESTED = b"[" * 200_000 + b"]" * 200_000
 ROW = {"model": "m", "features": {"a": 1.0}}
+
+
+def _deep(depth: int) -> list[bytes]:
+    """Bodies nested deeper than the interpreter's recursion limit allows json to parse."""
+    return [b"[" * depth + b"]" * depth,
+            b'{"model": "m", "features": ' + b'{"a": ' * depth + b"1" + b"}" * (depth + 1),
+            b'{"rows": ' + b"[" * depth + b"]" * depth + b"}"]
+
+
 CASES = [
-    # (body, content type, status, error reason)
+    # (body, content type, status, error reason); an int body is a _deep() index
     (b"\xff\xfe not utf-8", "application/json", 400, "malformed"),
     (b"{not json", "application/json", 400, "malformed"),
     (b"", "application/json", 400, "malformed"),
-    (NESTED[:9_500] + NESTED[-9_500:], "application/json", 400, "malformed"),  # deep, within the size limit
-    (b'{"model": "m", "features": ' + b'{"a": ' * 2500 + b"1" + b"}" * 2501, "application/json", 400,
-     "malformed"),
-    (b'{"rows": ' + b"[" * 9000 + b"]" * 9000 + b"}", "application/json", 400, "malformed"),
+    (0, "application/json", 400, "malformed"),
+    (1, "application/json", 400, "malformed"),
+    (2, "application/json", 400, "malformed"),
     (b"[" * 9000 + b"]" * 9000 + b"\n", "application/x-ndjson", 400, "malformed"),
-    (b'{"model": "m", "features": {"a": 1}, "model_version": ' + b"9" * 5000 + b"}", "application/json", 400, "malformed"),
+    (b'{"model": "m", "features": {"a": 1}, "model_version": ' + b"9" * 5000 + b"}", "application/json", 400,
+     "malformed"),
     (json.dumps(ROW).encode(), "text/csv", 400, "malformed"),
     (b'"just a string"', "application/json", 400, "wrong_type"),
     (b"[1, 2]", "application/json", 400, "wrong_type"),
@@ -51,14 +59,16 @@ CASES = [
     (b'{"model": "m", "features": {"a": 1}, "cohort": {"site": [1]}}', "application/json", 400, "wrong_type"),
     (b'{"model": "m", "features": {"a": 1}, "typo": 1}', "application/json", 400, "malformed"),
     (b'{"rows": {"features": {}}}', "application/json", 400, "malformed"),
-    (b"x" * 30_000, "application/json", 413, "oversized"),
+    (b"x" * 4_100_000, "application/json", 413, "oversized"),
 ]
 
 
 @pytest.mark.parametrize(("body", "ctype", "status", "reason"), CASES,
                          ids=[f"case{i}" for i in range(len(CASES))])
-def test_every_malformed_body_gets_its_documented_4xx(api_port: int, body: bytes, ctype: str, status: int,
+def test_every_malformed_body_gets_its_documented_4xx(api_port: int, body: bytes | int, ctype: str, status: int,
                                                       reason: str) -> None:
+    if isinstance(body, int):  # the limit in force now (a library may have raised it), capped for the C stack
+        body = _deep(min(sys.getrecursionlimit() + 1000, 200_000))[body]
     got, payload = request(api_port, "POST", "/v1/observe", body, {"Content-Type": ctype})
     assert (got, payload["error"]) == (status, reason), payload
     assert payload["detail"]
