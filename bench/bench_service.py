@@ -103,6 +103,56 @@ def bench_metrics(tmp: Path) -> None:
     print(f"/metrics scrape at {series:,} series: {min(times) * 1e3:.0f} ms (best of 10; goal <= 100 ms)")
 
 
+def bench_metrics_at_caps(tmp: Path) -> None:
+    """The default caps (limits.*) all reached at once: the largest /metrics the service can be made to hold."""
+    from prometheus_client import generate_latest
+
+    from driftline.service.app import open_parts
+    from driftline.service.evaluation import ModelState
+    from driftline.service.settings import ServiceSettings
+
+    settings = ServiceSettings(database_url=f"sqlite:///{tmp / 'caps.sqlite'}")
+    lim = settings.limits
+    parts = open_parts(settings)
+    signals = {s: 1 for s in ("missing_column", "new_column", "type_change", "missing_spike", "nan_spike",
+                              "out_of_range", "new_categories", "cardinality_change", "constant", "invalid_values")}
+    versions = [(f"model-{m}", f"v{v}") for m in range(lim.max_models) for v in range(lim.max_versions_per_model)]
+    per_state = -(-lim.max_feature_series // len(versions))
+    n_features = 0
+    for model, version in versions:
+        take = min(per_state, lim.max_feature_series - n_features)
+        n_features += take
+        feats = [{"name": f"f{i}", "drift_detected": False, "missing_ratio": {"current": 0.0}, "critical": False,
+                  "scores": dict.fromkeys(("ks", "psi", "jensen_shannon", "wasserstein", "hellinger", "tvd",
+                                           "chi2_p_value"), 0.01)} for i in range(take)]
+        report = {"features": feats, "outputs": [], "drift_share": 0.0, "dataset_drift": False,
+                  "data_quality": {"counts": signals}}
+        parts.evaluator.states[(model, version)] = ModelState(model, version, drift=report, reference_source="uploaded")
+    st = parts.stats
+    now = time.time()
+    for m in range(lim.max_models):
+        model = f"model-{m}"
+        for v in range(lim.max_versions_per_model):
+            for variant in ("baseline", "canary"):
+                st.observations[(model, f"v{v}", variant)] = 1000
+                st.windows[(model, f"v{v}", variant)] = 10
+            st.last_end[(model, f"v{v}")] = now
+        st.lag[model] = 1.0
+        for label in range(lim.max_cohort_labels):
+            for value in range(lim.max_cohort_values):
+                st.cohort_rows[(model, f"l{label}", f"c{value}")] = value + 1
+                st.cohort_last_end[(model, f"l{label}", f"c{value}")] = now
+    series = sum(1 for line in generate_latest(parts.registry).decode().splitlines() if not line.startswith("#"))
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        generate_latest(parts.registry)
+        times.append(time.perf_counter() - t0)
+    print(f"/metrics at the default caps ({lim.max_models} models x {lim.max_versions_per_model} versions, "
+          f"{lim.max_feature_series} feature series, {lim.max_cohort_labels} x {lim.max_cohort_values} cohort values): "
+          f"{series:,} series, {min(times) * 1e3:.0f} ms (best of 5; goal <= 1000 ms)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envelopes", type=int, default=3000)
@@ -111,6 +161,7 @@ def main() -> None:
     bench_drift()
     with tempfile.TemporaryDirectory() as tmp:
         bench_metrics(Path(tmp))
+        bench_metrics_at_caps(Path(tmp))
         if not args.skip_kafka:
             bench_kafka(args.envelopes, Path(tmp))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -27,17 +28,23 @@ def atomic_write(tmp_dir: Path, dest_dir: Path, name: str, data: bytes, fsync: b
     """Write ``data`` to ``tmp_dir/name``, fsync it, rename it to ``dest_dir/name``, fsync the directory.
 
     ``tmp_dir`` must be on the same file system as ``dest_dir`` (the rename is then atomic).
-    ``mtime`` stamps the file, so a merged window keeps the age of its oldest part.
+    ``mtime`` stamps the file, so a merged window keeps the age of its oldest part. On any failure the
+    temp file is removed before the error propagates.
     """
     tmp = tmp_dir / (name + ".tmp")
     dest = dest_dir / name
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        if fsync:
-            os.fsync(fh.fileno())
-    if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, dest)
+    except BaseException:  # a full disk, a quota: leave no half-written temp file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(dest_dir, fsync)
     return dest

@@ -5,7 +5,9 @@ line, ``Content-Type: application/x-ndjson``). Row fields: ``features`` (object,
 ``outputs``, ``model``, ``model_version``, ``variant``, ``device``, ``cohort``, ``request_id``,
 ``latency_ms``, ``event_time`` (epoch seconds or ISO-8601). A request is all or nothing: any bad
 row answers 400 with ``{"error", "detail"}`` naming the row, and nothing of it is observed, so the
-client can fix and resend without double counting. Bodies over the limit answer 413.
+client can fix and resend without double counting (bodies that are not UTF-8, not JSON, nested too
+deeply, or of an unsupported Content-Type included). Bodies over the limit answer 413, chunked bodies
+411, a missing or bad Content-Length 400.
 
 Standard library only (``http.server``), bound to loopback by default.
 """
@@ -70,8 +72,10 @@ def parse_rows(body: bytes, content_type: str, max_rows: int) -> list[dict[str, 
 def _loads(text: str, where: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
         raise ObserveError(f"{where} is not JSON: {exc}", "malformed") from None
+    except RecursionError:
+        raise ObserveError(f"{where} is nested too deeply", "malformed") from None
 
 
 def _is_number(v: Any) -> bool:
@@ -157,6 +161,10 @@ class LocalApi:
         except ObserveError as exc:
             self._count(exc)
             return 400, {"error": exc.reason, "detail": str(exc)}
+        except RecursionError:  # a row nested too deeply for the checks themselves
+            deep = ObserveError("a row is nested too deeply", "malformed")
+            self._count(deep)
+            return 400, {"error": deep.reason, "detail": str(deep)}
         for r in rows:
             m.observe_row(r["features"], r.get("outputs"), model=r.get("model"),
                           model_version=r.get("model_version"), variant=r.get("variant"),
@@ -250,7 +258,11 @@ class LocalApi:
                                       "detail": f"{length} bytes, at most {api.max_body_bytes}"})
                     return
                 body = self.rfile.read(length)
-                status, payload = api.observe_body(body, self.headers.get("Content-Type") or "")
+                try:
+                    status, payload = api.observe_body(body, self.headers.get("Content-Type") or "")
+                except Exception:  # a bug must still answer, never drop the connection
+                    log.exception("observe failed on a %d-byte body", len(body))
+                    status, payload = 500, {"error": "internal", "detail": "see the sidecar's log"}
                 self._reply(status, payload)
 
         return Handler

@@ -8,6 +8,7 @@ consumer; it stops them in reverse order.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,11 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
-from .api.deps import Parts
+from .api.deps import Parts, RateLimit
 from .api.openapi import install_docs, install_openapi
-from .errors import ServiceError
+from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
+from .limits import Caps
 from .metrics import IngestStats, build_registry
 from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .retrain import Dispatcher, from_evaluations
@@ -52,9 +54,11 @@ class Background:
         return self
 
     def run_once(self, now: float | None = None) -> None:
-        """One pass; with several replicas only the leader evaluates (service/fleet.py)."""
+        """One pass; only the leader evaluates (service/fleet.py), and the stages (drift and canaries,
+        retraining policy, retention, fleet state) fail independently."""
         p = self.parts
         now = time.time() if now is None else now
+        p.store.probe_write(now)  # keeps the store's health current for /healthz and /readyz
         if p.fleet is not None and not p.fleet.leadership.check():
             p.fleet.refresh(now)  # a follower only writes its device reports
             return
@@ -63,9 +67,17 @@ class Background:
         try:
             states = p.evaluator.evaluate_all(now)
             if p.settings.retrain.internal_policy:
-                from_evaluations(p.dispatcher, p.evaluator, states, now)
+                try:
+                    from_evaluations(p.dispatcher, p.evaluator, states, now)
+                    p.evaluator.succeeded("retrain", "policy")
+                except Exception as exc:
+                    p.evaluator.failed("retrain", "policy", exc)
             if self.passes % 20 == 0:
-                p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
+                try:
+                    p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
+                    p.evaluator.succeeded("retention", "roll-up")
+                except Exception as exc:
+                    p.evaluator.failed("retention", "roll-up", exc)
             if p.fleet is not None:
                 p.fleet.refresh(now)
             result = "ok"
@@ -91,10 +103,15 @@ class Background:
 
 def open_parts(settings: ServiceSettings) -> Parts:
     """Open the store and build every part of a running service (no threads started)."""
-    store = Store(settings.database_url)
+    lim = settings.limits
+    store = Store(settings.database_url, pool_size=settings.database_pool_size,
+                  timeout_seconds=settings.database_timeout_seconds,
+                  caps=Caps(lim.max_models, lim.max_versions_per_model, lim.max_features_per_model,
+                            lim.max_feature_series, lim.max_cohort_labels, lim.max_cohort_values))
     evaluator = Evaluator(store, settings)
     dispatcher = Dispatcher(store, settings.retrain)
     parts = Parts(settings, store, evaluator, IngestStats(), dispatcher)
+    parts.report_limit = RateLimit(settings.report_rate_per_minute)
     parts.fleet = Fleet(store, parts.stats, Leadership(settings.database_url))
     parts.registry = build_registry(evaluator, parts.stats, dispatcher, settings.cohort_top_n, parts.fleet.exposes)
     add_runtime_collectors(parts.registry)
@@ -148,7 +165,8 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "detail": exc.detail}, status_code=exc.status)
+        hdrs = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse({"error": exc.message, "detail": exc.detail}, status_code=exc.status, headers=hdrs)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,12 +5,16 @@
     ├── BadRequest        (400) a body or parameter that cannot be used
     ├── PayloadTooLarge   (413) a body over the configured limit
     ├── Unauthorized      (401) a missing or wrong bearer token
+    ├── Forbidden         (403) a valid token that may not do this (a device writing as another)
+    ├── LimitExceeded     (422) a new model, version, feature or cohort value past a configured cap
+    ├── TooManyRequests   (429) over a rate limit; ``retry_after`` seconds
     └── StoreError        (503) the database failed; retriable
 """
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError", "Unauthorized"]
+__all__ = ["BadRequest", "Forbidden", "LimitExceeded", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError",
+           "TooManyRequests", "Unauthorized"]
 
 
 class ServiceError(Exception):
@@ -39,6 +43,22 @@ class PayloadTooLarge(ServiceError):
 
 class Unauthorized(ServiceError):
     status = 401
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class LimitExceeded(ServiceError):
+    status = 422
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: float, detail: object = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
 
 
 class StoreError(ServiceError):

@@ -6,21 +6,28 @@ page, so a scrape never computes statistics.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from driftline.profile import StreamKey, WindowProfile, merge_all
+from driftline.profile import StreamKey, WindowProfile
 from driftline.stats import CanaryConfig, DriftConfig, compare_profiles, evaluate_canary
 
 from .errors import BadRequest, NotFound
+from .merging import annotate_report, merge_windows
 from .settings import ServiceSettings
 from .store import ExperimentRow, Store, WindowRow
 
-__all__ = ["Evaluator", "ModelState", "RolloutRef", "canary_config_dict", "parse_canary_config"]
+__all__ = ["EVALUATION_STAGES", "Evaluator", "ModelState", "RolloutRef", "canary_config_dict", "parse_canary_config"]
+
+log = logging.getLogger("driftline.service.evaluation")
+
+EVALUATION_STAGES = ("drift", "canary", "retrain", "retention")
 
 WEEK = 7 * 86400.0
 
@@ -52,7 +59,26 @@ class Evaluator:
     settings: ServiceSettings
     states: dict[tuple[str, str], ModelState] = field(default_factory=dict)
     canary_states: dict[str, CanaryState] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)  # stage -> failed evaluations
+    _failing: set[tuple[str, str]] = field(default_factory=set)  # (stage, subject) failing now: logged once
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, stage: str, subject: str, exc: BaseException) -> None:
+        """Count a failed evaluation; log it with its traceback the first time in a row for ``subject``."""
+        with self._lock:
+            self.errors[stage] += 1
+            first = (stage, subject) not in self._failing
+            self._failing.add((stage, subject))
+        if first:
+            log.error("%s evaluation of %s failed (logged once until it recovers): %s", stage, subject, exc,
+                      exc_info=exc)
+
+    def succeeded(self, stage: str, subject: str) -> None:
+        """Clear the failing mark of ``subject``, so its next failure is logged again."""
+        with self._lock:
+            if (stage, subject) in self._failing:
+                self._failing.discard((stage, subject))
+                log.info("%s evaluation of %s recovered", stage, subject)
 
     def drift_config(self, model: str) -> DriftConfig:
         ev = self.settings.evaluation
@@ -84,11 +110,11 @@ class Evaluator:
                 enough = (ev.auto_reference_rows > 0 and total >= ev.auto_reference_rows) or (
                     ev.auto_reference_hours > 0 and rows[-1].end >= first + ev.auto_reference_hours * 3600)
                 if picked and enough:
-                    return merge_all(r.profile for r in picked), "first_window"
+                    return merge_windows([r.profile for r in picked]).profile, "first_window"
         if ev.seasonal_reference:
             rows = self.store.windows(model, version, since=since - WEEK, until=until - WEEK)
             if rows:
-                return merge_all(r.profile for r in rows), "week_ago"
+                return merge_windows([r.profile for r in rows]).profile, "week_ago"
         return None
 
     # ---- drift ------------------------------------------------------------------------------------
@@ -109,10 +135,9 @@ class Evaluator:
         if ref is None:
             raise self.no_reference(model, version)
         if not rows:
-            report = compare_profiles(ref[0], WindowProfile(ref[0].key, since, until), self.drift_config(model))
+            out = compare_profiles(ref[0], WindowProfile(ref[0].key, since, until), self.drift_config(model)).to_dict()
         else:
-            report = compare_profiles(ref[0], merge_all(r.profile for r in rows), self.drift_config(model))
-        out = report.to_dict()
+            out = _compare(ref[0], rows, self.drift_config(model))
         out.update(model=model, version=version, variant=variant, since=since, until=until,
                    reference_source=ref[1], windows=len(rows))
         return out
@@ -195,7 +220,7 @@ class Evaluator:
         cfg = self.drift_config(model)
         out = []
         for idx in sorted(grouped):
-            rep = compare_profiles(ref[0], merge_all(r.profile for r in grouped[idx]), cfg).to_dict()
+            rep = _compare(ref[0], grouped[idx], cfg)
             out.append({"start": since + idx * bucket, "end": since + (idx + 1) * bucket,
                         "rows": sum(r.rows for r in grouped[idx]), "drift_share": rep["drift_share"],
                         "dataset_drift": rep["dataset_drift"],
@@ -218,7 +243,7 @@ class Evaluator:
         cfg = self.drift_config(model)
         out = []
         for device, rs in by_device.items():
-            rep = compare_profiles(ref[0], merge_all(r.profile for r in rs), cfg).to_dict()
+            rep = _compare(ref[0], rs, cfg)
             scores = [f["scores"].get("ks") or 0.0 for f in rep["features"]]
             out.append({"device": device, "cohort": rs[-1].cohort, "rows": sum(r.rows for r in rs),
                         "drift_share": rep["drift_share"], "dataset_drift": rep["dataset_drift"],
@@ -230,17 +255,26 @@ class Evaluator:
 
     # ---- the background pass ----------------------------------------------------------------------
     def evaluate_all(self, now: float | None = None) -> list[ModelState]:
-        """Evaluate every model version with data in the current window; update the caches."""
+        """Evaluate every model version with data in the current window; update the caches.
+
+        Each model version and each canary is evaluated on its own: one that fails is counted
+        (:attr:`errors`), logged once, and the pass goes on with the next.
+        """
         now = time.time() if now is None else now
         changed = []
         for m in self.store.models():
-            for s in {(m["name"], st["version"]) for st in m["streams"]}:
-                model, version = s
+            for model, version in sorted({(m["name"], st["version"]) for st in m["streams"]}):
+                subject = f"{model} {version}"
                 try:
                     report = self.drift(model, version, since=now - self.settings.evaluation.current_window_seconds,
                                         until=now)
                 except NotFound:
+                    self.succeeded("drift", subject)
                     continue
+                except Exception as exc:  # one model's failure never skips another
+                    self.failed("drift", subject, exc)
+                    continue
+                self.succeeded("drift", subject)
                 with self._lock:
                     st = self.states.setdefault((model, version), ModelState(model, version))
                     st.drift = report
@@ -255,8 +289,12 @@ class Evaluator:
             if exp.decision is None or self.canary_states.get(exp.model) is None:
                 try:
                     self.judge(exp, now)
-                except BadRequest:
+                except (NotFound, BadRequest):
                     continue
+                except Exception as exc:
+                    self.failed("canary", exp.model, exc)
+                    continue
+                self.succeeded("canary", exp.model)
         return changed
 
     # ---- canaries: one experiment per rollout ----------------------------------------------------
@@ -354,8 +392,8 @@ class Evaluator:
             base_rows = [r for r in base_rows if r.start >= lo and r.end <= hi]
             can_rows = [r for r in can_rows if r.start >= lo and r.end <= hi]
         empty = WindowProfile(StreamKey.of(model, ""), started, max(now, started + 1e-6))
-        base = merge_all(r.profile for r in base_rows) if base_rows else empty
-        cand = merge_all(r.profile for r in can_rows) if can_rows else empty.copy()
+        base = merge_windows([r.profile for r in base_rows]).profile if base_rows else empty
+        cand = merge_windows([r.profile for r in can_rows]).profile if can_rows else empty.copy()
         duration = (max(r.end for r in can_rows) - min(r.start for r in can_rows)) if can_rows else 0.0
         return evaluate_canary(cfg, base, cand, duration_s=duration).to_dict()
 
@@ -375,8 +413,24 @@ class RolloutRef:
     canary_version: str | None = None
 
 
+def _compare(ref: WindowProfile, rows: list[WindowRow], cfg: DriftConfig) -> dict[str, Any]:
+    """The drift report of ``rows`` merged; columns whose type changed in the range become ``type_change``."""
+    merged = merge_windows([r.profile for r in rows])
+    out = annotate_report(compare_profiles(ref, merged.profile, cfg).to_dict(), merged.conflicts)
+    for role, items in (("feature", out["features"]), ("output", out["outputs"])):
+        ref_cols, cur_cols = (ref.features, merged.profile.features) if role == "feature" else \
+            (ref.outputs, merged.profile.outputs)
+        for item in items:  # the kind changed against the reference: say how many values of each side
+            if item["status"] == "type_change" and "types" not in item and item["name"] in cur_cols:
+                r, c = ref_cols[item["name"]], cur_cols[item["name"]]
+                item["types"] = {c.kind: int(c.count)}
+                item["rows"] = {"reference": int(r.count), "current": int(c.count)}
+    return out
+
+
 def _slim(item: dict[str, Any]) -> dict[str, Any]:
     return {"name": item["name"], "drift_detected": item["drift_detected"], "status": item["status"],
+            **({"types": item["types"]} if "types" in item else {}),
             "scores": {k: item["scores"].get(k) for k in ("ks", "psi", "tvd", "jensen_shannon")}}
 
 

@@ -2,7 +2,7 @@
 
 One collector per source of truth: :class:`DriftCollector` (the evaluator's newest results and the
 store's per-stream totals), :class:`IngestCollector` (ingest counters and device reports),
-:class:`CanaryCollector` and :class:`RetrainCollector`. Cohort labels are capped to the top N values
+:class:`CanaryCollector`, :class:`RetrainCollector` and :class:`EvaluationCollector`. Cohort labels are capped to the top N values
 by rows, the rest folded into ``other``; a device id is never a label.
 """
 
@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, State
 
 from driftline import __version__
 
-from .evaluation import Evaluator
+from .evaluation import EVALUATION_STAGES, Evaluator
 from .retrain import Dispatcher
 
 __all__ = ["IngestStats", "build_registry"]
@@ -301,15 +301,39 @@ class RetrainCollector:
         yield from (req, d, a)
 
 
+class EvaluationCollector:
+    """Failed background evaluations by stage (``drift``, ``canary``, ``retrain``, ``retention``)."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def collect(self) -> Any:
+        errors = CounterMetricFamily("driftline_evaluation_errors", "Background evaluations that failed, by stage "
+                                     "(the model is in the log)", labels=["stage"])
+        with self.evaluator._lock:
+            counts = dict(self.evaluator.errors)
+        for stage in EVALUATION_STAGES:
+            errors.add_metric([stage], counts.get(stage, 0))
+        refused = CounterMetricFamily("driftline_limit_refusals", "Windows refused because a new name would pass "
+                                      "a configured cap (limits.*), by cap", labels=["limit"])
+        catalog = self.evaluator.store.catalog
+        with catalog._lock:
+            for kind, n in catalog.refused.items():
+                refused.add_metric([kind], n)
+        yield errors
+        yield refused
+
+
 def build_registry(evaluator: Evaluator, stats: IngestStats, dispatcher: Dispatcher, top_n: int,
                    fleet_visible: Callable[[], bool] = lambda: True) -> CollectorRegistry:
     """A fresh registry with every collector (never the global one).
 
     ``fleet_visible`` says whether this replica exposes fleet state (the leader) or only its own
-    per-process counters (see service/fleet.py).
+    per-process counters (see service/fleet.py); evaluation errors and cap refusals are per process.
     """
     reg = CollectorRegistry(auto_describe=False)
     for c in (DriftCollector(evaluator, fleet_visible), IngestCollector(stats, top_n, fleet_visible),
-              CanaryCollector(evaluator, fleet_visible), RetrainCollector(dispatcher, fleet_visible)):
+              CanaryCollector(evaluator, fleet_visible), RetrainCollector(dispatcher, fleet_visible),
+              EvaluationCollector(evaluator)):
         reg.register(c)  # type: ignore[arg-type]
     return reg

@@ -7,10 +7,11 @@ See ``service/config.example.yaml`` for every key.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.dataclasses import dataclass as typed_dataclass
 from pydantic_settings import SettingsConfigDict
 
@@ -24,11 +25,17 @@ __all__ = [
     "CanarySettings",
     "EvaluationSettings",
     "KafkaSettings",
+    "LimitSettings",
     "RetrainSettings",
     "RetrainTarget",
     "ServiceSettings",
+    "exposure_problem",
     "load_settings",
 ]
+
+
+WEAK_SECRETS = frozenset({"change-me", "changeme", "secret", "password"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class _Section(BaseModel):
@@ -114,7 +121,7 @@ class RetrainSettings(_Section):
     """Retraining requests: one policy for the Alertmanager receiver and the internal evaluator."""
 
     targets: list[RetrainTarget] = []
-    secret: SecretStr = SecretStr("change-me")
+    secret: SecretStr | None = Field(None, description="HMAC key of X-Driftline-Signature; required with targets")
     internal_policy: bool = Field(True, description="evaluate the policy in the service (no Alertmanager)")
     sustained_seconds: float = Field(900.0, ge=0, description="dataset drift held this long starts retraining "
                                      "(the same as the 'for:' of DriftlineRetrainModel in alerts/)")
@@ -122,7 +129,19 @@ class RetrainSettings(_Section):
     deadline_seconds: float = Field(86400.0, gt=0, description="give up delivering after this long")
     backoff_initial_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(300.0, gt=0)
-    timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float = Field(10.0, gt=0, description="deadline of one whole delivery attempt (connect, "
+                                   "send, every byte of the answer)")
+    senders: int = Field(4, ge=1, le=64, description="parallel senders; one target holds at most one at a time")
+
+    @model_validator(mode="after")
+    def _secret_with_targets(self) -> RetrainSettings:
+        secret = self.secret.get_secret_value() if self.secret is not None else ""
+        if self.targets and not secret:
+            raise ValueError("retrain.secret is required when retrain.targets are set (receivers verify "
+                             "X-Driftline-Signature with it): set DRIFTLINE_RETRAIN__SECRET")
+        if secret in WEAK_SECRETS:
+            raise ValueError(f"retrain.secret {secret!r} is a placeholder: use a random value")
+        return self
 
 
 @typed_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
@@ -145,6 +164,18 @@ class CanarySettings(CanaryConfig):
         return out
 
 
+class LimitSettings(_Section):
+    """Server-side caps: past one, a write is refused (422) and counted, never a new series."""
+
+    max_models: int = Field(50, ge=1, description="distinct models")
+    max_versions_per_model: int = Field(10, ge=1)
+    max_features_per_model: int = Field(1000, ge=1, description="distinct feature and output names per model")
+    max_feature_series: int = Field(3000, ge=1, description="distinct (model, version, feature or output) over "
+                                    "all models: bounds the drift series in /metrics")
+    max_cohort_labels: int = Field(8, ge=1, description="distinct cohort labels per model")
+    max_cohort_values: int = Field(50, ge=1, description="distinct values per cohort label per model")
+
+
 class ServiceSettings(EnvFirstSettings):
     """Everything ``driftline service`` needs; safe defaults on loopback."""
 
@@ -153,7 +184,22 @@ class ServiceSettings(EnvFirstSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     database_url: str = Field("sqlite:///driftline.sqlite", description="sqlite:///PATH or postgresql://...")
-    api_token: SecretStr | None = Field(None, description="bearer token required on write endpoints")
+    database_pool_size: int = Field(8, ge=1, le=100, description="PostgreSQL: most connections per process")
+    database_timeout_seconds: float = Field(5.0, gt=0, description="wait this long for a database connection, "
+                                            "then answer 503")
+    liveness_store_failure_seconds: float = Field(120.0, gt=0, description="/healthz fails once store writes have "
+                                                  "failed this long without a break")
+    api_token: SecretStr | None = Field(None, description="bearer token required on write endpoints (and "
+                                        "accepted wherever a read token is)")
+    read_token: SecretStr | None = Field(None, description="if set, bearer token required on read endpoints "
+                                         "(models, drift, canary, status pages); /metrics and health stay open")
+    device_tokens: dict[str, SecretStr] = Field({}, description="device id -> bearer token: a device token may "
+                                                "ingest only windows whose source is that device")
+    insecure: bool = Field(False, description="allow listening beyond loopback without api_token (writes open "
+                           "to anyone who reaches the port)")
+    report_rate_per_minute: float = Field(6.0, gt=0, description="Evidently reports (expensive) per minute, "
+                                          "per process")
+    limits: LimitSettings = LimitSettings()
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cohort_top_n: int = Field(20, ge=1)
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line, "
@@ -165,6 +211,23 @@ class ServiceSettings(EnvFirstSettings):
     kafka: KafkaSettings = KafkaSettings()
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(settings: ServiceSettings) -> str | None:
+    """Why the service must not listen as configured (beyond loopback, no write token), or None."""
+    if _loopback(settings.host) or settings.api_token is not None or settings.insecure:
+        return None
+    return (f"refusing to listen on {settings.host} without api_token: anyone who reaches the port could write. "
+            "Set DRIFTLINE_API_TOKEN (and give sidecars the token), or pass --insecure to accept open writes")
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> ServiceSettings:

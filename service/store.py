@@ -1,33 +1,41 @@
 """The durable store: SQLite (embedded default) or PostgreSQL (several replicas), one code path.
 
 Plain SQL that both engines accept; the only differences (placeholders, auto-increment, binary type)
-are confined to :class:`_Dialect`. One connection per process, guarded by a lock; every write that
-must be atomic runs in :meth:`Store.transaction`.
+are confined to :class:`_Dialect`. SQLite: one connection guarded by a lock; PostgreSQL: a pool that
+survives server restarts. Every write that must be atomic runs in :meth:`Store.transaction`; every
+write's outcome feeds :class:`StoreHealth`.
 
 Tables: ``envelopes`` (ids already merged: the exactly-once ledger), ``windows`` (one row per
 stream, cohort, device and window, the profile as wire bytes), ``refs`` (reference profiles per model
 version), ``canaries`` (each model's canary defaults), ``canary_experiments`` (one per rollout, keyed by
 model and the rollout's identity, with its sticky decision), ``canary_events`` (each gate call),
-``outbox`` (retraining requests) and ``retrain_state`` (cooldowns).
+``outbox`` (retraining requests), ``retrain_state`` (cooldowns), ``probes`` (one heartbeat row per
+process: the write that readiness and liveness check) and ``catalog`` (every model, version, feature
+and cohort value name accepted: the caps of :mod:`driftline.service.limits`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from driftline.errors import WireFormatError
 from driftline.profile import WindowProfile, merge_all
 from driftline.wire import Envelope, decode_envelope, encode_envelope
 
-from .errors import StoreError
+from .errors import ServiceError, StoreError
+from .limits import Caps, Catalog
+from .merging import compatible_groups
 
-__all__ = ["ExperimentRow", "IngestResult", "Store", "WindowRow"]
+__all__ = ["ExperimentRow", "IngestResult", "Store", "StoreHealth", "WindowRow"]
 
 
 class _Dialect:
@@ -70,6 +78,9 @@ SCHEMA = [
         last_error TEXT, delivered_at DOUBLE PRECISION)""",
     """CREATE TABLE IF NOT EXISTS retrain_state (
         model TEXT PRIMARY KEY, last_request_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS catalog (
+        kind TEXT NOT NULL, scope TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (kind, scope, name))""",
 ]
 
 
@@ -78,8 +89,9 @@ class IngestResult:
     """What happened to one envelope."""
 
     envelope_id: str
-    result: str  # "accepted" | "duplicate"
+    result: str  # "accepted" | "duplicate" | "limited" (a name past a cap: nothing stored)
     windows: int
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,65 +134,161 @@ def _experiment(row: Sequence[Any]) -> ExperimentRow:
                          None if result is None else json.loads(result))
 
 
-class Store:
-    """SQLite or PostgreSQL behind the same methods; ``url`` is ``sqlite:///path`` or ``postgresql://...``."""
+class StoreHealth:
+    """Whether the store can write, from every write and probe: read by ``/healthz`` and ``/readyz``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, now: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self.last_ok = time.time() if now is None else now
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+
+    def ok(self, now: float | None = None) -> None:
+        with self._lock:
+            self.last_ok = time.time() if now is None else now
+            self.failing_since = None
+            self.last_error = None
+
+    def failed(self, error: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._lock:
+            if self.failing_since is None:
+                self.failing_since = now
+            self.last_error = error
+
+    def failing_for(self, now: float | None = None) -> float:
+        """Seconds of unbroken write failures (0 while writes succeed)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return 0.0 if self.failing_since is None else max(0.0, now - self.failing_since)
+
+
+def _cause(exc: BaseException) -> str:
+    """The error's own words, with a hint for the one SQLite reports tersely."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        text += " (the SQLite database's disk or max_page_count is full: free space or move the database)"
+    return text
+
+
+class Store:
+    """SQLite or PostgreSQL behind the same methods; ``url`` is ``sqlite:///path`` or ``postgresql://...``.
+
+    SQLite: one connection guarded by a lock. PostgreSQL: a connection pool (psycopg_pool) that checks
+    each connection before handing it out and reconnects in the background, so a server restart costs
+    the requests made while it is down (503) and nothing after it is back.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 8, timeout_seconds: float = 5.0, caps: Caps | None = None) -> None:
         self.url = url
+        self.health = StoreHealth()
         self._lock = threading.RLock()
+        self._pool: Any = None
+        self._conn: Any = None
+        self.probe_name = f"{socket.gethostname()}:{os.getpid()}"
         try:
             if url.startswith("sqlite://"):
                 path = url[len("sqlite:///"):] or ":memory:"
                 self.d = _Dialect(False)
-                self._conn: Any = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+                self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             elif url.startswith(("postgresql://", "postgres://")):
-                import psycopg
+                from psycopg_pool import ConnectionPool
 
                 self.d = _Dialect(True)
-                self._conn = psycopg.connect(url, autocommit=True)
+                self._pool = ConnectionPool(
+                    url, min_size=1, max_size=pool_size, open=True, name="driftline",
+                    kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_seconds))},
+                    check=ConnectionPool.check_connection, timeout=timeout_seconds,
+                    # give up a reconnection run early: the next request starts a fresh one at once,
+                    # so the pool serves again within about a second of the server's return
+                    reconnect_timeout=max(1.0, timeout_seconds / 2))
+                self._pool.wait(timeout=max(timeout_seconds, 10.0))
             else:
                 raise StoreError(f"unsupported database_url {url!r}: use sqlite:///PATH or postgresql://...")
-            for ddl in SCHEMA:
-                self._conn.execute(ddl.format(serial=self.d.serial, blob=self.d.blob))
+            with self._connection() as conn:
+                for ddl in SCHEMA:
+                    conn.execute(ddl.format(serial=self.d.serial, blob=self.d.blob))
+            self.catalog = Catalog(self, caps or Caps())
         except StoreError:
+            self.close()
             raise
         except Exception as exc:
-            raise StoreError(f"cannot open the store {url.split('@')[-1]}: {exc}") from exc
+            self.close()
+            raise StoreError(f"cannot open the store {url.split('@')[-1]}: {_cause(exc)}") from exc
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._pool is not None:
+                self._pool.close()
+            if self._conn is not None:
+                self._conn.close()
 
     # ---- plumbing --------------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN")
+    def _connection(self) -> Iterator[Any]:
+        """A connection for one statement or transaction: the SQLite one (locked) or one from the pool."""
+        if self._pool is None:
+            with self._lock:
                 yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        else:
+            with self._pool.connection() as conn:
+                yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One atomic unit. A database error becomes a :class:`StoreError` naming its real cause (never
+        a failed ROLLBACK) and marks the store unhealthy; a commit marks it healthy."""
+        try:
+            with self._connection() as conn:
+                if self._pool is not None:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    conn.execute("BEGIN")
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        # SQLite rolls back by itself on some errors (SQLITE_FULL): a second ROLLBACK
+                        # would fail with "cannot rollback - no transaction is active" and hide the cause.
+                        if conn.in_transaction:
+                            with suppress(sqlite3.Error):
+                                conn.execute("ROLLBACK")
+                        raise
+        except ServiceError:
+            raise
+        except Exception as exc:
+            self.health.failed(_cause(exc))
+            raise StoreError(f"database write failed: {_cause(exc)}") from exc
+        self.health.ok()
 
     def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return conn.execute(self.d.sql(sql), tuple(params))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return list(self._exec(self._conn, sql, params).fetchall())
-            except Exception as exc:
-                raise StoreError(f"database query failed: {exc}") from exc
+        try:
+            with self._connection() as conn:
+                return list(self._exec(conn, sql, params).fetchall())
+        except Exception as exc:
+            raise StoreError(f"database query failed: {_cause(exc)}") from exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with self._lock:
-            try:
-                return int(self._exec(self._conn, sql, params).rowcount)
-            except Exception as exc:
-                raise StoreError(f"database write failed: {exc}") from exc
+        try:
+            with self._connection() as conn:
+                n = int(self._exec(conn, sql, params).rowcount)
+        except Exception as exc:
+            self.health.failed(_cause(exc))
+            raise StoreError(f"database write failed: {_cause(exc)}") from exc
+        self.health.ok()
+        return n
+
+    def probe_write(self, now: float | None = None) -> None:
+        """Write this process's heartbeat row: proves the store takes writes (readiness, liveness)."""
+        now = time.time() if now is None else now
+        self.execute("INSERT INTO probes (name, at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET at = excluded.at",
+                     (self.probe_name, now))
 
     # ---- ingest: the exactly-once step ----------------------------------------------------------
     def ingest(self, env: Envelope, transport: str, now: float | None = None, raw: bytes | None = None) -> IngestResult:
@@ -196,6 +304,7 @@ class Store:
         """
         now = time.time() if now is None else now
         out = []
+        names: list[Any] = []
         try:
             with self.transaction() as conn:
                 for env, raw in items:
@@ -205,15 +314,20 @@ class Store:
                     if cur.rowcount == 0:
                         out.append(IngestResult(env.envelope_id, "duplicate", 0))
                         continue
+                    refused, new = self.catalog.admit(conn, env.profiles)
+                    if refused is not None:  # not merged: the same id may come back once the cap is raised
+                        self._exec(conn, "DELETE FROM envelopes WHERE envelope_id = ?", (env.envelope_id,))
+                        out.append(IngestResult(env.envelope_id, "limited", 0, refused))
+                        continue
+                    names += new
                     single = raw if raw is not None and len(env.profiles) == 1 else None
                     for p in env.profiles:
                         self._insert_window(conn, p, now, "raw", blob=single)
                     out.append(IngestResult(env.envelope_id, "accepted", len(env.profiles)))
-            return out
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"could not store {len(items)} envelope(s): {exc}") from exc
+        except StoreError as exc:
+            raise StoreError(f"could not store {len(items)} envelope(s): {exc.message}") from exc
+        self.catalog.committed(names)
+        return out
 
     def _insert_window(self, conn: Any, p: WindowProfile, now: float, resolution: str, blob: bytes | None = None) -> None:
         if blob is None:
@@ -243,7 +357,10 @@ class Store:
         sql += " ORDER BY start_ts, id"
         out = []
         for m, v, var, src, cohort, s, e, rows, rec, blob in self.query(sql, params):
-            prof = decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]
+            try:
+                prof = decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]
+            except WireFormatError as exc:  # written by us, so the store is damaged: not the caller's fault
+                raise StoreError(f"a stored window of model {m!r} version {v!r} cannot be decoded: {exc}") from exc
             out.append(WindowRow(m, v, var, src, json.loads(cohort), s, e, int(rows), rec, prof))
         return out
 
@@ -401,10 +518,12 @@ class Store:
                 key = (m, v, var, src, cohort, int(start // bucket))
                 groups.setdefault(key, []).append((int(wid), decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]))
             for members in groups.values():
-                merged = merge_all(p for _, p in members)
+                # windows where a column changed type cannot merge: each compatible group becomes one window
+                parts = compatible_groups([p for _, p in members])
                 with self.transaction() as conn:
                     for wid, _ in members:
                         self._exec(conn, "DELETE FROM windows WHERE id = ?", (wid,))
-                    self._insert_window(conn, merged, now, coarser)
-                removed += len(members) - 1
+                    for idx in parts:
+                        self._insert_window(conn, merge_all(members[i][1] for i in idx), now, coarser)
+                removed += len(members) - len(parts)
         return removed

@@ -14,7 +14,7 @@ from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 from driftline.wire import Envelope, encode_envelope
 from tests.harness.ports import free_port
 
-__all__ = ["envelope", "reference_bytes", "running_service", "window"]
+__all__ = ["envelope", "reference_bytes", "running_service", "serving", "window"]
 
 PCFG = ProfileConfig(categorical=frozenset({"label", "city"}))
 
@@ -42,12 +42,18 @@ def reference_bytes(rng: np.random.Generator, model: str, version: str, n: int =
 @contextmanager
 def running_service(settings: Any) -> Iterator[str]:
     """The real app under uvicorn on 127.0.0.1; yields its base URL."""
-    import uvicorn
-
     from driftline.service.app import create_app
 
+    with serving(create_app(settings), settings) as url:
+        yield url
+
+
+@contextmanager
+def serving(app: Any, settings: Any) -> Iterator[str]:
+    """Serve an app built by the caller (who can then reach ``app.state.parts``); yields its base URL."""
+    import uvicorn
+
     settings.port = settings.port or free_port()
-    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="error"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)

@@ -169,10 +169,10 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus_binaries) -> Itera
     hook = Retrainer()
     port = free_port()
     settings = ServiceSettings(
-        database_url=f"sqlite:///{tmp / 'service.sqlite'}", port=port,
+        database_url=f"sqlite:///{tmp / 'service.sqlite'}", port=port, read_token="dash-read",
         evaluation=EvaluationSettings(current_window_seconds=7200, interval_seconds=0.5, drift_share_threshold=0.3,
                                       critical_features={"cam": ["a"]}),
-        retrain=RetrainSettings(internal_policy=True, sustained_seconds=0, deadline_seconds=1,
+        retrain=RetrainSettings(internal_policy=True, sustained_seconds=0, deadline_seconds=1, secret="k",
                                 backoff_initial_seconds=0.2, backoff_max_seconds=0.4, timeout_seconds=2,
                                 targets=[RetrainTarget(name="trainer", url=hook.url),
                                          RetrainTarget(name="offline", url=f"http://127.0.0.1:{free_port()}/x")]))
@@ -241,7 +241,7 @@ def test_links_open_the_report_status_page_and_model_detail(live: Live) -> None:
     fill = {"service_url": live.service_url, "__field.labels.model": "cam", "__data.fields.model": "cam",
             "__field.labels.version": "v1", "__data.fields.version": "v1", **VALUES}
     opened = set()
-    with httpx.Client(timeout=120) as c:
+    with httpx.Client(timeout=120, headers={"Authorization": "Bearer dash-read"}) as c:  # report needs a token
         for name, d in boards.items():
             for url in _links(d):
                 if url.startswith("/d/"):  # another dashboard: it exists and has the variables the link sets

@@ -259,6 +259,7 @@ def test_secrets_are_made_from_values_or_generated(tmp_path: Path, monkeypatch: 
     (["serviceMonitor.scrapeTimeout=ten"], "scrapeTimeout"),
     (["kafka.securityProtocol=TLS"], "value must be one of"),
     (["publicUrl=driftline.example.com"], "publicUrl"),
+    (["auth.enabled=false"], "auth.enabled=false needs insecure: true"),
 ])
 def test_unsafe_values_are_refused_with_a_reason(sets: list[str], message: str) -> None:
     args = ["template", "rel", str(CHART)]

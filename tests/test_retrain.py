@@ -106,7 +106,7 @@ def test_alert_storm_starts_one_retraining_per_episode(store_url: str) -> None:
     clock = Clock()
     d = Dispatcher(store, RetrainSettings(targets=[RetrainTarget(name="a", url="http://127.0.0.1:9/a"),
                                                    RetrainTarget(name="b", url="http://127.0.0.1:9/b", models=["x"])],
-                                          cooldown_seconds=3600), clock=clock)
+                                          cooldown_seconds=3600, secret="k"), clock=clock)
     try:
         queued = [d.request("m", "v1", "DriftlineRetrainModel", episode(i), {}) for i in range(20)]
         assert queued == [1] + [0] * 19  # target b only serves model x
@@ -121,8 +121,11 @@ def test_alert_storm_starts_one_retraining_per_episode(store_url: str) -> None:
         # two senders that read the same due row: the compare-and-set lets only the first take it
         (oid, due), *rest = store.query("SELECT id, next_attempt_at FROM outbox ORDER BY id")
         assert d.outbox.lease(oid, due, clock.t + 40) and not d.outbox.lease(oid, due, clock.t + 40)
-        assert [r.id for r in d.outbox.claim_due(clock.t, 40)] == [i for i, _ in rest]
-        assert d.outbox.claim_due(clock.t, 40) == []  # leased rows are not due
+        claimed = []
+        while (row := d.outbox.claim_one(clock.t, 40)) is not None:
+            claimed.append(row.id)
+        assert claimed == [i for i, _ in rest]
+        assert d.outbox.claim_one(clock.t, 40) is None  # leased rows are not due
     finally:
         store.close()
 
@@ -243,7 +246,7 @@ def test_embedded_policy_retrains_once_per_episode(tmp_path) -> None:
         database_url=f"sqlite:///{tmp_path / 'e.sqlite'}",
         evaluation=EvaluationSettings(current_window_seconds=600, drift_share_threshold=0.3),
         retrain=RetrainSettings(targets=[RetrainTarget(name="t", url="http://127.0.0.1:9/none")],
-                                sustained_seconds=120, cooldown_seconds=60))
+                                sustained_seconds=120, cooldown_seconds=60, secret="k"))
     parts = open_parts(settings)
     bg = Background(parts)
     t0 = 2_000_000_000.0

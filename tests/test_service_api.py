@@ -322,7 +322,8 @@ def test_evidently_report_from_reservoirs(tmp_path) -> None:
         p.update({"a": rng.normal(shift, 1, 1000), "b": rng.exponential(1, 1000)})
         return encode_envelope(Envelope([p]))
 
-    with running_service(settings(tmp_path)) as url, httpx.Client(base_url=url, timeout=120) as c:
+    with running_service(settings(tmp_path, read_token="r", report_rate_per_minute=600)) as url, \
+            httpx.Client(base_url=url, timeout=120, headers={"Authorization": "Bearer r"}) as c:
         c.put("/v1/models/r/versions/v1/reference", content=prof(0.0, 0.0, "reference")).raise_for_status()
         no_sample = c.get("/v1/models/r/report.html")
         assert no_sample.status_code == 404  # no data yet

@@ -71,7 +71,7 @@ def test_deadline_gives_up_and_counts(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'o.sqlite'}")
     clock = [1000.0]
     d = Dispatcher(store, RetrainSettings(targets=[RetrainTarget(name="t", url="http://127.0.0.1:9/none")],
-                                          deadline_seconds=60, backoff_initial_seconds=1, timeout_seconds=1),
+                                          deadline_seconds=60, backoff_initial_seconds=1, timeout_seconds=1, secret="k"),
                    clock=lambda: clock[0])
     assert d.request("m", "v1", "test", "episode-1", {}) == 1
     assert d.request("m", "v1", "test", "episode-1", {}) == 0  # same episode: de-duplicated (cooldown too)

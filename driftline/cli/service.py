@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML settings file")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="listen beyond loopback without api_token (writes open to anyone who reaches the port)")
     p.add_argument("--check", action="store_true", help="validate the settings, print them, and exit")
     p.set_defaults(func=_run)
 
@@ -32,13 +34,20 @@ def _run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from driftline.service.app import create_app
-        from driftline.service.settings import load_settings
+        from driftline.service.settings import exposure_problem, load_settings
     except ImportError as exc:
         raise MissingExtraError(exc.name or "fastapi", "service") from None
-    settings = load_settings(args.config, host=args.host, port=args.port)
+    settings = load_settings(args.config, host=args.host, port=args.port, insecure=args.insecure)
+    problem = exposure_problem(settings)
+    if problem is not None:
+        print(f"driftline service: {problem}", file=sys.stderr)
+        return 2
     if args.check:
         print(settings.model_dump_json(indent=2))
         return 0
+    if settings.insecure and settings.api_token is None:
+        print(f"driftline service: WARNING: --insecure: listening on {settings.host} with no api_token; anyone who "
+              "reaches the port can write windows, references and canaries", file=sys.stderr, flush=True)
     if settings.log_format == "json":
         import logging
 

@@ -20,7 +20,7 @@ from driftline.stats import CanaryConfig
 
 from ..errors import BadRequest
 from ..evaluation import RolloutRef, canary_config_dict
-from .deps import PartsDep, WriteAccess
+from .deps import PartsDep, ReadAccess, WriteAccess
 
 __all__ = ["FlaggerPayload", "router"]
 
@@ -89,7 +89,7 @@ def put_canary(parts: PartsDep, model: str, body: CanaryConfig = Body(..., examp
     return parts.evaluator.canary(model, API_ROLLOUT)  # type: ignore[no-any-return]
 
 
-@router.get("/{model}/canary")
+@router.get("/{model}/canary", dependencies=[ReadAccess])
 def get_canary(parts: PartsDep, model: str,
                rollout: Annotated[str | None, Query(max_length=255)] = None) -> dict[str, Any]:
     """One experiment's verdict (``continue``, ``promote``, ``rollback`` or ``inconclusive``), reasons,
@@ -97,13 +97,13 @@ def get_canary(parts: PartsDep, model: str,
     return parts.evaluator.canary(model, rollout)  # type: ignore[no-any-return]
 
 
-@router.get("/{model}/canary/experiments")
+@router.get("/{model}/canary/experiments", dependencies=[ReadAccess])
 def list_model_experiments(parts: PartsDep, model: str) -> list[dict[str, Any]]:
     """The model's experiments, newest first, each with its status and gate-call history."""
     return parts.evaluator.experiments(model)  # type: ignore[no-any-return]
 
 
-@experiments_router.get("/experiments")
+@experiments_router.get("/experiments", dependencies=[ReadAccess])
 def list_experiments(parts: PartsDep) -> list[dict[str, Any]]:
     """Every model's experiments, newest first."""
     return parts.evaluator.experiments()  # type: ignore[no-any-return]
@@ -121,7 +121,7 @@ def delete_canary(parts: PartsDep, model: str) -> dict[str, Any]:
 _Payload = Annotated[FlaggerPayload | None, Body()]
 
 
-@router.post("/{model}/canary/gate/check")
+@router.post("/{model}/canary/gate/check", dependencies=[ReadAccess])
 def gate_check(parts: PartsDep, model: str, body: _Payload = None) -> JSONResponse:
     """Flagger ``pre-rollout`` and ``rollout`` webhooks: 200 to go on; 412 (a failed check) on rollback or
     inconclusive. The first call of a rollout starts its experiment."""
@@ -129,21 +129,21 @@ def gate_check(parts: PartsDep, model: str, body: _Payload = None) -> JSONRespon
     return _gate(res["verdict"] not in ("rollback", "inconclusive"), res)
 
 
-@router.post("/{model}/canary/gate/promote")
+@router.post("/{model}/canary/gate/promote", dependencies=[ReadAccess])
 def gate_promote(parts: PartsDep, model: str, body: _Payload = None) -> JSONResponse:
     """Flagger ``confirm-promotion`` webhook: 200 only when the verdict is promote (412 keeps Flagger waiting)."""
     res = _result(parts, model, flagger_ref(body), "promote")
     return _gate(res["verdict"] == "promote", res)
 
 
-@router.post("/{model}/canary/gate/rollback")
+@router.post("/{model}/canary/gate/rollback", dependencies=[ReadAccess])
 def gate_rollback(parts: PartsDep, model: str, body: _Payload = None) -> JSONResponse:
     """Flagger ``rollback`` webhook: 200 (roll back now) when the verdict is rollback, else 412."""
     res = _result(parts, model, flagger_ref(body), "rollback")
     return _gate(res["verdict"] == "rollback", res)
 
 
-@router.get("/{model}/canary/argo")
+@router.get("/{model}/canary/argo", dependencies=[ReadAccess])
 def argo_metric(parts: PartsDep, model: str,
                 rollout: Annotated[str | None, Query(max_length=255)] = None,
                 baseline_version: Annotated[str | None, Query(max_length=128)] = None,

@@ -1,21 +1,33 @@
-"""What every route needs: the running service's parts, and the bearer-token check for writes."""
+"""What every route needs: the running service's parts, and the access checks, one small function each.
+
+- :func:`require_write`: ``api_token`` on writes;
+- :func:`require_read`: ``read_token`` (or ``api_token``) on reads, when a read token is set;
+- :func:`ingest_identity` and :func:`check_device`: a device token ingests only that device's windows;
+- :func:`require_report`: the expensive report needs a token and is rate-limited.
+"""
 
 from __future__ import annotations
 
 import hmac
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
-from ..errors import PayloadTooLarge, Unauthorized
+from ..errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from ..evaluation import Evaluator
 from ..metrics import IngestStats
 from ..retrain import Dispatcher
 from ..settings import ServiceSettings
 from ..store import Store
 
-__all__ = ["Parts", "PartsDep", "WriteAccess", "read_body"]
+__all__ = ["IngestIdentity", "Parts", "PartsDep", "RateLimit", "ReadAccess", "ReportAccess", "WriteAccess",
+           "bearer", "check_device", "ingest_identity", "read_body", "require_read", "require_report",
+           "require_write"]
 
 
 @dataclass
@@ -30,6 +42,7 @@ class Parts:
     registry: Any = None
     fleet: Any = None  # fleet.Fleet: leadership and fleet state rebuilt from the store
     timings: Any = None  # observability.Timings: the duration histograms
+    report_limit: RateLimit | None = None
 
 
 def get_parts(request: Request) -> Parts:
@@ -39,17 +52,97 @@ def get_parts(request: Request) -> Parts:
 PartsDep = Annotated[Parts, Depends(get_parts)]
 
 
-def require_token(request: Request, parts: PartsDep) -> None:
-    token = parts.settings.api_token
-    if token is None:
-        return
+def bearer(request: Request) -> str:
+    """The bearer token the request carries ('' when none)."""
     header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _is(given: str, secret: SecretStr | None) -> bool:
+    return secret is not None and hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+
+
+def require_write(request: Request, parts: PartsDep) -> None:
+    """Writes need ``api_token`` when one is set (the CLI refuses to listen beyond loopback without one)."""
+    token = parts.settings.api_token
+    if token is not None and not _is(bearer(request), token):
         raise Unauthorized("a valid bearer token is required for this endpoint")
 
 
-WriteAccess = Depends(require_token)
+def require_read(request: Request, parts: PartsDep) -> None:
+    """Reads need ``read_token`` (or ``api_token``) when a read token is set; else they are open."""
+    s = parts.settings
+    if s.read_token is None:
+        return
+    given = bearer(request)
+    if not (_is(given, s.read_token) or _is(given, s.api_token)):
+        raise Unauthorized("a valid bearer token (read_token or api_token) is required for this endpoint")
+
+
+def ingest_identity(request: Request, parts: PartsDep) -> str | None:
+    """Who may ingest: ``None`` for full write access, or the one device a device token names."""
+    s = parts.settings
+    given = bearer(request)
+    for device, token in s.device_tokens.items():
+        if _is(given, token):
+            return device
+    if s.api_token is None and not s.device_tokens:
+        return None
+    if not _is(given, s.api_token):
+        raise Unauthorized("a valid bearer token (api_token or a device token) is required to ingest")
+    return None
+
+
+def check_device(device: str | None, sources: Iterable[str]) -> None:
+    """A device token writes only its own windows (``source`` is the device id)."""
+    if device is None:
+        return
+    others = sorted({src for src in sources if src != device})
+    if others:
+        raise Forbidden(f"the token of device {device!r} cannot write windows of {others[:5]}")
+
+
+class RateLimit:
+    """A token bucket: ``per_minute`` requests a minute, bursts of up to ``burst``; thread-safe."""
+
+    def __init__(self, per_minute: float, burst: int = 2, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0 when a request may go now, else seconds until one may."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
+
+def require_report(request: Request, parts: PartsDep) -> None:
+    """The Evidently report is expensive: it needs a configured token and is rate-limited per process."""
+    s = parts.settings
+    if s.read_token is None and s.api_token is None:
+        raise Forbidden("the report endpoint needs a token: set read_token or api_token")
+    given = bearer(request)
+    if not (_is(given, s.read_token) or _is(given, s.api_token)):
+        raise Unauthorized("a valid bearer token (read_token or api_token) is required for reports")
+    wait = parts.report_limit.take() if parts.report_limit is not None else 0.0
+    if wait > 0:
+        raise TooManyRequests(f"over report_rate_per_minute={s.report_rate_per_minute:g}", retry_after=wait)
+
+
+WriteAccess = Depends(require_write)
+ReadAccess = Depends(require_read)
+ReportAccess = Depends(require_report)
+IngestIdentity = Annotated[str | None, Depends(ingest_identity)]
+require_token = require_write  # the name earlier code used
 
 
 async def read_body(request: Request, limit: int) -> bytes:

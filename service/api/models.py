@@ -13,7 +13,7 @@ from driftline.wire import decode_envelope
 
 from ..errors import BadRequest, NotFound
 from ..reports import render_evidently_report
-from .deps import PartsDep, WriteAccess, read_body
+from .deps import PartsDep, ReadAccess, ReportAccess, WriteAccess, read_body
 
 __all__ = ["router"]
 
@@ -23,7 +23,7 @@ Since = Query(None, description="start of the range, epoch seconds (default: unt
 Until = Query(None, description="end of the range, epoch seconds (default: now)")
 
 
-@router.get("")
+@router.get("", dependencies=[ReadAccess])
 def list_models(parts: PartsDep) -> dict[str, Any]:
     """Every model with its versions, variants, rows and newest window."""
     models = parts.store.models()
@@ -71,30 +71,30 @@ async def put_reference(model: str, version: str, request: Request, parts: Parts
             "outputs": sorted(prof.outputs), "source": "uploaded"}
 
 
-@router.get("/{model}/drift")
+@router.get("/{model}/drift", dependencies=[ReadAccess])
 def drift(parts: PartsDep, model: str, version: str | None = None, variant: str | None = None,
           since: float | None = Since, until: float | None = Until) -> dict[str, Any]:
     """Drift of the model's data over a time range against its reference (shape of ``driftline drift --json``)."""
     return parts.evaluator.drift(model, version, variant, since, until)
 
 
-@router.get("/{model}/drift/history")
+@router.get("/{model}/drift/history", dependencies=[ReadAccess])
 def drift_history(parts: PartsDep, model: str, version: str | None = None,
                   buckets: int = Query(24, ge=1, le=500), until: float | None = Until) -> dict[str, Any]:
     """Drift per time bucket (``evaluation.history_bucket_seconds``), oldest first."""
     return {"model": model, "history": parts.evaluator.history(model, version, buckets, until)}
 
 
-@router.get("/{model}/devices")
+@router.get("/{model}/devices", dependencies=[ReadAccess])
 def devices(parts: PartsDep, model: str, version: str | None = None, since: float | None = Since,
             until: float | None = Until) -> dict[str, Any]:
     """Devices ranked by drift (share of drifted features, then the largest KS distance)."""
     return {"model": model, "devices": parts.evaluator.devices(model, version, since, until)}
 
 
-@router.get("/{model}/report.html", response_class=HTMLResponse)
+@router.get("/{model}/report.html", response_class=HTMLResponse, dependencies=[ReportAccess])
 def report(parts: PartsDep, model: str, version: str | None = None) -> HTMLResponse:
-    """An Evidently data drift report from the raw-row reservoirs, when the sidecars send them."""
+    """An Evidently data drift report from the raw-row reservoirs (needs a token; rate-limited: it is costly)."""
     version = version or parts.evaluator.default_version(model)
     since, until = parts.evaluator.window_range(None, None)
     rows = parts.store.windows(model, version, None, since, until)

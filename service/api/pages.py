@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import NotFound, ServiceError
 from ..status import render_index, render_model
-from .deps import PartsDep
+from .deps import PartsDep, ReadAccess
 
 __all__ = ["router"]
 
@@ -18,15 +18,23 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
+def healthz(parts: PartsDep) -> JSONResponse:
+    """Liveness: the process answers, and store writes have not failed for ``liveness_store_failure_seconds``.
+
+    A process whose store stays broken (a lost pool, a full disk) is better restarted than kept.
+    """
+    health = parts.store.health
+    failing = health.failing_for()
+    if failing >= parts.settings.liveness_store_failure_seconds:
+        return JSONResponse({"status": "failing", "store_failing_seconds": round(failing, 1),
+                             "error": health.last_error}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz")
 def readyz(parts: PartsDep) -> dict[str, Any]:
-    """Readiness: the store answers."""
-    parts.store.query("SELECT 1")
+    """Readiness: the store takes a write (this process's heartbeat row), not only ``SELECT 1``."""
+    parts.store.probe_write()
     return {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
 
 
@@ -36,7 +44,7 @@ def metrics(parts: PartsDep) -> Response:
     return Response(generate_latest(parts.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=[ReadAccess])
 def index(parts: PartsDep) -> HTMLResponse:
     models = parts.store.models()
     for m in models:
@@ -47,7 +55,7 @@ def index(parts: PartsDep) -> HTMLResponse:
     return HTMLResponse(render_index(models))
 
 
-@router.get("/models/{model}", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/models/{model}", response_class=HTMLResponse, include_in_schema=False, dependencies=[ReadAccess])
 def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLResponse:
     ev = parts.evaluator
     versions = ev.versions(model)

@@ -1,4 +1,10 @@
-"""The dispatcher: turns retraining triggers into outbox rows, and one sender thread delivers them.
+"""The dispatcher: turns retraining triggers into outbox rows, and sender threads deliver them.
+
+Senders: ``retrain.senders`` threads; each claims one due row at a time, never for a target another
+sender of this process is posting to, so one slow target holds at most one sender and the others keep
+delivering. Each attempt has a deadline for the whole of it (``timeout_seconds``, see ``sender.py``),
+shorter than the row's lease; the lease is renewed just before posting, so a row whose lease lapsed
+(a stalled process) is not posted twice: the renewal fails and the sender leaves it to its new owner.
 
 Delivery: a 2xx acknowledges a request; anything else (an HTTP error, a timeout, a refused
 connection, a redirect) is retried with exponential backoff and jitter (each delay uniform in
@@ -20,13 +26,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import httpx
-
 from ..settings import RetrainSettings, RetrainTarget
 from ..store import Store
 from .outbox import Outbox, OutboxRow, PendingRequest
 from .policy import RetrainPolicy
 from .request import build_request
+from .sender import DeadlineSender
 from .templates import headers, render_payload
 
 __all__ = ["RESULTS", "Dispatcher"]
@@ -50,13 +55,12 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._in_flight: set[str] = set()  # targets a sender of this process is posting to
+        self._sender = DeadlineSender(max_connections=2 * settings.senders)
         self._episodes: dict[str, None] = {}  # embedded episodes already handled by this process
         self.on_delivery: Callable[[str, bool, float], None] | None = None  # (target, ok, seconds): a histogram
         self._zero(self.outbox.pairs())
-        if settings.targets and settings.secret.get_secret_value() == "change-me":
-            log.warning("retrain.secret is the default; receivers cannot trust the signatures: set "
-                        "DRIFTLINE_RETRAIN__SECRET")
 
     # ---- counting ------------------------------------------------------------------------------
     def _zero(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -79,6 +83,11 @@ class Dispatcher:
             while len(self._episodes) > 10_000:
                 del self._episodes[next(iter(self._episodes))]
             return True
+
+    def forget(self, episode: str) -> None:
+        """Undo :meth:`first_sight` for ``episode`` (its request could not be queued)."""
+        with self._lock:
+            self._episodes.pop(episode, None)
 
     def targets_for(self, model: str) -> list[RetrainTarget]:
         return [t for t in self.settings.targets if not t.models or model in t.models]
@@ -115,25 +124,47 @@ class Dispatcher:
         """Pending requests and the oldest one's age, read at scrape time."""
         return self.outbox.stats(self.clock())
 
-    def deliver_due(self, client: httpx.Client | None = None) -> int:
-        """One pass over due requests; returns how many were acknowledged."""
-        own = client is None
-        client = client or httpx.Client(follow_redirects=False)
-        try:
-            lease = self.settings.timeout_seconds + 30.0
-            rows = self.outbox.claim_due(self.clock(), lease)
-            return sum(self._attempt(client, row) for row in rows if not self._stop.is_set())
-        finally:
-            if own:
-                client.close()
+    def lease_seconds(self) -> float:
+        """How long a claimed row stays ours: the attempt's deadline plus room for the bookkeeping."""
+        return self.settings.timeout_seconds + 30.0
 
-    def _attempt(self, client: httpx.Client, row: OutboxRow) -> bool:
+    def deliver_due(self) -> int:
+        """Deliver every due request now, one at a time (tests, tools); returns how many were acknowledged."""
+        delivered = 0
+        while not self._stop.is_set():
+            row = self._claim()
+            if row is None:
+                return delivered
+            try:
+                delivered += self._attempt(row)
+            finally:
+                self._release(row)
+        return delivered
+
+    def _claim(self) -> OutboxRow | None:
+        with self._lock:
+            busy = set(self._in_flight)
+        row = self.outbox.claim_one(self.clock(), self.lease_seconds(), exclude_targets=busy)
+        if row is not None:
+            with self._lock:
+                self._in_flight.add(row.target)
+        return row
+
+    def _release(self, row: OutboxRow) -> None:
+        with self._lock:
+            self._in_flight.discard(row.target)
+
+    def _attempt(self, row: OutboxRow) -> bool:
         target = next((t for t in self.settings.targets if t.name == row.target), None)
         body = row.body.encode()
         ts = str(int(self.clock()))
-        hdrs = headers(target, body, self.settings.secret.get_secret_value(), ts, row.dedup_key)
+        secret = self.settings.secret.get_secret_value() if self.settings.secret is not None else ""
+        hdrs = headers(target, body, secret, ts, row.dedup_key)
+        if self.outbox.renew(row, self.clock() + self.lease_seconds()) is None:
+            log.warning("retraining request %s: lease lost before posting; left to its new owner", row.id)
+            return False
         t0 = time.perf_counter()
-        error = self._post(client, row.url, body, hdrs)
+        error = self._sender.post(row.url, body, hdrs, self.settings.timeout_seconds)
         if self.on_delivery is not None:
             self.on_delivery(row.target, error is None, time.perf_counter() - t0)
         attempts = row.attempts + 1
@@ -164,37 +195,43 @@ class Dispatcher:
                   self.settings.backoff_initial_seconds * 2 ** min(attempts - 1, 60))
         return cap * (0.5 + 0.5 * self._rng.random())
 
-    def _post(self, client: httpx.Client, url: str, body: bytes, hdrs: dict[str, str]) -> str | None:
-        try:
-            resp = client.post(url, content=body, headers=hdrs, timeout=self.settings.timeout_seconds)
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
-
-    # ---- the sender thread ----------------------------------------------------------------------------
+    # ---- the sender threads ---------------------------------------------------------------------------
     def start(self) -> Dispatcher:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="driftline-retrain-sender", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"driftline-retrain-sender-{i}", daemon=True)
+                         for i in range(self.settings.senders)]
+        for t in self._threads:
+            t.start()
         return self
 
     def _run(self) -> None:
-        with httpx.Client(follow_redirects=False) as client:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            try:
+                row = self._claim()
+            except Exception:
+                log.exception("retraining sender could not claim a request")
+                row = None
+            if row is not None:
                 try:
-                    self.deliver_due(client)
-                    due = self.outbox.next_due()
+                    self._attempt(row)
                 except Exception:
                     log.exception("retraining sender pass failed")
-                    due = None
-                wait = 1.0 if due is None else min(1.0, max(0.02, due - self.clock()))
-                self._wake.wait(wait)
-                self._wake.clear()
+                finally:
+                    self._release(row)
+                continue
+            try:
+                due = self.outbox.next_due()
+            except Exception:
+                due = None
+            wait = 1.0 if due is None else min(1.0, max(0.02, due - self.clock()))
+            self._wake.wait(wait)
+            self._wake.clear()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the sender; an attempt in flight finishes within ``timeout_seconds``."""
+        """Stop the senders; an attempt in flight ends by its deadline (``timeout_seconds``)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(timeout, self.settings.timeout_seconds + 1.0))
-            self._thread = None
+        for t in self._threads:
+            t.join(timeout=max(timeout, self.settings.timeout_seconds + 1.0))
+        self._threads = []
+        self._sender.close()

@@ -7,14 +7,15 @@ each model's last request, for the cooldown).
 
 Concurrency: :meth:`Outbox.enqueue` claims the model's cooldown with one conditional upsert, so two
 triggers (Alertmanager and the embedded policy, or two replicas on PostgreSQL) cannot both start a
-retraining; :meth:`Outbox.claim_due` leases a row with a compare-and-set on ``next_attempt_at``, so two
-senders never post the same row at the same time.
+retraining; :meth:`Outbox.claim_one` leases a row with a compare-and-set on ``next_attempt_at``, and
+:meth:`Outbox.renew` extends that lease the same way right before a post, so two senders never post
+the same row at the same time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..store import Store
@@ -44,6 +45,7 @@ class OutboxRow:
     body: str
     created_at: float
     attempts: int
+    leased_until: float = 0.0
 
 
 @dataclass
@@ -92,22 +94,31 @@ class Outbox:
                 (res.queued if cur.rowcount else res.deduplicated).append(r.target)
         return res
 
-    def claim_due(self, now: float, lease_seconds: float, limit: int = 50) -> list[OutboxRow]:
-        """Pending rows due at ``now``, each leased for ``lease_seconds`` so no other sender takes it."""
-        rows = self.store.query(
-            "SELECT id, dedup_key, model, target, url, body, created_at, attempts, next_attempt_at FROM outbox "
-            "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?", (now, limit))
-        claimed = []
+    def claim_one(self, now: float, lease_seconds: float, exclude_targets: set[str] | frozenset[str] = frozenset(),
+                  scan: int = 20) -> OutboxRow | None:
+        """The earliest due pending row not for ``exclude_targets``, leased for ``lease_seconds``."""
+        sql = ("SELECT id, dedup_key, model, target, url, body, created_at, attempts, next_attempt_at FROM outbox "
+               "WHERE status = 'pending' AND next_attempt_at <= ?")
+        params: list[Any] = [now]
+        if exclude_targets:
+            sql += f" AND target NOT IN ({', '.join('?' for _ in exclude_targets)})"
+            params += sorted(exclude_targets)
+        rows = self.store.query(sql + " ORDER BY next_attempt_at, id LIMIT ?", [*params, scan])
         for oid, key, model, target, url, body, created, attempts, due in rows:
-            if self.lease(int(oid), float(due), now + lease_seconds):
-                claimed.append(OutboxRow(int(oid), str(key), str(model), str(target), str(url), str(body),
-                                         float(created), int(attempts)))
-        return claimed
+            until = now + lease_seconds
+            if self.lease(int(oid), float(due), until):
+                return OutboxRow(int(oid), str(key), str(model), str(target), str(url), str(body), float(created),
+                                 int(attempts), until)
+        return None
 
     def lease(self, oid: int, seen_due: float, until: float) -> bool:
         """Compare-and-set: take row ``oid`` until ``until`` if it is still due at ``seen_due``."""
         return self.store.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND status = 'pending' "
                                   "AND next_attempt_at = ?", (until, oid, seen_due)) == 1
+
+    def renew(self, row: OutboxRow, until: float) -> OutboxRow | None:
+        """Extend our lease on ``row`` (compare-and-set on the lease we hold); None if it is no longer ours."""
+        return replace(row, leased_until=until) if self.lease(row.id, row.leased_until, until) else None
 
     def delivered(self, oid: int, attempts: int, now: float) -> None:
         self.store.execute("UPDATE outbox SET status = 'delivered', attempts = ?, delivered_at = ?, last_error = NULL "

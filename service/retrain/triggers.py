@@ -38,8 +38,8 @@ def from_alerts(dispatcher: Dispatcher, evaluator: Evaluator, alerts: Sequence[A
     policy = dispatcher.policy
     queued = ignored = 0
     for a in alerts:
-        if not policy.wants_alert(a.status, a.labels):
-            ignored += 1
+        if not policy.wants_alert(a.status, a.labels) or not evaluator.store.catalog.known_model(a.labels["model"]):
+            ignored += 1  # not for retraining, or a model no window ever came from: O(1), no database
             continue
         model, version = a.labels["model"], a.labels.get("version", "")
         alertname = a.labels.get("alertname", "alert")
@@ -65,6 +65,12 @@ def from_evaluations(dispatcher: Dispatcher, evaluator: Evaluator, states: Itera
             continue
         trigger: dict[str, Any] = {"source": "service", "drift_since": since,
                                    "sustained_seconds": policy.sustained_seconds}
-        queued += dispatcher.request(st.model, st.version, "dataset drift persisted", episode,
-                                     drift_details(evaluator, st.model, st.version), trigger, now)
+        try:  # one model's failure never keeps another from being requested
+            queued += dispatcher.request(st.model, st.version, "dataset drift persisted", episode,
+                                         drift_details(evaluator, st.model, st.version), trigger, now)
+        except Exception as exc:
+            dispatcher.forget(episode)  # try again on the next pass
+            evaluator.failed("retrain", f"{st.model} {st.version}", exc)
+            continue
+        evaluator.succeeded("retrain", f"{st.model} {st.version}")
     return queued

@@ -115,6 +115,20 @@ class PostgresServer:
         self.startup_seconds = time.monotonic() - started
         return self
 
+    def kill_server(self, timeout: float = 30.0) -> None:
+        """Stop the server but keep its cluster, so :meth:`restart` brings the same data back."""
+        if self._proc is not None:
+            self._proc.stop(timeout)
+            self._proc = None
+
+    def restart(self) -> PostgresServer:
+        """Start the stopped cluster again on the same port."""
+        fixed, self._port_fixed = self._port_fixed, True
+        try:
+            return self.start()
+        finally:
+            self._port_fixed = fixed
+
     def new_database(self, name: str) -> str:
         """Create database ``name`` (plain identifier) and return its DSN."""
         if not name.replace("_", "").isalnum():

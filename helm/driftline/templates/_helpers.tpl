@@ -89,4 +89,7 @@ else 32 random characters. Arguments: (dict "ctx" $ "value" v "key" k). */}}
 {{- if and .Values.auth.existingSecret (or .Values.auth.writeToken .Values.auth.retrainSecret) -}}
 {{- fail "auth.existingSecret and auth.writeToken/auth.retrainSecret exclude each other: the values would be ignored" -}}
 {{- end -}}
+{{- if not (or .Values.auth.enabled .Values.insecure) -}}
+{{- fail "auth.enabled=false needs insecure: true (the service refuses open writes beyond loopback without a token)" -}}
+{{- end -}}
 {{- end -}}
