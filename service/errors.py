@@ -5,12 +5,13 @@
     ├── BadRequest        (400) a body or parameter that cannot be used
     ├── PayloadTooLarge   (413) a body over the configured limit
     ├── Unauthorized      (401) a missing or wrong bearer token
+    ├── Unprocessable     (422) a valid envelope that can never be stored (permanent: not retried)
     └── StoreError        (503) the database failed; retriable
 """
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError", "Unauthorized"]
+__all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError", "Unauthorized", "Unprocessable"]
 
 
 class ServiceError(Exception):
@@ -39,6 +40,12 @@ class PayloadTooLarge(ServiceError):
 
 class Unauthorized(ServiceError):
     status = 401
+
+
+class Unprocessable(ServiceError):
+    """Refused for good (say, totals that would overflow): retrying the same request cannot succeed."""
+
+    status = 422
 
 
 class StoreError(ServiceError):
