@@ -36,6 +36,7 @@ __all__ = [
     "SKETCH_SLOT_BUDGET",
     "check_body",
     "check_name",
+    "name_ok",
     "object_budget",
     "scan_msgpack",
 ]
@@ -147,6 +148,11 @@ def scan_msgpack(buf: bytes, max_objects: int, max_bin: int) -> None:
 
 
 # ---- the built body -------------------------------------------------------------------------------
+def name_ok(value: str, limit: int = MAX_NAME_CHARS) -> bool:
+    """Whether ``value`` is a name the wire format admits (producers drop or refuse other names)."""
+    return 0 < len(value) <= limit and not _CONTROL.search(value)
+
+
 def check_name(value: Any, what: str, *, empty: bool = True, limit: int = MAX_NAME_CHARS) -> str:
     """A name (model, version, column, cohort label...): a str of at most ``limit`` characters, no
     control characters; why: names become SQL values, URL segments and metric labels."""

@@ -17,7 +17,7 @@ from driftline.service.settings import EvaluationSettings, ServiceSettings
 from driftline.service.store import Store
 from driftline.wire import HEADER, MAGIC, Envelope, encode_envelope
 from driftline.wirecheck import MAX_COUNT
-from tests.service_support import envelope, running_service, window
+from tests.service_support import running_service, window
 
 
 def settings(tmp_path, **kw) -> ServiceSettings:
@@ -102,3 +102,33 @@ def test_healthz_answers_while_hostile_envelopes_decode(tmp_path) -> None:
             t.join()
     assert codes == [400] * 12
     assert health and set(health) == {200}
+
+
+def test_sidecar_quarantines_a_window_the_service_refuses_with_a_4xx(tmp_path) -> None:
+    from driftline.edge_sidecar.metrics import SidecarCollector, sidecar_registry
+    from driftline.edge_sidecar.monitor import Monitor
+    from driftline.edge_sidecar.shipper import Shipper
+    from driftline.edge_sidecar.spool import Spool
+    from driftline.edge_sidecar.transport.http import HttpTransport
+    from driftline.profile import StreamKey, WindowProfile
+
+    rng = np.random.default_rng(3)
+    now = time.time()
+    big = window(rng, "m", "v1", start=now - 300, n=2000)  # several KB: over the service's limit
+    small = WindowProfile(StreamKey.of("m", "v1", "baseline", "d1"), now - 200, now - 140).update({}, rows_observed=7)
+    spool = Spool(tmp_path / "spool", 10**8, fsync=False)
+    spool.put(big)
+    spool.put(small)
+    with running_service(settings(tmp_path, max_body_bytes=1024)) as url:
+        shipper = Shipper(spool, HttpTransport(url, timeout=5), backoff_initial=0.05, backoff_max=0.2).start()
+        try:
+            assert shipper.drain(30)  # the refused window does not hold the one behind it
+        finally:
+            shipper.stop()
+        assert httpx.get(f"{url}/v1/models").json()["models"][0]["rows"] == 7
+    kept = list((tmp_path / "spool" / "rejected").glob("*.dle"))
+    assert len(kept) == 1 and "413" in kept[0].with_name(kept[0].name + ".why").read_text()
+    assert spool.stats().rejected == 1 and shipper.rejected == 1
+    reg = sidecar_registry(SidecarCollector(Monitor("m", "1", background=False), spool, shipper))
+    assert reg.get_sample_value("driftline_sidecar_spool_quarantined_total") == 1.0
+    spool.close()

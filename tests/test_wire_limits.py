@@ -96,7 +96,7 @@ def test_extension_types_and_unknown_flags_are_refused() -> None:
     ({"source": "dev\n1"}, "control characters"),
     ({"cohort": [["site", "a\x1b[31m"]]}, "control characters"),
     ({"cohort": [["site"]]}, "pair"),
-    ({"cohort": [["k%d" % i, "v"] for i in range(33)]}, "over the 32-entry limit"),
+    ({"cohort": [[f"k{i}", "v"] for i in range(33)]}, "over the 32-entry limit"),
     ({"config": {"kll_k": "400"}}, "expected an integer"),
 ])
 def test_profile_fields_out_of_bounds(changes: dict, match: str) -> None:
