@@ -132,3 +132,13 @@ def test_sidecar_quarantines_a_window_the_service_refuses_with_a_4xx(tmp_path) -
     reg = sidecar_registry(SidecarCollector(Monitor("m", "1", background=False), spool, shipper))
     assert reg.get_sample_value("driftline_sidecar_spool_quarantined_total") == 1.0
     spool.close()
+
+
+def test_sidecar_refuses_stream_names_the_wire_refuses() -> None:
+    from driftline.edge_sidecar.errors import ObserveError
+    from driftline.edge_sidecar.inputs import label
+
+    with pytest.raises(ObserveError, match="control characters") as exc:
+        label("fraud\x00", "model")
+    assert exc.value.reason == "malformed"
+    assert label("fraud-v2 über", "model") == "fraud-v2 über"
