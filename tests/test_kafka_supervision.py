@@ -130,3 +130,15 @@ def test_broker_absent_at_start_then_lost_then_back(tmp_path, kafka_broker) -> N
         producer.close()
         if not kafka_broker.running:
             kafka_broker.start()
+
+
+def test_reconnect_delay_is_bounded_with_jitter() -> None:
+    import random
+
+    from driftline.service.kafka_consumer import reconnect_delay
+
+    rng = random.Random(3)
+    for failures in range(1, 80):
+        base = min(30.0, 1.0 * 2 ** (failures - 1))
+        assert base / 2 <= reconnect_delay(failures, 1.0, 30.0, rng) <= base
+    assert len({round(reconnect_delay(6, 1.0, 30.0, rng), 6) for _ in range(20)}) > 10
