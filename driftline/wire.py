@@ -102,22 +102,24 @@ def encode_envelope(env: Envelope, *, compress: bool = True) -> bytes:
 
 
 def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                    instant_ok: bool = False) -> Envelope:
+                    instant_ok: bool = False, trusted: bool = False) -> Envelope:
     """Decode and validate an envelope; raise :class:`WireFormatError` with a clear reason on any defect.
 
     Every bound of ``docs/wire-format.md`` is checked before the profiles are built, so any input
     under ``max_bytes`` costs little time and memory. ``instant_ok`` also admits profiles with
     ``start == end`` (reference profiles, which summarise a data set rather than a window).
+    ``trusted`` skips the bounds (the frame, checksum and types are still checked): only for bytes
+    this process's own side validated before storing them, such as the service's stored windows.
     """
     try:
-        return _decode(bytes(data), max_bytes, instant_ok)
+        return _decode(bytes(data), max_bytes, instant_ok, trusted)
     except WireFormatError:
         raise
     except Exception as exc:  # any defect deeper in the body is still a wire-format defect
         raise WireFormatError(f"envelope body is malformed: {type(exc).__name__}: {exc}") from exc
 
 
-def _decode(data: bytes, max_bytes: int, instant_ok: bool) -> Envelope:
+def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False) -> Envelope:
     if len(data) > max_bytes:
         raise WireFormatError(f"envelope is {len(data)} bytes, over the {max_bytes}-byte limit")
     if not data:
@@ -145,11 +147,15 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool) -> Envelope:
         body = d.decompress(body, limit)
         if d.unconsumed_tail or not d.eof:
             raise WireFormatError(f"compressed body is corrupt or inflates past {limit} bytes")
-    budget = object_budget(max_bytes)
-    scan_msgpack(body, budget, limit)  # before any object is built
-    obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES, max_bin_len=limit,
-                          max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
-    check_body(obj, instant_ok=instant_ok)
+    if trusted:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        if not isinstance(obj, dict) or not isinstance(obj.get("profiles"), list):
+            raise WireFormatError("envelope body has no 'profiles' list")
+    else:
+        scan_msgpack(body, object_budget(max_bytes), limit)  # before any object is built
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES, max_bin_len=limit,
+                              max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+        check_body(obj, instant_ok=instant_ok)
     profiles = [_profile(p, i) for i, p in enumerate(obj["profiles"])]
     return Envelope(
         profiles=profiles,

@@ -215,7 +215,7 @@ class Store:
         sql += " ORDER BY start_ts, id"
         out = []
         for m, v, var, src, cohort, s, e, rows, rec, blob in self.query(sql, params):
-            prof = decode_envelope(bytes(blob), max_bytes=1 << 30, instant_ok=True).profiles[0]
+            prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
             out.append(WindowRow(m, v, var, src, json.loads(cohort), s, e, int(rows), rec, prof))
         return out
 
@@ -255,7 +255,7 @@ class Store:
         rows = self.query("SELECT profile, source FROM refs WHERE model = ? AND version = ?", (model, version))
         if not rows:
             return None
-        return decode_envelope(bytes(rows[0][0]), max_bytes=1 << 30, instant_ok=True).profiles[0], str(rows[0][1])
+        return decode_envelope(bytes(rows[0][0]), max_bytes=1 << 30, trusted=True).profiles[0], str(rows[0][1])
 
     def references(self) -> list[tuple[str, str, str]]:
         return [(str(a), str(b), str(c)) for a, b, c in self.query("SELECT model, version, source FROM refs")]
@@ -285,7 +285,7 @@ class Store:
             groups: dict[tuple[Any, ...], list[tuple[int, WindowProfile]]] = {}
             for wid, m, v, var, src, cohort, start, blob in rows:
                 key = (m, v, var, src, cohort, int(start // bucket))
-                prof = decode_envelope(bytes(blob), max_bytes=1 << 30, instant_ok=True).profiles[0]
+                prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
                 groups.setdefault(key, []).append((int(wid), prof))
             for members in (chunk for g in groups.values() for chunk in _within_count(g)):
                 merged = merge_all(p for _, p in members)
