@@ -21,7 +21,7 @@ import struct
 import time
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,17 @@ from typing import Any
 import msgpack
 
 from .columns import KLL_DOUBLES, KLL_FLOATS
-from .errors import DataFileError, UnsupportedVersionError, WireFormatError
+from .errors import DataFileError, DriftlineError, UnsupportedVersionError, WireFormatError
 from .profile import WindowProfile
+from .wirecheck import (
+    INFLATE_FACTOR,
+    MAX_ARRAY_LEN,
+    MAX_MAP_LEN,
+    MAX_STR_BYTES,
+    check_body,
+    object_budget,
+    scan_msgpack,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -52,9 +61,9 @@ READABLE_MAJORS = (1, 2)
 """Majors this reader decodes. 2 changed numeric columns' ``kll`` from a KLL floats to a KLL doubles
 sketch; a major-1 envelope's float sketches are widened to doubles on read, exactly."""
 FLAG_ZLIB = 0x0001
+KNOWN_FLAGS = FLAG_ZLIB
 HEADER = struct.Struct(">4sBBH16sII")
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-DECOMPRESSION_FACTOR = 16  # a body may inflate to at most this many times max_bytes
 
 
 @dataclass
@@ -97,17 +106,25 @@ def encode_envelope(env: Envelope, *, compress: bool = True) -> bytes:
     return header + body
 
 
-def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
-    """Decode and validate an envelope; raise :class:`WireFormatError` with a clear reason on any defect."""
+def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                    instant_ok: bool = False, trusted: bool = False) -> Envelope:
+    """Decode and validate an envelope; raise :class:`WireFormatError` with a clear reason on any defect.
+
+    Every bound of ``docs/wire-format.md`` is checked before the profiles are built, so any input
+    under ``max_bytes`` costs little time and memory. ``instant_ok`` also admits profiles with
+    ``start == end`` (reference profiles, which summarise a data set rather than a window).
+    ``trusted`` skips the bounds (the frame, checksum and types are still checked): only for bytes
+    this process's own side validated before storing them, such as the service's stored windows.
+    """
     try:
-        return _decode(bytes(data), max_bytes)
+        return _decode(bytes(data), max_bytes, instant_ok, trusted)
     except WireFormatError:
         raise
     except Exception as exc:  # any defect deeper in the body is still a wire-format defect
         raise WireFormatError(f"envelope body is malformed: {type(exc).__name__}: {exc}") from exc
 
 
-def _decode(data: bytes, max_bytes: int) -> Envelope:
+def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False) -> Envelope:
     if len(data) > max_bytes:
         raise WireFormatError(f"envelope is {len(data)} bytes, over the {max_bytes}-byte limit")
     if not data:
@@ -121,52 +138,44 @@ def _decode(data: bytes, max_bytes: int) -> Envelope:
         raise WireFormatError("not a Driftline envelope (bad magic bytes)")
     if major not in READABLE_MAJORS:
         raise UnsupportedVersionError(major, FORMAT_MAJOR)
+    if flags & ~KNOWN_FLAGS:
+        raise WireFormatError(f"envelope sets unknown flag bits 0x{flags & ~KNOWN_FLAGS:04x}")
     body = data[HEADER.size :]
     if len(body) != length:
         kind = "truncated" if len(body) < length else "has trailing bytes"
         raise WireFormatError(f"envelope {kind}: header says {length} body bytes, got {len(body)}")
     if zlib.crc32(body) & 0xFFFFFFFF != crc:
         raise WireFormatError("envelope body checksum mismatch (corrupted in transit?)")
+    limit = max_bytes * INFLATE_FACTOR
     if flags & FLAG_ZLIB:
-        limit = max_bytes * DECOMPRESSION_FACTOR
         d = zlib.decompressobj()
         body = d.decompress(body, limit)
         if d.unconsumed_tail or not d.eof:
             raise WireFormatError(f"compressed body is corrupt or inflates past {limit} bytes")
-    obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    if not isinstance(obj, Mapping):
-        raise WireFormatError("envelope body is not a map")
-    profiles_raw = obj.get("profiles")
-    if not isinstance(profiles_raw, Sequence) or isinstance(profiles_raw, str | bytes):
-        raise WireFormatError("envelope body has no 'profiles' list")
-    producer = obj.get("producer") or {}
-    if not isinstance(producer, Mapping):
-        raise WireFormatError("envelope 'producer' is not a map")
+    if trusted:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        if not isinstance(obj, dict) or not isinstance(obj.get("profiles"), list):
+            raise WireFormatError("envelope body has no 'profiles' list")
+    else:
+        scan_msgpack(body, object_budget(max_bytes), limit)  # before any object is built
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES, max_bin_len=limit,
+                              max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+        check_body(obj, instant_ok=instant_ok)
     kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
-    profiles = [_profile(p, i, kll_items) for i, p in enumerate(profiles_raw)]
+    profiles = [_profile(p, i, kll_items) for i, p in enumerate(obj["profiles"])]
     return Envelope(
         profiles=profiles,
-        producer={str(k): str(v) for k, v in producer.items()},
+        producer={k: str(v) for k, v in (obj.get("producer") or {}).items()},
         envelope_id=str(uuid.UUID(bytes=raw_id)),
         created_at=float(obj.get("created_at", 0.0)),
     )
 
 
 def _profile(raw: Any, index: int, kll_items: str) -> WindowProfile:
-    if not isinstance(raw, Mapping):
-        raise WireFormatError(f"profile #{index} is not a map")
     try:
-        prof = WindowProfile.from_dict(raw, kll_items)
-    except (KeyError, TypeError, ValueError) as exc:
+        return WindowProfile.from_dict(raw, kll_items)
+    except (KeyError, TypeError, ValueError, DriftlineError) as exc:
         raise WireFormatError(f"profile #{index} is malformed: {type(exc).__name__}: {exc}") from exc
-    if prof.rows < 0 or prof.rows_profiled < 0 or prof.rows_profiled > prof.rows:
-        raise WireFormatError(f"profile #{index} has inconsistent row counts")
-    if not prof.end >= prof.start:
-        raise WireFormatError(f"profile #{index} window ends before it starts")
-    for name, col in prof.columns.items():
-        if min(col.count, col.missing, col.invalid, col.absent) < 0:
-            raise WireFormatError(f"profile #{index} column {name!r} has negative counts")
-    return prof
 
 
 def write_profile_file(path: str | Path, profile: WindowProfile, producer: Mapping[str, str] | None = None) -> int:
@@ -184,7 +193,7 @@ def read_profile_file(path: str | Path, *, max_bytes: int = 256 * 1024 * 1024) -
     except OSError as exc:
         raise DataFileError(f"cannot read {p}: {exc.strerror or exc}") from exc
     try:
-        env = decode_envelope(data, max_bytes=max_bytes)
+        env = decode_envelope(data, max_bytes=max_bytes, instant_ok=True)
     except WireFormatError as exc:
         raise DataFileError(f"{p} is not a Driftline profile file: {exc}") from exc
     if not env.profiles:

@@ -17,6 +17,7 @@ import numpy as np
 
 from driftline.batch import as_columns
 from driftline.profile import StreamKey
+from driftline.wirecheck import name_ok
 
 from .errors import ObserveError
 from .inputs import event_time_value
@@ -205,7 +206,7 @@ class RowFolder:
         for cols, have in ((fcols, w.features), (ocols, w.outputs)):
             new = [c for c in cols if c not in have]
             room = self.max_features - len(have)
-            bad = [c for c in new if len(c) > MAX_COLUMN_NAME]
+            bad = [c for c in new if not name_ok(str(c), MAX_COLUMN_NAME)]  # the service refuses these names
             if len(new) > room or bad:
                 drop = set(bad) | set([c for c in new if c not in bad][max(room, 0):])
                 self.dropped_columns += len(drop)

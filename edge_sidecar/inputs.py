@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from driftline.wirecheck import name_ok
+
 from .errors import ObserveError
 
 __all__ = [
@@ -133,4 +135,6 @@ def label(value: Any, field: str, default: str | None = None, *, allow_numbers: 
         raise ObserveError(f"{field} must not be empty", "malformed")
     if len(text) > MAX_NAME_CHARS:
         raise ObserveError(f"{field} is longer than {MAX_NAME_CHARS} characters", "oversized")
+    if not name_ok(text, MAX_NAME_CHARS):  # the wire format refuses control characters in names
+        raise ObserveError(f"{field} contains control characters", "malformed")
     return text

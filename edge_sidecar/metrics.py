@@ -74,6 +74,9 @@ class SidecarCollector(Collector):
                                       value=st.merged)
             yield CounterMetricFamily("driftline_sidecar_spool_dropped", "Windows dropped when merging could "
                                       "not make room.", value=st.dropped + snap["windows_dropped"])
+            yield CounterMetricFamily("driftline_sidecar_spool_quarantined", "Windows moved to rejected/ (refused "
+                                      "by the receiver with a 4xx, or unreadable); kept for inspection.",
+                                      value=st.rejected)
         if self.shipper is not None:
             dl = CounterMetricFamily("driftline_sidecar_deliveries", "Delivery attempts.",
                                      labels=["transport", "result"])

@@ -138,10 +138,13 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         store = parts.store
         dispatcher = parts.dispatcher
         consumer = None
+        app.state.consumer = None
         if settings.kafka.enabled:
-            from .kafka_consumer import EnvelopeConsumer
+            from .kafka_consumer import ConsumerCollector, EnvelopeConsumer
 
-            consumer = EnvelopeConsumer(parts).start()
+            consumer = app.state.consumer = EnvelopeConsumer(parts)
+            parts.registry.register(ConsumerCollector(consumer))
+            consumer.start()
         if background:
             dispatcher.start()
             bg.start()

@@ -8,13 +8,14 @@
     ├── Forbidden         (403) a valid token that may not do this (a device writing as another)
     ├── LimitExceeded     (422) a new model, version, feature or cohort value past a configured cap
     ├── TooManyRequests   (429) over a rate limit; ``retry_after`` seconds
+    ├── Unprocessable     (422) a valid envelope that can never be stored (permanent: not retried)
     └── StoreError        (503) the database failed; retriable
 """
 
 from __future__ import annotations
 
 __all__ = ["BadRequest", "Forbidden", "LimitExceeded", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError",
-           "TooManyRequests", "Unauthorized"]
+           "TooManyRequests", "Unauthorized", "Unprocessable"]
 
 
 class ServiceError(Exception):
@@ -59,6 +60,12 @@ class TooManyRequests(ServiceError):
     def __init__(self, message: str, retry_after: float, detail: object = None) -> None:
         super().__init__(message, detail)
         self.retry_after = retry_after
+
+
+class Unprocessable(ServiceError):
+    """Refused for good (say, totals that would overflow): retrying the same request cannot succeed."""
+
+    status = 422
 
 
 class StoreError(ServiceError):

@@ -75,6 +75,13 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = None
     poll_timeout_ms: int = Field(500, ge=10)
     max_poll_records: int = Field(200, ge=1)
+    reconnect_backoff_initial_seconds: float = Field(1.0, gt=0, description="first wait after the broker is lost")
+    reconnect_backoff_max_seconds: float = Field(30.0, gt=0, description="waits double (with jitter) up to this")
+    health_interval_seconds: float = Field(5.0, gt=0, description="how often the broker is probed and lag measured")
+    request_timeout_ms: int = Field(5000, ge=100, description="bounds each broker request, so a lost broker "
+                                    "is noticed")
+    record_attempts: int = Field(3, ge=1, description="store attempts of a record that fails while others "
+                                 "store fine, before it is dead-lettered")
     consumer_options: dict[str, Any] = Field({}, description="any other kafka-python KafkaConsumer keyword "
                                              "(e.g. fetch_max_bytes, session_timeout_ms, client_rack)")
     producer_options: dict[str, Any] = Field({}, description="any other KafkaProducer keyword for the "

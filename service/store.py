@@ -30,8 +30,9 @@ from typing import Any
 from driftline.errors import WireFormatError
 from driftline.profile import WindowProfile, merge_all
 from driftline.wire import Envelope, decode_envelope, encode_envelope
+from driftline.wirecheck import MAX_COUNT
 
-from .errors import ServiceError, StoreError
+from .errors import ServiceError, StoreError, Unprocessable
 from .limits import Caps, Catalog
 from .merging import compatible_groups
 
@@ -303,6 +304,11 @@ class Store:
         profile, so the hot path never re-encodes sketches.
         """
         now = time.time() if now is None else now
+        for env, _raw in items:  # BIGINT columns and the SUMs over them must never overflow
+            for p in env.profiles:
+                if not 0 <= p.rows <= MAX_COUNT:
+                    raise Unprocessable(f"envelope {env.envelope_id} has a window of {p.rows} rows, "
+                                        f"outside [0, {MAX_COUNT}]")
         out = []
         names: list[Any] = []
         try:
@@ -358,7 +364,7 @@ class Store:
         out = []
         for m, v, var, src, cohort, s, e, rows, rec, blob in self.query(sql, params):
             try:
-                prof = decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]
+                prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
             except WireFormatError as exc:  # written by us, so the store is damaged: not the caller's fault
                 raise StoreError(f"a stored window of model {m!r} version {v!r} cannot be decoded: {exc}") from exc
             out.append(WindowRow(m, v, var, src, json.loads(cohort), s, e, int(rows), rec, prof))
@@ -366,10 +372,14 @@ class Store:
 
     def models(self) -> list[dict[str, Any]]:
         """Every model with its versions, rows and newest window."""
-        res = self.query("SELECT model, version, variant, SUM(rows_observed), MIN(start_ts), MAX(end_ts), COUNT(*) "
+        # Rows are summed in two 32-bit halves: neither SUM can overflow (SQLite's SUM raises past
+        # 2**63) below 2**31 windows per stream, and Python adds the halves exactly.
+        res = self.query("SELECT model, version, variant, SUM(rows_observed / 4294967296), "
+                         "SUM(rows_observed - 4294967296 * (rows_observed / 4294967296)), MIN(start_ts), MAX(end_ts), COUNT(*) "
                          "FROM windows GROUP BY model, version, variant ORDER BY model, version, variant")
         out: dict[str, dict[str, Any]] = {}
-        for model, version, variant, rows, first, last, n in res:
+        for model, version, variant, hi, lo, first, last, n in res:
+            rows = int(hi) * 4294967296 + int(lo)
             m = out.setdefault(model, {"name": model, "versions": [], "variants": [], "rows": 0, "windows": 0,
                                        "first_window_start": first, "last_window_end": last, "streams": []})
             if version not in m["versions"]:
@@ -396,7 +406,7 @@ class Store:
         rows = self.query("SELECT profile, source FROM refs WHERE model = ? AND version = ?", (model, version))
         if not rows:
             return None
-        return decode_envelope(bytes(rows[0][0]), max_bytes=1 << 30).profiles[0], str(rows[0][1])
+        return decode_envelope(bytes(rows[0][0]), max_bytes=1 << 30, trusted=True).profiles[0], str(rows[0][1])
 
     def references(self) -> list[tuple[str, str, str]]:
         return [(str(a), str(b), str(c)) for a, b, c in self.query("SELECT model, version, source FROM refs")]
@@ -516,8 +526,9 @@ class Store:
             groups: dict[tuple[Any, ...], list[tuple[int, WindowProfile]]] = {}
             for wid, m, v, var, src, cohort, start, blob in rows:
                 key = (m, v, var, src, cohort, int(start // bucket))
-                groups.setdefault(key, []).append((int(wid), decode_envelope(bytes(blob), max_bytes=1 << 30).profiles[0]))
-            for members in groups.values():
+                prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
+                groups.setdefault(key, []).append((int(wid), prof))
+            for members in (chunk for g in groups.values() for chunk in _within_count(g)):
                 # windows where a column changed type cannot merge: each compatible group becomes one window
                 parts = compatible_groups([p for _, p in members])
                 with self.transaction() as conn:
@@ -527,3 +538,17 @@ class Store:
                         self._insert_window(conn, merge_all(members[i][1] for i in idx), now, coarser)
                 removed += len(members) - len(parts)
         return removed
+
+
+def _within_count(members: list[tuple[int, WindowProfile]]) -> Iterator[list[tuple[int, WindowProfile]]]:
+    """Split a roll-up group so that no merged window holds more than ``MAX_COUNT`` rows."""
+    chunk: list[tuple[int, WindowProfile]] = []
+    rows = 0
+    for m in members:
+        if chunk and rows + m[1].rows > MAX_COUNT:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(m)
+        rows += m[1].rows
+    if chunk:
+        yield chunk

@@ -9,11 +9,11 @@ from fastapi.responses import HTMLResponse
 
 from driftline.errors import WireFormatError
 from driftline.profile import merge_all
-from driftline.wire import decode_envelope
 
 from ..errors import BadRequest, NotFound
 from ..reports import render_evidently_report
 from .deps import PartsDep, ReadAccess, ReportAccess, WriteAccess, read_body
+from .ingest import decode_off_loop
 
 __all__ = ["router"]
 
@@ -60,7 +60,7 @@ async def put_reference(model: str, version: str, request: Request, parts: Parts
     """Upload a reference profile (a file from ``driftline reference build``) for a model version."""
     body = await read_body(request, parts.settings.max_body_bytes * 16)
     try:
-        env = decode_envelope(body, max_bytes=parts.settings.max_body_bytes * 16)
+        env = await decode_off_loop(request, body, parts.settings.max_body_bytes * 16, instant_ok=True)
     except WireFormatError as exc:
         raise BadRequest("not a profile file", str(exc)) from None
     if not env.profiles:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,11 +31,20 @@ def healthz(parts: PartsDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
-def readyz(parts: PartsDep) -> dict[str, Any]:
-    """Readiness: the store takes a write (this process's heartbeat row), not only ``SELECT 1``."""
+@router.get("/readyz", response_model=None)
+def readyz(parts: PartsDep, request: Request) -> dict[str, Any] | JSONResponse:
+    """Readiness: the store takes a write (this process's heartbeat row, not only ``SELECT 1``) and,
+    with Kafka enabled, the consumer is consuming."""
     parts.store.probe_write()
-    return {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
+    out: dict[str, Any] = {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
+    consumer = getattr(request.app.state, "consumer", None)
+    if consumer is not None:
+        snap = consumer.snapshot()
+        out["kafka"] = "consuming" if snap["up"] else "not consuming"
+        if not snap["up"]:
+            out.update(status="not ready", kafka_error=snap["last_error"])
+            return JSONResponse(out, status_code=503)
+    return out
 
 
 @router.get("/metrics", response_class=Response)
