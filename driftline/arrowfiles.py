@@ -91,7 +91,21 @@ class ArrowTable:
         else:
             import pyarrow.parquet as pq
 
-            self.table = pq.read_table(path, use_threads=True)
+            # Parquet types are the file's own: stream row groups, read only text columns whole (to
+            # decide numbers-with-text versus labels once for the column)
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
+            text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                    or pa.types.is_dictionary(f.type)]
+            texts = pf.read(columns=text, use_threads=True) if text else None
+            self._plans = {f.name: _plan(f.type, texts.column(f.name) if texts is not None and f.name in text
+                                         else None, pa) for f in schema}
+            self._parquet = pf
+            self.table = None
+            self.num_rows = int(pf.metadata.num_rows)
+            self.names_ = [str(f.name) for f in schema]
+            return
+        self._parquet = None
         self._plans = {name: _plan(self.table.column(name).type, self.table.column(name), pa)
                        for name in self.table.column_names}
         # streamed: rows unknown until read (progress counts bytes); the sample is dropped
@@ -113,6 +127,15 @@ class ArrowTable:
             yield from self._stream_batches()
             return
         done = 0
+        if self._parquet is not None:
+            if self.num_rows == 0:
+                yield {n: np.empty(0, dtype=object) for n in self.names}, 0
+                return
+            for rb in self._parquet.iter_batches(batch_size=max(batch_rows, 1), use_threads=True):
+                cols = {str(n): _convert(rb.column(i), self._plans[n]) for i, n in enumerate(rb.schema.names)}
+                done += rb.num_rows
+                yield cols, done
+            return
         if self.num_rows == 0:
             yield {n: np.empty(0, dtype=object) for n in self.names}, 0
             return
