@@ -15,14 +15,24 @@ type becomes a batch column:
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["NUMBER_PATTERN", "ArrowTable", "arrow_available"]
+__all__ = ["NUMBER_PATTERN", "STREAM_CSV_BYTES", "ArrowTable", "arrow_available"]
+
+STREAM_CSV_BYTES = 32 << 20
+"""CSV files larger than this are streamed (bounded memory) with types from a sample spread across
+the file: the first 1 MiB and ``SAMPLE_BLOCKS`` more 256 KiB slices at even offsets. Smaller files
+are read whole and typed from every row."""
+SAMPLE_BLOCKS = 31
+_CONVERSION = re.compile(r"CSV column #(\d+)")
+_SAMPLE_BYTES: dict[Path, int] = {}
 
 NUMBER_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(nan|inf|infinity)\s*$"
 """Cells that count as numbers in a text column (case-insensitive), as Python's ``float`` reads them."""
@@ -52,17 +62,28 @@ class ArrowTable:
 
         self.path = path
         size = path.stat().st_size
+        self._stream: dict[str, Any] | None = None
         if fmt == "csv":
             import pyarrow.csv as pcsv
 
-            self.table = pcsv.read_csv(
-                path,
-                read_options=pcsv.ReadOptions(block_size=_block_size(size), use_threads=True),
-                parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            self._csv_args = {
+                "parse_options": pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                 # only empty cells are missing, as in the standard-library reader ("nan" is a NaN)
-                convert_options=pcsv.ConvertOptions(null_values=[""], strings_can_be_null=True,
-                                                    quoted_strings_can_be_null=True),
-            )
+                "null_values": [""],
+            }
+            sample = _csv_sample(path, delimiter) if size > STREAM_CSV_BYTES else None
+            if sample is not None:
+                self.table = sample
+                self._stream = {"types": {n: sample.schema.field(n).type for n in sample.column_names},
+                                "row_bytes": _SAMPLE_BYTES.get(path, 0) / max(sample.num_rows, 1)}
+            else:
+                self.table = pcsv.read_csv(
+                    path,
+                    read_options=pcsv.ReadOptions(block_size=_block_size(size), use_threads=True),
+                    parse_options=self._csv_args["parse_options"],
+                    convert_options=pcsv.ConvertOptions(null_values=[""], strings_can_be_null=True,
+                                                        quoted_strings_can_be_null=True),
+                )
         elif fmt == "jsonl":
             import pyarrow.json as pjson
 
@@ -70,21 +91,51 @@ class ArrowTable:
         else:
             import pyarrow.parquet as pq
 
-            self.table = pq.read_table(path, use_threads=True)
-        self.num_rows = int(self.table.num_rows)
+            # Parquet types are the file's own: stream row groups, read only text columns whole (to
+            # decide numbers-with-text versus labels once for the column)
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
+            text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                    or pa.types.is_dictionary(f.type)]
+            texts = pf.read(columns=text, use_threads=True) if text else None
+            self._plans = {f.name: _plan(f.type, texts.column(f.name) if texts is not None and f.name in text
+                                         else None, pa) for f in schema}
+            self._parquet = pf
+            self.table = None
+            self.num_rows = int(pf.metadata.num_rows)
+            self.names_ = [str(f.name) for f in schema]
+            return
+        self._parquet = None
         self._plans = {name: _plan(self.table.column(name).type, self.table.column(name), pa)
                        for name in self.table.column_names}
+        # streamed: rows unknown until read (progress counts bytes); the sample is dropped
+        self.num_rows = -1 if self._stream is not None else int(self.table.num_rows)
+        self.names_ = [str(n) for n in self.table.column_names]
+        if self._stream is not None:
+            self.table = None
 
     @property
     def names(self) -> list[str]:
-        return [str(n) for n in self.table.column_names]
+        return self.names_
 
     def kinds(self) -> dict[str, str]:
         """``numeric`` / ``categorical`` per column from its whole-file type (all-null columns left out)."""
         return {n: p for n, (p, _) in self._plans.items() if p in ("numeric", "categorical")}
 
     def batches(self, batch_rows: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        if self._stream is not None:
+            yield from self._stream_batches()
+            return
         done = 0
+        if self._parquet is not None:
+            if self.num_rows == 0:
+                yield {n: np.empty(0, dtype=object) for n in self.names}, 0
+                return
+            for rb in self._parquet.iter_batches(batch_size=max(batch_rows, 1), use_threads=True):
+                cols = {str(n): _convert(rb.column(i), self._plans[n]) for i, n in enumerate(rb.schema.names)}
+                done += rb.num_rows
+                yield cols, done
+            return
         if self.num_rows == 0:
             yield {n: np.empty(0, dtype=object) for n in self.names}, 0
             return
@@ -94,6 +145,93 @@ class ArrowTable:
                 cols = {str(n): _convert(part.column(i), self._plans[n]) for i, n in enumerate(rb.schema.names)}
                 done += part.num_rows
                 yield cols, done
+
+
+    def _stream_batches(self) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        """Stream the CSV with the sample's types; a later cell that does not fit its numeric type
+        turns that column to text-with-numbers (wrong-typed values counted) and the stream resumes."""
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        assert self._stream is not None
+        types: dict[str, Any] = {n: (pa.string() if pa.types.is_null(t) else t) for n, t in self._stream["types"].items()}
+        done_rows = 0
+        size = self.path.stat().st_size
+        while True:
+            reader = pcsv.open_csv(
+                self.path, read_options=pcsv.ReadOptions(block_size=4 << 20, use_threads=True),
+                parse_options=self._csv_args["parse_options"],
+                convert_options=pcsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                                    quoted_strings_can_be_null=True))
+            skip = done_rows
+            try:
+                for rb in reader:
+                    if skip >= rb.num_rows:
+                        skip -= rb.num_rows
+                        continue
+                    if skip:
+                        rb, skip = rb.slice(skip), 0
+                    cols = {n: _convert(rb.column(i), self._batch_plan(n, rb.column(i)))
+                            for i, n in enumerate(self.names_)}
+                    done_rows += rb.num_rows
+                    yield cols, min(int(done_rows * self._stream["row_bytes"]), size)
+                return
+            except pa.ArrowInvalid as exc:
+                m = _CONVERSION.search(str(exc))
+                if not m:
+                    raise
+                name = self.names_[int(m.group(1))]
+                if types[name] == pa.string():
+                    raise
+                types[name] = pa.string()
+                self._plans[name] = ("numeric", "mixed")
+
+    def _batch_plan(self, name: str, arr: Any) -> tuple[str, str]:
+        plan = self._plans[name]
+        if plan[1] == "null":  # all null in the sample: read as text, the profile decides the kind
+            return ("unknown", "mixed" if _mostly_numbers(arr) else "text")
+        return plan
+
+
+def _mostly_numbers(arr: Any) -> bool:
+    import pyarrow.compute as pc
+
+    present = len(arr) - arr.null_count
+    if not present:
+        return False
+    numbers = pc.sum(pc.match_substring_regex(arr, NUMBER_PATTERN, ignore_case=True)).as_py() or 0
+    return numbers >= present - numbers
+
+
+def _csv_sample(path: Path, delimiter: str) -> Any:
+    """The header, the first 1 MiB and SAMPLE_BLOCKS slices at even offsets, parsed as one table;
+    None when the slices do not parse (quoted newlines, say): then the whole file is read."""
+    import pyarrow.csv as pcsv
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(1 << 20)
+        cut = head.rfind(b"\n")
+        if cut < 0:
+            return None
+        parts = [head[: cut + 1]]
+        for i in range(1, SAMPLE_BLOCKS + 1):
+            fh.seek(size * i // (SAMPLE_BLOCKS + 1))
+            fh.readline()  # to the next line start
+            chunk = fh.read(256 << 10)
+            end = chunk.rfind(b"\n")
+            if end > 0:
+                parts.append(chunk[: end + 1])
+    data = b"".join(parts)
+    _SAMPLE_BYTES[path] = len(data)
+    try:
+        return pcsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(null_values=[""], strings_can_be_null=True,
+                                                quoted_strings_can_be_null=True))
+    except Exception:
+        return None
 
 
 def _plan(typ: Any, column: Any, pa: Any) -> tuple[str, str]:

@@ -83,7 +83,7 @@ class DataFile:
         self.total = self.total_bytes
         if self.engine == "arrow":
             table = self._table()
-            if table is not None:
+            if table is not None and table.num_rows >= 0:  # a streamed CSV counts bytes
                 self.unit = "rows"
                 self.total = table.num_rows
 

@@ -226,3 +226,23 @@ def test_fail_on_drift_exit_codes(tmp_path: Path, train_and_today) -> None:
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
     assert "--fail-on-drift" in cli("drift", "--help").stdout
     assert "--no-reservoir" in cli("reference", "build", "--help").stdout
+
+
+def test_streamed_csv_types_come_from_a_sample_spread_across_the_file(tmp_path: Path, monkeypatch) -> None:
+    """Big CSVs are streamed: late text still makes a categorical, a late stray string is counted."""
+    import driftline.arrowfiles as af
+
+    monkeypatch.setattr(af, "STREAM_CSV_BYTES", 0)
+    rows = [[None, float(i), i if i % 5000 else "oops"] for i in range(70_000)] + [[c, 1.0, 3] for c in "abc" * 2000]
+    path = write_csv(tmp_path / "big.csv", ["city", "x", "n"], rows)
+    data = DataFile(path)
+    assert data.unit == "B" and data.kinds() == {"city": "categorical", "x": "numeric", "n": "numeric"}
+    prof = WindowProfile(StreamKey.of("m", "v"), 0, 1).declare(data.kinds())
+    last = 0
+    for cols, done in data.batches():
+        prof.update(cols)
+        last = done
+    assert last == path.stat().st_size or abs(last - path.stat().st_size) < path.stat().st_size * 0.2
+    got = {k: (c.kind, c.count, c.missing + getattr(c, "nan", 0), c.invalid) for k, c in prof.features.items()}
+    assert got == {"city": ("categorical", 6000, 70_000, 0), "x": ("numeric", 76_000, 0, 0),
+                   "n": ("numeric", 75_986, 0, 14)}
