@@ -183,6 +183,6 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
               pages.router):
         app.include_router(r)
-    install_openapi(app)  # bearer scheme, typed answers, documented 4xx
+    install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN
     return app

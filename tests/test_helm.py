@@ -238,7 +238,7 @@ def test_secrets_are_made_from_values_or_generated(tmp_path: Path, monkeypatch: 
     for key in ("write-token", "retrain-secret"):  # random per fresh install (no Secret in the cluster yet)
         assert re.fullmatch(r"[A-Za-z0-9]{32}", first[key]) and first[key] != second[key]
     assert secret_data(by_kind(render(None, "auth.writeToken=given")))["write-token"] == "given"
-    off = by_kind(render(None, "auth.enabled=false"))
+    off = by_kind(render(None, "auth.enabled=false", "insecure=true"))
     assert "Secret" not in off and not [e for e in container(off)["env"] if e["name"] == "DRIFTLINE_API_TOKEN"]
     receiver = off["AlertmanagerConfig"][0]["spec"]["receivers"][0]["webhookConfigs"][0]
     assert "httpConfig" not in receiver  # no token to present
@@ -595,7 +595,7 @@ def test_every_manifest_decodes_strictly_into_the_api_types(k8s_validate: Path, 
 
 def test_more_value_combinations_decode_strictly(k8s_validate: Path) -> None:
     combos = [("persistence.enabled=false",), ("persistence.existingClaim=x", "persistence.storageClass=-"),
-              ("auth.enabled=false", "serviceAccount.create=false"), ("fullnameOverride=drift", "ingress.enabled=true"),
+              ("auth.enabled=false", "insecure=true", "serviceAccount.create=false"), ("fullnameOverride=drift", "ingress.enabled=true"),
               ("postgresql.enabled=true", "postgresql.url=postgresql://u:p@db/d", "replicaCount=3")]
     for sets in combos:
         proc = validate(k8s_validate, template(None, *sets, release="driftline"))

@@ -187,8 +187,8 @@ def test_two_replicas_on_postgres_give_every_dashboard_query_the_single_replica_
     hook = Retrainer()
     evaluation = EvaluationSettings(current_window_seconds=7200, interval_seconds=0.5, drift_share_threshold=0.3,
                                     critical_features={"cam": ["a"]})
-    retrain = RetrainSettings(internal_policy=True, sustained_seconds=0, targets=[RetrainTarget(name="trainer",
-                                                                                               url=hook.url)])
+    retrain = RetrainSettings(internal_policy=True, sustained_seconds=0, secret="k",
+                              targets=[RetrainTarget(name="trainer", url=hook.url)])
     setups = {"single": [postgres_server.new_database("driftline_one")],
               "pair": [postgres_server.new_database("driftline_two")] * 2}
     proms: dict[str, PrometheusServer] = {}

@@ -104,7 +104,9 @@ def make_data(d: Path) -> None:
         return df
 
     scored(train).to_parquet(d / "train.parquet")
-    scored(table(3000, 0.6)).to_parquet(d / "today.parquet")
+    today = scored(table(3000, 0.6))
+    today.to_parquet(d / "today.parquet")
+    today.to_csv(d / "today.csv", index=False)
     logs = scored(table(1500, 0.6))
     logs["ts"] = time.time() - 600 + np.sort(rng.uniform(0, 540, len(logs)))  # the last ten minutes
     logs.to_json(d / "logs.jsonl", orient="records", lines=True)
@@ -125,10 +127,10 @@ class Walkthrough:
         return (text.replace("http://localhost:8000", f"http://127.0.0.1:{self.svc}")
                 .replace("localhost:8000", f"127.0.0.1:{self.svc}").replace("localhost:8471", f"127.0.0.1:{self.sc}"))
 
-    def run(self, line: str) -> subprocess.CompletedProcess[str]:
+    def run(self, line: str, status: int = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(cli(shlex.split(self.local(line))), capture_output=True, text=True, timeout=180,
                               cwd=self.d, env=self.env)
-        assert proc.returncode == 0, f"{line}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        assert proc.returncode == status, f"{line}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         assert "Traceback" not in proc.stderr
         return proc
 
@@ -190,6 +192,9 @@ def test_using_it_as_written_from_training_data_to_drift_on_the_service(tmp_path
             elif head.startswith("driftline profile inspect"):
                 out = w.run(line).stdout
                 assert "amount" in out and "country" in out and "score" in out and "4000" in out.replace(",", "")
+            elif head.startswith("driftline drift") and "--fail-on-drift" in words:
+                out = w.run(line, status=1).stdout  # today's amounts drifted: the CI gate fails
+                assert "amount" in out
             elif head.startswith("driftline drift"):
                 report = json.loads(w.run(line).stdout)
                 amount = next(f for f in report["features"] if f["name"] == "amount")
@@ -249,7 +254,7 @@ def test_using_it_as_written_from_training_data_to_drift_on_the_service(tmp_path
     # nothing spooled into the working directory: only the inputs, the outputs the README names, the
     # example service config's SQLite database, and this test's own logs and state
     left = {p.name for p in tmp_path.iterdir()}
-    assert left <= {"train.parquet", "today.parquet", "logs.jsonl", "ref.dlp", "service", "edge_sidecar", "state",
+    assert left <= {"train.parquet", "today.parquet", "today.csv", "logs.jsonl", "ref.dlp", "service", "edge_sidecar", "state",
                     "driftline.sqlite", "driftline.sqlite-wal", "driftline.sqlite-shm", "0.log", "1.log"}, left
 
 

@@ -185,16 +185,20 @@ GATES = {p for m, p in RESPONSES if "/gate/" in p}
 
 _ERRORS = {400: "malformed request (body, profile file or time range)", 401: "missing or wrong bearer token",
            404: "unknown model, version or experiment", 412: "the gate says no (body: the verdict and reasons)",
+           403: "a valid token that may not do this (no token configured for the report; a device writing as another)",
            413: "request body over the size limit", 422: "a parameter or body field does not validate",
+           429: "over the rate limit (see Retry-After)",
            503: "the store is unavailable"}
 
 
-def _secured(route: Any) -> bool:
-    """Whether the route's dependency tree checks a bearer token."""
+def _secured(route: Any, reads: bool) -> bool:
+    """Whether the route's dependency tree checks a bearer token (reads only when a read token is set)."""
     stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
     while stack:
         dep = stack.pop()
         name = getattr(dep.call, "__name__", "")
+        if name == "require_read" and not reads:
+            continue
         if name.startswith("require_") or name == "ingest_identity":
             return True
         stack.extend(dep.dependencies)
@@ -212,8 +216,11 @@ def _walk(routes: Any, prefix: str = "") -> Any:
             yield prefix + r.path, r
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Replace ``app.openapi`` with the document described in the module docstring (built once)."""
+def install_openapi(app: FastAPI, *, reads_secured: bool = False) -> None:
+    """Replace ``app.openapi`` with the document described in the module docstring (built once).
+
+    ``reads_secured``: a read token is configured, so read endpoints require the bearer scheme too.
+    """
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -231,7 +238,7 @@ def install_openapi(app: FastAPI) -> None:
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         err = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-        secured = {(m.lower(), path) for path, r in _walk(app.routes) if _secured(r) for m in getattr(r, "methods", ())}
+        secured = {(m.lower(), path) for path, r in _walk(app.routes) if _secured(r, reads_secured) for m in getattr(r, "methods", ())}
         for path, ops in doc.get("paths", {}).items():
             for method, op in ops.items():
                 responses = op.setdefault("responses", {})
@@ -246,6 +253,12 @@ def install_openapi(app: FastAPI) -> None:
                     codes.add(401)
                 if "{model}" in path:
                     codes.add(404)
+                if path.endswith("/report.html"):
+                    codes |= {401, 403, 429}  # always needs a token, and is rate-limited
+                if "/canary" in path:
+                    codes.add(400)  # a rollout identity the store cannot key (too long, control characters)
+                if path == "/v1/ingest":
+                    codes.add(403)  # a device token writing another device's windows
                 if "requestBody" in op or any(p.get("name") in ("since", "until") for p in op.get("parameters", [])):
                     codes.add(400)
                 body = op.get("requestBody", {}).get("content", {})
