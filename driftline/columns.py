@@ -59,11 +59,13 @@ def widen_kll_floats(data: bytes) -> bytes:
         return data
     if flags & 0x04:  # one item, no level table
         (item,) = np.frombuffer(data, dtype="<f4", count=1, offset=8)
-        return data[:8] + np.float64(item).astype("<f8").tobytes()
+        with np.errstate(all="ignore"):
+            return data[:8] + np.float64(item).astype("<f8").tobytes()
     num_levels = data[18]
     head = 20 + 4 * num_levels
     items = np.frombuffer(data, dtype="<f4", offset=head)
-    return data[:head] + items.astype("<f8").tobytes()
+    with np.errstate(all="ignore"):  # a hostile sketch may hold signalling NaNs: widened, then refused later
+        return data[:head] + items.astype("<f8").tobytes()
 
 
 def _writable(values: np.ndarray) -> np.ndarray:

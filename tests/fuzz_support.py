@@ -19,7 +19,7 @@ import numpy as np
 
 from driftline.errors import WireFormatError
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
-from driftline.wire import HEADER, MAGIC, Envelope, decode_envelope, encode_envelope
+from driftline.wire import FORMAT_MAJOR, HEADER, MAGIC, Envelope, decode_envelope, encode_envelope
 from driftline.wirecheck import MAX_COUNT
 
 __all__ = ["Case", "cases", "expected"]
@@ -51,7 +51,7 @@ def _bases(rng: np.random.Generator, now: float) -> list[dict]:
     return out
 
 
-def _seal(body: bytes, *, flags: int = 1, major: int = 1, env_id: bytes | None = None) -> bytes:
+def _seal(body: bytes, *, flags: int = 1, major: int = FORMAT_MAJOR, env_id: bytes | None = None) -> bytes:
     if flags & 1:
         body = zlib.compress(body, 1)
     return HEADER.pack(MAGIC, major, 0, flags, env_id or uuid.uuid4().bytes, len(body), zlib.crc32(body)) + body
@@ -153,7 +153,7 @@ def cases(seed: int, n: int, now: float) -> Iterator[Case]:
         elif mutation == "flags":
             data = _seal(packed, flags=r.choice([0, 1]) | (1 << r.randrange(1, 16)))
         elif mutation == "major":
-            data = _seal(packed, major=r.choice([0, 2, 255]))
+            data = _seal(packed, major=r.choice([0, FORMAT_MAJOR + 1, 255]))
         elif mutation == "crc":
             data = bytearray(_seal(packed))
             data[28] ^= 0xFF
