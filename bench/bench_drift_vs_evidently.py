@@ -124,11 +124,19 @@ def main() -> None:
     ap.add_argument("--shifted", type=int, default=5)
     ap.add_argument("--formats", default="csv,parquet", help="comma-separated: csv, parquet")
     ap.add_argument("--dir", default=None, help="where to write the data files (default: a temporary folder)")
+    ap.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     folder = Path(args.dir or tempfile.mkdtemp(prefix="driftline-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    files = write_files(folder, args.rows, args.features, args.shifted)
+    if args.write_only:
+        write_files(folder, args.rows, args.features, args.shifted)
+        return
+    # The data is made in a child process: a forked child's peak RSS (ru_maxrss) starts at the size of
+    # its parent, so a parent that held the generated tables would inflate every measured peak.
+    subprocess.run([sys.executable, __file__, "--write-only", "--dir", str(folder), "--rows", str(args.rows),
+                    "--features", str(args.features), "--shifted", str(args.shifted)], check=True)
+    files = {fmt: (folder / f"ref.{fmt}", folder / f"cur.{fmt}") for fmt in ("csv", "parquet")}
     truth = {f"f{i}" for i in range(args.shifted)}
     exe = shutil.which("driftline")
     driftline = [exe] if exe else [sys.executable, "-m", "driftline.cli.main"]
