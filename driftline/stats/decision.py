@@ -6,10 +6,13 @@ distance alone flags noise at thirty rows. A column is flagged when **both** hol
 1. *significant*: its test p-value (KS for numeric columns, chi-square for categorical ones),
    adjusted across all columns of the comparison with Benjamini-Hochberg (false discovery rate
    ``alpha``), is below ``alpha``; and
-2. *material*: its effect size reaches the method's threshold. The effect is the score with the
-   sketches' own error taken out (KS distance less both rank-error bounds; PSI, JS, Hellinger and
-   Wasserstein with every CDF gap shrunk by them; categorical scores on the least different
-   tables the frequent-items bounds allow), so sketch noise can never make a column drift.
+2. *material*: its effect size reaches the method's threshold (defaults: normalised Wasserstein
+   0.1 for numeric columns, TVD 0.05 for categorical ones). The effect is the score with the
+   sketches' noise taken out (every CDF gap shrunk in quadrature by the typical rank error; KS by
+   the full bound; categorical scores on the least different tables the frequent-items bounds
+   allow, plus the rows provably on values the reference never had), so noise does not make drift
+   while a real change keeps almost all of its size. The KS test runs on the distance less both
+   sketches' full bounds, so noise never makes a p-value smaller.
 
 Columns with fewer than ``min_rows`` values on either side are ``insufficient_data``.
 """

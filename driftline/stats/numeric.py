@@ -13,8 +13,8 @@ the sketch-based scores are *exactly* the scores of the two distributions the sk
   profiles carry exact sums). Divided by the reference's population standard deviation (exact, from
   the sums of values and squares).
 
-Each score also has a conservative *effect*: the same quantity with the CDF gap shrunk by the two
-sketches' rank-error bounds, the decision rule's input. :func:`exact_numeric_scores` runs the same
+Each score also has an *effect*: the same quantity with every CDF gap shrunk in quadrature by the two
+sketches' typical error (KS by their full bound), the decision rule's input. :func:`exact_numeric_scores` runs the same
 code on raw arrays, for tests and benchmarks.
 """
 
@@ -96,8 +96,9 @@ def sketch_cdf(col: NumericColumn) -> SketchCDF:
 class NumericScores:
     """Scores of one numeric column.
 
-    ``effects`` holds the conservative versions (CDF gaps shrunk by ``rank_error``, the two
-    sketches' combined bound); ``ks_p_value`` is computed from the conservative KS distance.
+    ``effects`` holds the versions with the sketches' noise taken out (CDF gaps shrunk in quadrature
+    by the typical error; KS by ``rank_error``, the two sketches' combined bound); ``ks_p_value`` is
+    computed from the KS distance less ``rank_error``, so it is conservative.
     """
 
     ks: float
