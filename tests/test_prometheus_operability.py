@@ -71,9 +71,10 @@ def traffic(now: float, *, stale: bool = False) -> list[bytes]:
             p = window(rng, "cam", "v1", start=base + i * 60, device=dev, site=site, shift=shift, nan_share=nans)
             out.append(envelope(p, dev))
         if not stale:
-            out.append(envelope(window(rng, "cam", "v2", start=now + i * 60, variant="canary", device="d3",
+            # the canary's windows end after any setup's experiment start (its PUT, minutes apart per setup)
+            out.append(envelope(window(rng, "cam", "v2", start=now + 900 + i * 60, variant="canary", device="d3",
                                        latency_ms=9.0), "d3"))
-            out.append(envelope(window(rng, "cam", "v1", start=now + i * 60, device="d1", site="oslo"), "d1"))
+            out.append(envelope(window(rng, "cam", "v1", start=now + 900 + i * 60, device="d1", site="oslo"), "d1"))
         out.append(envelope(window(rng, "kiosk", "v1", start=base + i * 60, device="k1", site="rome"), "k1"))
     return out
 
@@ -84,14 +85,16 @@ REFERENCES = [(m, v, envelope(window(np.random.default_rng(5), m, v, start=0.0, 
 
 
 def feed(urls: list[str], envelopes: list[bytes]) -> None:
-    """References and a canary, then envelope i to ``urls[i % len(urls)]`` (a load balancer), one bad one."""
+    """References, envelope i to ``urls[i % len(urls)]`` (a load balancer), a canary, one bad envelope."""
     with httpx.Client(timeout=30) as c:
         for model, version, body in REFERENCES:
             c.put(f"{urls[0]}/v1/models/{model}/versions/{version}/reference", content=body).raise_for_status()
-        c.put(f"{urls[-1]}/v1/models/cam/canary", json={"baseline_version": "v1", "canary_version": "v2",
-                                                       "min_rows": 200, "min_duration_seconds": 5}).raise_for_status()
         for i, body in enumerate(envelopes):
             c.post(f"{urls[i % len(urls)]}/v1/ingest", content=body).raise_for_status()
+        # after the data: a canary decision is sticky, so one judged while envelopes were still arriving
+        # would freeze fewer rows in one setup than in the other
+        c.put(f"{urls[-1]}/v1/models/cam/canary", json={"baseline_version": "v1", "canary_version": "v2",
+                                                       "min_rows": 200, "min_duration_seconds": 5}).raise_for_status()
         assert c.post(f"{urls[0]}/v1/ingest", content=b"not an envelope").status_code == 400
 
 
