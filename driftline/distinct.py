@@ -90,18 +90,6 @@ class DistinctSample:
         """Sampled values and their exact counts."""
         return {v: hc[1] for v, hc in self._items.items()}
 
-    def update(self, value: str, count: int = 1) -> None:
-        entry = self._items.get(value)
-        if entry is not None:
-            entry[1] += count
-            return
-        h = value_hash(value)
-        if h >= self.threshold:
-            return
-        self._items[value] = [h, count]
-        if len(self._items) > self.k:
-            self._evict()
-
     def update_batch(self, values: np.ndarray, counts: np.ndarray) -> None:
         """Fold distinct labels with their counts (each label at most once per call), vectorised.
 
@@ -166,10 +154,10 @@ class DistinctSample:
         s.threshold = int(d["threshold"]) or _FULL
         if not 0 < s.threshold <= _FULL:
             raise ValueError("distinct sample threshold out of range")
-        for v, c in d["items"]:
-            h = value_hash(str(v))
+        labels = [str(v) for v, _ in d["items"]]
+        for v, h, (_, c) in zip(labels, hash_strings(np.array(labels, dtype=np.str_)).tolist(), d["items"], strict=True):
             if h < s.threshold and int(c) > 0:
-                s._items[str(v)] = [h, int(c)]
+                s._items[v] = [h, int(c)]
         if len(s._items) > s.k:
             raise ValueError("distinct sample holds more than k values")
         return s
