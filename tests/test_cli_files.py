@@ -246,3 +246,39 @@ def test_streamed_csv_types_come_from_a_sample_spread_across_the_file(tmp_path: 
     got = {k: (c.kind, c.count, c.missing + getattr(c, "nan", 0), c.invalid) for k, c in prof.features.items()}
     assert got == {"city": ("categorical", 6000, 70_000, 0), "x": ("numeric", 76_000, 0, 0),
                    "n": ("numeric", 75_986, 0, 14)}
+
+
+def _profile_counts(path: Path) -> dict:
+    data = DataFile(path)
+    prof = WindowProfile(StreamKey.of("m", "v"), 0, 1).declare(data.kinds())
+    last = 0
+    for cols, done in data.batches():
+        prof.update(cols)
+        assert done >= last
+        last = done
+    out = {}
+    for k, c in prof.features.items():
+        row = [c.kind, c.count, c.missing + getattr(c, "nan", 0), c.invalid]
+        if c.kind == "numeric":
+            row += [c.rows, round(c.mean, 6), c.min, c.max]
+        out[k] = tuple(row)
+    return out
+
+
+@pytest.mark.parametrize("piece", [1 << 12, 1 << 16])
+def test_streamed_csv_in_pieces_counts_what_a_whole_file_read_counts(tmp_path: Path, monkeypatch, piece: int) -> None:
+    """Pieces split at line ends; a stray string late in the file widens the column mid-stream; a
+    quoted cell with a newline after the first pieces hands the rest to the streaming reader."""
+    import driftline.arrowfiles as af
+
+    rows: list[list[object]] = [[f"c{i % 7}", i * 0.5, i if i != 9_000 else "oops"] for i in range(12_000)]
+    rows.append(['multi\nline, "quoted"', 1.0, 2])
+    rows += [[f"c{i % 3}", -1.0 * i, i] for i in range(3_000)]
+    path = write_csv(tmp_path / "pieces.csv", ["city", "x", "n"], rows)
+    whole = _profile_counts(path)
+    monkeypatch.setattr(af, "STREAM_CSV_BYTES", 0)
+    monkeypatch.setattr(af, "PIECE_BYTES", piece)
+    assert DataFile(path).unit == "B"
+    streamed = _profile_counts(path)
+    assert streamed == whole
+    assert whole["n"][1:4] == (15_000, 0, 1) and whole["city"][1] == 15_001

@@ -121,6 +121,12 @@ class KafkaTransport:
                 results.append(None)
             except KafkaError as exc:
                 results.append(self._error(exc, sent=True))
+        if any(r is not None and not isinstance(r, DeliveryRejected) for r in results):
+            # A producer that timed out across a broker restart can stay stuck on its old
+            # connections and idempotence state for good (seen with kafka-python 3.0 and a restarted
+            # KRaft broker): start the next round with a fresh one. A window it may have delivered
+            # is merged once by the service (envelope ids), so a new producer id costs nothing.
+            self.close()
         return results
 
     def _error(self, exc: Exception, *, sent: bool) -> TransportError:
@@ -131,12 +137,32 @@ class KafkaTransport:
         return TransportError(f"Kafka delivery failed: {kind}: {exc}", maybe_delivered=maybe)
 
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except Exception as exc:  # closing a producer whose broker is gone may complain; nothing to do
-                log.debug("closing the Kafka producer: %s", exc)
-            self._producer = None
+        """Close the producer (undelivered records stay in the spool), never raising."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=5)
+        except Exception as exc:  # noqa: BLE001 - a producer whose broker is gone cannot flush
+            log.debug("closing the Kafka producer: %s", exc)
+            _force_close(producer)
+
+
+def _force_close(producer: Any) -> None:
+    """Stop a producer whose ``close()`` raised.
+
+    kafka-python's ``close()`` flushes first and raises ``KafkaTimeoutError`` when records cannot be
+    delivered, before it stops the sender thread or marks itself closed; its ``__del__`` then tries
+    again and raises inside the garbage collector. The records it holds are still in the spool, so
+    dropping them is safe: stop the sender and mark the producer closed.
+    """
+    try:
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        producer._closed = True
+    except Exception as exc:  # noqa: BLE001 - best effort on a third-party object
+        log.debug("force-closing the Kafka producer: %s", exc)
 
 
 def _quiet_kafka_logs() -> None:
