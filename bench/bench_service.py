@@ -80,8 +80,7 @@ def bench_drift() -> None:
 
 
 def bench_metrics(tmp: Path) -> None:
-    from prometheus_client import generate_latest
-
+    from driftline.promtext import render_text as generate_latest  # what /metrics serves
     from driftline.service.app import open_parts
     from driftline.service.evaluation import ModelState
     from driftline.service.settings import ServiceSettings
@@ -105,8 +104,7 @@ def bench_metrics(tmp: Path) -> None:
 
 def bench_metrics_at_caps(tmp: Path) -> None:
     """The default caps (limits.*) all reached at once: the largest /metrics the service can be made to hold."""
-    from prometheus_client import generate_latest
-
+    from driftline.promtext import render_text as generate_latest  # what /metrics serves
     from driftline.service.app import open_parts
     from driftline.service.evaluation import ModelState
     from driftline.service.settings import ServiceSettings

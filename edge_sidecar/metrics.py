@@ -16,11 +16,11 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..promtext import render_text
 from .errors import REJECT_REASONS
 
 if TYPE_CHECKING:
@@ -106,5 +106,5 @@ def sidecar_registry(collector: SidecarCollector) -> CollectorRegistry:
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition format of ``registry``."""
-    return generate_latest(registry)
+    """The text exposition format of ``registry`` (:func:`driftline.promtext.render_text`)."""
+    return render_text(registry)

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from ...promtext import render_text
 from ..errors import NotFound, ServiceError
 from ..status import render_index, render_model
 from .deps import PartsDep, ReadAccess
@@ -50,7 +51,7 @@ def readyz(parts: PartsDep, request: Request) -> dict[str, Any] | JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(parts: PartsDep) -> Response:
     """Prometheus exposition, read from current state at scrape time."""
-    return Response(generate_latest(parts.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(render_text(parts.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=[ReadAccess])
