@@ -120,25 +120,45 @@ if ! command -v helm >/dev/null 2>&1 && ! go_new_enough; then
   fi
   export PATH="$godir/bin:$PATH"
 fi
-if command -v helm >/dev/null 2>&1; then
-  done_step "present: $(command -v helm)"
-elif command -v go >/dev/null 2>&1; then
-  # -X stamps the full version as helm's own release build does (else `helm version` says v3.22).
-  GOBIN="$CACHE/bin" CGO_ENABLED=0 GOFLAGS=-mod=mod go install \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  done_step "built into $CACHE/bin"
-else
-  echo "test.sh: 'go' is not installed; it is needed to build helm (go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION)" >&2
+# helm, tests/k8s-validate and tests/controllers compile ~1,600 Go packages (Kubernetes, Argo
+# Rollouts, Flagger) when the caches are cold: build them in the background while pytest runs the
+# rest of the suite (tests/conftest.py runs the tests that need them last, and they wait for this
+# job through $DRIFTLINE_GO_BUILDS). A warm cache makes it a few seconds of linking.
+command -v go >/dev/null 2>&1 || {
+  echo "test.sh: 'go' is not installed; it builds helm (go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION) and the Go test harnesses" >&2
   exit 1
+}
+go_builds() {
+  set -e
+  local t0; t0=$(date +%s)
+  if command -v helm >/dev/null 2>&1; then
+    echo "helm present: $(command -v helm)"
+  else
+    # -X stamps the full version as helm's own release build does (else `helm version` says v3.22).
+    GOBIN="$CACHE/bin" CGO_ENABLED=0 GOFLAGS=-mod=mod nice go install \
+      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    echo "helm built into $CACHE/bin ($(( $(date +%s) - t0 ))s)"
+  fi
+  ( cd tests/k8s-validate && GOTOOLCHAIN=local nice go build -mod=readonly -o "$CACHE/bin/driftline-k8s-validate" . )
+  echo "tests/k8s-validate built ($(( $(date +%s) - t0 ))s)"
+  ( cd tests/controllers && GOTOOLCHAIN=local nice go build -o "$CACHE/bin/driftline-controllers" . )
+  echo "tests/controllers built ($(( $(date +%s) - t0 ))s)"
+}
+export DRIFTLINE_GO_BUILDS="$CACHE/go-builds.status"
+GO_LOG="$CACHE/go-builds.log"
+rm -f "$DRIFTLINE_GO_BUILDS"
+if [[ "${1:-}" == "--setup-only" ]]; then
+  step "Go builds: helm $HELM_VERSION, tests/k8s-validate, tests/controllers"
+  go_builds 2>&1 | tee "$GO_LOG" | sed 's/^/    /'
+  done_step "built"
+else
+  step "Go builds in the background: helm $HELM_VERSION, tests/k8s-validate, tests/controllers (log: $GO_LOG)"
+  ( set +e; ( go_builds ) > "$GO_LOG" 2>&1; echo $? > "$DRIFTLINE_GO_BUILDS.tmp"; mv "$DRIFTLINE_GO_BUILDS.tmp" "$DRIFTLINE_GO_BUILDS" ) &
+  go_pid=$!
+  trap 'kill "$go_pid" 2>/dev/null || true' EXIT
+  done_step "started"
 fi
-
-# --- 4b. the controllers harness ------------------------------------------------------------------
-# tests/controllers builds Argo Rollouts' and Flagger's Go modules (tests/test_controllers.py); building
-# it here fills the module and build caches under $CACHE/go, so the test's own build is a cache hit.
-step "tests/controllers (Argo Rollouts, Flagger)"
-( cd tests/controllers && GOTOOLCHAIN=local go build -o "$CACHE/bin/driftline-controllers" . )
-done_step "built"
 
 if [[ "${1:-}" == "--setup-only" ]]; then
   echo "==> setup done in $(( $(date +%s) - t_all ))s"
@@ -152,5 +172,8 @@ set +e
 status=$?
 set -e
 done_step "pytest exit code $status"
+if [[ -f "$DRIFTLINE_GO_BUILDS" ]]; then
+  echo "==> Go builds (background):"; sed 's/^/    /' "$GO_LOG" | tail -5
+fi
 echo "==> total $(( $(date +%s) - t_all ))s"
 exit "$status"

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from tests.harness.errors import HarnessError
+from tests.harness.gobuilds import GO_BUILDS_MODULES
 from tests.harness.kafka import KafkaBroker
 from tests.harness.postgres import PostgresServer
 from tests.harness.prometheus import PrometheusBinaries, find_prometheus_binaries
@@ -50,6 +51,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in _FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+    # the tests that need helm and the Go harnesses run last, while scripts/test.sh builds them
+    late = [i for i in items if i.path.name in GO_BUILDS_MODULES]
+    if late:
+        items[:] = [i for i in items if i.path.name not in GO_BUILDS_MODULES] + late
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ import pytest
 from driftline.edge_sidecar.monitor import Monitor
 from driftline.profile import ProfileConfig
 from driftline.service.settings import CanarySettings, EvaluationSettings, ServiceSettings
+from tests.harness.gobuilds import wait_for_go_builds
 from tests.service_support import running_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ def go_env(tmp: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wait_for_go_builds()
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
     if go is None:
         pytest.fail("the Go toolchain is needed to build tests/controllers (Argo Rollouts and Flagger)")

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from driftline.dashboards import checked_in
 from driftline.dashboards.common import DEFAULT_SERVICE_URL
 from driftline.service.settings import ServiceSettings, load_settings
+from tests.harness.gobuilds import wait_for_go_builds
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "driftline"
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.helm
 
 
 def helm() -> str:
+    wait_for_go_builds()
     for cand in (os.environ.get("HELM"), shutil.which("helm"), str(Path.home() / ".cache/driftline/bin/helm"),
                  str(Path.home() / "go/bin/helm"), "/tmp/gobin/helm"):
         if cand and Path(cand).is_file():
@@ -568,6 +570,7 @@ def test_generated_secrets_are_kept_across_upgrades(tmp_path: Path) -> None:
 def k8s_validate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/k8s-validate built with the Go toolchain (modules from the Go proxy; Go's build cache
     is reused between runs, so a rebuild only links)."""
+    wait_for_go_builds()
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None)
     if go is None:
         pytest.fail("go is not installed: it builds helm and tests/k8s-validate (scripts/test.sh)", pytrace=False)
