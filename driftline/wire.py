@@ -34,9 +34,11 @@ from .profile import WindowProfile
 from .wirecheck import (
     INFLATE_FACTOR,
     MAX_ARRAY_LEN,
+    MAX_DEPTH,
     MAX_MAP_LEN,
     MAX_STR_BYTES,
     check_body,
+    max_depth_ok,
     object_budget,
     scan_msgpack,
 )
@@ -157,9 +159,9 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
         if not isinstance(obj, dict) or not isinstance(obj.get("profiles"), list):
             raise WireFormatError("envelope body has no 'profiles' list")
     else:
-        scan_msgpack(body, object_budget(max_bytes), limit)  # before any object is built
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES, max_bin_len=limit,
-                              max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
+        obj = _unpack_checked(body, object_budget(max_bytes), limit)
+        if not max_depth_ok(obj):
+            raise WireFormatError(f"body nests containers deeper than {MAX_DEPTH} levels")
         check_body(obj, instant_ok=instant_ok)
     kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
     profiles = [_profile(p, i, kll_items) for i, p in enumerate(obj["profiles"])]
@@ -169,6 +171,33 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
         envelope_id=str(uuid.UUID(bytes=raw_id)),
         created_at=float(obj.get("created_at", 0.0)),
     )
+
+
+_FAST_ARRAY_LEN = 1024
+_FAST_MAP_LEN = 256
+
+
+def _unpack_checked(body: bytes, budget: int, max_bin: int) -> Any:
+    """Unpack an untrusted body with bounded memory.
+
+    msgpack allocates each container for the length its header *claims* when it opens it, so a few
+    bytes that open 1,000 nested 65,536-entry arrays would cost 500 MB; :func:`scan_msgpack` walks the
+    bytes first to refuse that. The walk is pure Python, so small bodies skip it: a body of at most
+    ``budget`` bytes holds at most ``budget`` objects, and unpacking it with small container limits
+    (1,024 entries per array, 256 per map, msgpack's own 1,024-level stack) bounds what claimed
+    lengths can allocate to about 20 MB. A body that breaks those limits, or any rule, is walked and
+    unpacked the careful way, which names the defect.
+    """
+    if len(body) <= budget:
+        try:
+            return msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES,
+                                   max_bin_len=max_bin, max_array_len=_FAST_ARRAY_LEN,
+                                   max_map_len=_FAST_MAP_LEN, max_ext_len=0)
+        except Exception:  # noqa: BLE001 - the careful path below says what is wrong
+            pass
+    scan_msgpack(body, budget, max_bin)  # before any object is built
+    return msgpack.unpackb(body, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES, max_bin_len=max_bin,
+                           max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
 
 
 def _profile(raw: Any, index: int, kll_items: str) -> WindowProfile:

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import WireFormatError
 
 __all__ = [
-        "INFLATE_FACTOR",
+    "INFLATE_FACTOR",
     "MAX_ARRAY_LEN",
     "MAX_COHORT_LABELS",
     "MAX_COLUMNS",
@@ -36,6 +36,7 @@ __all__ = [
     "SKETCH_SLOT_BUDGET",
     "check_body",
     "check_name",
+    "max_depth_ok",
     "name_ok",
     "object_budget",
     "scan_msgpack",
@@ -81,6 +82,22 @@ for _b, _n in ((0xCA, 4), (0xCB, 8), (0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8),
 def object_budget(limit_bytes: int) -> int:
     """How many MessagePack objects an envelope under ``limit_bytes`` may hold (one per 16 bytes)."""
     return max(65536, limit_bytes // 16)
+
+
+def max_depth_ok(obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether built containers nest at most ``limit`` levels (what :func:`scan_msgpack` enforces on
+    the bytes); walks containers only, so a body of blobs and scalars costs little."""
+    if type(obj) not in (dict, list) or not obj:
+        return True
+    stack = [(obj, 1)]  # (a non-empty container, its level); the scan counts non-empty ones only
+    while stack:
+        node, level = stack.pop()
+        for child in (node.values() if type(node) is dict else node):
+            if type(child) in (dict, list) and child:
+                if level + 1 > limit:
+                    return False
+                stack.append((child, level + 1))
+    return True
 
 
 def scan_msgpack(buf: bytes, max_objects: int, max_bin: int) -> None:
@@ -260,6 +277,13 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
     for group in ("features", "outputs"):
         cols = _map(p.get(group), f"{what} {group}", MAX_COLUMNS)
         for name, col in cols.items():
+            # the common case checked without building a message; anything odd is explained by the
+            # precise checks below, which raise the same errors they always did
+            if type(name) is str and 0 < len(name) <= MAX_NAME_CHARS and not _CONTROL.search(name):
+                fast = _column_slots_fast(col, profiled)
+                if fast is not None:
+                    slots += fast
+                    continue
             check_name(name, f"{what} {group} name", empty=False)
             slots += _check_column(_map(col, f"{what} {group}[{name!r}]"), f"{what} {group}[{name!r}]",
                                    profiled)
@@ -274,6 +298,32 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
     if p.get("reservoir") is not None:
         _check_reservoir(_map(p["reservoir"], f"{what} reservoir"), f"{what} reservoir")
     return slots
+
+
+_NUMERIC_COUNTS = KINDS["numeric"]
+
+
+def _column_slots_fast(col: Any, profiled: int) -> int | None:
+    """0 for a numeric column that passes every check of :func:`_check_column`; None when it may
+    not (then the precise checks run and say why). Categorical columns always take the precise path."""
+    if type(col) is not dict or col.get("kind") != "numeric" or type(col.get("kll")) is not bytes:
+        return None
+    total = 0
+    for key in _NUMERIC_COUNTS:
+        v = col.get(key)
+        if type(v) is not int or not 0 <= v <= MAX_COUNT:
+            return None
+        total += v
+    if total != profiled:
+        return None
+    for key in ("min", "max"):
+        v = col.get(key)
+        if v is not None and (type(v) not in (float, int) or not math.isfinite(v)):
+            return None
+    for key in ("sum", "sumsq"):
+        if type(col.get(key)) not in (float, int):
+            return None
+    return 0
 
 
 def _check_column(col: Mapping[str, Any], what: str, profiled: int) -> int:

@@ -59,6 +59,11 @@ def test_the_issue_nested_empty_arrays_are_refused_cheaply() -> None:
 def test_deep_nesting_is_refused_before_building() -> None:
     refused(seal_raw(b"\x81\xa8profiles" + b"\x91" * 5000 + b"\xc0"), f"deeper than {MAX_DEPTH} levels")
     refused(seal_raw(b"\x81\xa8profiles" + b"\xdd\x00\x01\x00\x00" * 1000 + b"\x90"), "deeper than")
+    # small bodies skip the byte walk: containers just under its fast limits, claimed 1,000 deep,
+    # must still stay within the memory bound (msgpack allocates what each header claims)
+    refused(seal_raw(b"\x81\xa8profiles" + b"\xdc\x04\x00" * 1000 + b"\x90"), "deeper than")
+    refused(seal_raw(b"\x81\xa8profiles" + b"\xde\x01\x00\xa1k" * 1000 + b"\x90"), "deeper than")
+    refused(seal_raw(b"\x81\xa8profiles" + b"\x91" * 20 + b"\xc0"), f"deeper than {MAX_DEPTH} levels")
 
 
 def test_decompression_bomb_is_refused() -> None:
