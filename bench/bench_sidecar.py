@@ -148,7 +148,7 @@ def start_sidecar(tmp: Path, api_port: int, proxy_upstream: str | None) -> subpr
     path = tmp / f"sidecar-{api_port}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "sidecar", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "sidecar", "--config", str(path)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(api_port)
     proc.api_port = api_port  # type: ignore[attr-defined]

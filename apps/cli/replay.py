@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datafiles import DataFile
-from ..errors import DataFileError, DriftlineError
+from driftline.datafiles import DataFile
+from driftline.errors import DataFileError, DriftlineError
+
 from ._args import add_profile_config_args, column_list, profile_config_from_args
 from .progress import ProgressBar
 
@@ -59,11 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from ..edge_sidecar.errors import SidecarError
-    from ..edge_sidecar.monitor import Monitor
-    from ..edge_sidecar.shipper import Shipper
-    from ..edge_sidecar.spool import Spool
-    from ..edge_sidecar.transport import transport_from_url
+    from driftline.edge_sidecar.errors import SidecarError
+    from driftline.edge_sidecar.monitor import Monitor
+    from driftline.edge_sidecar.shipper import Shipper
+    from driftline.edge_sidecar.spool import Spool
+    from driftline.edge_sidecar.transport import transport_from_url
 
     if not getattr(args, "verbose", 0):  # the summary line reports drops and rejections; -v shows the detail
         logging.getLogger("driftline.sidecar").setLevel(logging.CRITICAL)
@@ -137,7 +138,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _times(cols: dict[str, np.ndarray], column: str, offset: int) -> np.ndarray:
-    from ..edge_sidecar.inputs import event_time_array
+    from driftline.edge_sidecar.inputs import event_time_array
 
     if column not in cols:
         raise DataFileError(f"time column {column!r} not found (columns: {', '.join(sorted(cols))})")

@@ -1,0 +1,1 @@
+"""Command-line shells around the core; see :mod:`driftline.apps.cli.main`."""
