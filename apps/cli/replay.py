@@ -84,10 +84,12 @@ def _replay(args: argparse.Namespace) -> int:
         spool.put(profile)
         shipper.wake()
 
-    monitor = Monitor(args.model, args.model_version, args.variant, device=args.device,
-                      config=profile_config_from_args(args), window_seconds=args.window, max_rows=args.max_rows,
-                      lateness_seconds=args.window if args.lateness is None else args.lateness, sink=sink,
-                      strict=True, background=False, clock=clock)
+    # strict and driven by hand (tick() per batch, the data's clock): no thread, nothing to start
+    monitor = Monitor.configure(
+        model=args.model, model_version=args.model_version, variant=args.variant, device=args.device,
+        profile=profile_config_from_args(args), window_seconds=args.window, max_rows=args.max_rows,
+        lateness_seconds=args.window if args.lateness is None else args.lateness, strict=True, background=False,
+        sink=sink, clock=clock)
     rows = 0
     seen: set[str] = set()
     try:
