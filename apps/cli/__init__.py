@@ -1,1 +1,1 @@
-"""Command-line shells around the core; see :mod:`driftline.apps.cli.main`."""
+"""The ``driftline`` command, a composition root: one module per subcommand; see :mod:`.main`."""
