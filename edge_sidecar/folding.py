@@ -67,7 +67,7 @@ def rows_to_columns(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         kinds = set(map(type, col))
         if kinds <= _NUMBER_TYPES:
             cols[str(k)] = col.astype(np.float64)
-        elif kinds == {str}:
+        elif kinds == {str} and "\x00" not in "".join(col):  # numpy's str dtype drops trailing NULs
             cols[str(k)] = col.astype(str)
         else:
             cols[str(k)] = as_columns({k: list(col)})[1][str(k)]
