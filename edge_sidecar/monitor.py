@@ -116,8 +116,8 @@ class Monitor:
         with self._lock:
             if self._started or self._closed_for_good:
                 return self
+            self._open_delivery()  # a URL it cannot use raises here, and the monitor stays unstarted
             self._started = True
-            self._open_delivery()
             if c.background and not c.strict:
                 self._thread = threading.Thread(target=self._run, name="driftline-monitor", daemon=True)
                 self._thread.start()

@@ -15,6 +15,7 @@ from typing import Any
 from driftline.profile import ProfileConfig
 
 from .streams import StreamDefaults
+from .transport import check_url
 
 __all__ = ["MonitorConfig"]
 
@@ -24,7 +25,7 @@ class MonitorConfig:
     """A monitor's configuration; every field has a default, so ``MonitorConfig(model="fraud")`` is enough.
 
     Sequences are stored as tuples and ``cohort`` as a read-only mapping, so a config never changes
-    after it was made.
+    after it was made. A ``service_url`` no transport can use raises ``SettingsError`` here.
     """
 
     # default labels of a row that does not carry its own
@@ -70,6 +71,8 @@ class MonitorConfig:
             set_(self, "feature_names", tuple(self.feature_names))
         if self.output_names is not None:
             set_(self, "output_names", tuple(self.output_names))
+        if self.service_url is not None:
+            check_url(self.service_url)  # a URL no transport can use is refused here, not at start()
 
     @property
     def stream_defaults(self) -> StreamDefaults:

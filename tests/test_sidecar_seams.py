@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from driftline.edge_sidecar.errors import SettingsError
 from driftline.edge_sidecar.folding import RowFolder
 from driftline.edge_sidecar.monitor import Monitor
 from driftline.edge_sidecar.monitorconfig import MonitorConfig
@@ -51,6 +52,9 @@ def test_the_config_is_a_frozen_value() -> None:
     assert c.stream_defaults == StreamDefaults("fraud", None, "default", "", {"site": "oslo"})
     with pytest.raises(TypeError, match="window_secs"):
         Monitor.configure(model="m", window_secs=5)
+    for bad in ("localhost:8000", "http://", "kafka://broker:9092", "ftp://x"):
+        with pytest.raises(SettingsError):
+            MonitorConfig(service_url=bad)
 
 
 def test_the_config_from_the_sidecar_settings() -> None:
