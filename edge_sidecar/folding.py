@@ -48,7 +48,7 @@ _SCALARS = (str, bytes, bool, int, float, np.generic)
 _NUMBER_TYPES = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
 
 
-def rows_to_columns(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Columns of row dicts, as :func:`driftline.batch.as_columns` makes them, faster for one shared schema.
 
     Rows with the same keys (the usual case) are unpacked in C (``itemgetter`` into a 2-D object array);
