@@ -139,7 +139,7 @@ def main() -> None:
     files = {fmt: (folder / f"ref.{fmt}", folder / f"cur.{fmt}") for fmt in ("csv", "parquet")}
     truth = {f"f{i}" for i in range(args.shifted)}
     exe = shutil.which("driftline")
-    driftline = [exe] if exe else [sys.executable, "-m", "driftline.cli.main"]
+    driftline = [exe] if exe else [sys.executable, "-m", "driftline.apps.cli.main"]
     ev_script, floor_script = folder / "evidently_drift.py", folder / "floor.py"
     ev_script.write_text(EVIDENTLY_SCRIPT)
     floor_script.write_text(FLOOR_SCRIPT)

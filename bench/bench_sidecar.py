@@ -58,7 +58,7 @@ def bench_batch(rows: int, repeats: int) -> None:
     data = {f"num_{i}": rng.normal(size=rows) for i in range(20)}
     data.update({f"cat_{i}": rng.choice([f"value-{j}" for j in range(25)], rows) for i in range(5)})
     values = rows * 25
-    monitor = Monitor("bench", "1", background=False, window_seconds=3600, max_rows=10**12)
+    monitor = Monitor.configure(model="bench", model_version="1", background=False, window_seconds=3600, max_rows=10**12)
     monitor.observe(data)
     t_sdk = best_of(lambda: monitor.observe(data), repeats)
     t_core = best_of(lambda: WindowProfile(StreamKey.of("b", "1"), 0, 60).update(data), repeats)
@@ -74,7 +74,7 @@ def bench_single(calls: int) -> None:
     rng = np.random.default_rng(1)
     rows = [{**{f"num_{i}": float(rng.normal()) for i in range(20)},
              **{f"cat_{i}": f"value-{int(rng.integers(25))}" for i in range(5)}} for _ in range(1000)]
-    monitor = Monitor("bench", "1", window_seconds=3600, max_rows=10**12)
+    monitor = Monitor.configure(model="bench", model_version="1", window_seconds=3600, max_rows=10**12).start()
     lat = np.empty(calls, dtype=np.int64)
     clock = time.perf_counter_ns
     observe = monitor.observe
@@ -96,7 +96,8 @@ def bench_single(calls: int) -> None:
     print(f"   rows observed {sum(snap['observed'].values())}, shed under overload {snap['shed_rows']}, "
           f"backlog after the last call {backlog} rows ({drain * 1000:.0f} ms to fold)")
     # Folding rate of the background thread on its own.
-    m2 = Monitor("bench", "1", background=False, window_seconds=3600, max_rows=10**12, max_buffer_rows=10**7)
+    m2 = Monitor.configure(model="bench", model_version="1", background=False, window_seconds=3600, max_rows=10**12,
+                           max_buffer_rows=10**7)
     for i in range(50_000):
         m2.observe_row(rows[i % 1000], 0.5)
     t_fold = best_of(m2.flush, 1)
@@ -148,7 +149,7 @@ def start_sidecar(tmp: Path, api_port: int, proxy_upstream: str | None) -> subpr
     path = tmp / f"sidecar-{api_port}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "sidecar", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "sidecar", "--config", str(path)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(api_port)
     proc.api_port = api_port  # type: ignore[attr-defined]

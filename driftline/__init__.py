@@ -1,8 +1,10 @@
 """Driftline: drift and canary monitoring for ML models on edge devices and in the cloud.
 
 The shared core (this package) is pure: sketches, window profiles, the wire format and the
-statistics. The edge sidecar (``driftline.edge_sidecar``) and the cloud service
-(``driftline.service``) are thin shells around it.
+statistics, plus a few I/O helpers named as such (data files, settings files). The edge sidecar
+(``driftline.edge_sidecar``) and the cloud service (``driftline.service``) are thin shells around it;
+the composition roots (``driftline.apps``: the ``driftline`` command and the demo) wire them together.
+This package imports neither a shell nor a root (``tests/test_layering.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Spool and shipper inside the application process: ``Monitor(..., service_url=...)`` without a sidecar.
+"""Spool and shipper inside the application process: ``Monitor.configure(..., service_url=...)``, no sidecar.
 
-The same crash-safe spool and at-least-once shipper as ``driftline sidecar``, owned by the monitor.
-Each process takes its own spool directory under ``spool_dir`` (``0``, ``1``, ... : the first one no
+The same crash-safe spool and at-least-once shipper as ``driftline sidecar``, owned by the monitor and
+opened by :meth:`Monitor.start`. Each process takes its own spool directory under ``spool_dir`` (``0``, ``1``, ... : the first one no
 live process holds), so several workers of one app never share files, and a restarted worker picks
 up and delivers what a dead one left behind.
 """

@@ -1,17 +1,25 @@
-"""Fold buffered single rows into windows, a batch per (stream, window) at a time.
+"""Fold columns into windows: the one fold step of every way in, plus the buffered-row batching.
 
-The monitor's background thread hands over everything buffered since the last tick. Rows are
-grouped by stream and window, turned into columns once per group, and folded with one vectorised
-update per column. A group that fails as a whole is retried row by row, so one bad row is one
-counted rejection and never costs its neighbours their place in the totals.
+:meth:`RowFolder.fold` is the only place a batch of columns enters a window: it drops columns past
+the per-window bound, updates the window, counts the rows of the stream and hands windows that
+closed on size to the closed-window sink. The SDK's batch path, its error counter and the row path
+all call it.
+
+The row path: the monitor's background thread hands over everything buffered since the last tick.
+Rows are grouped by stream and window, turned into columns once per group, and folded with one
+vectorised update per column. A group that fails as a whole is retried row by row, so one bad row is
+one counted rejection and never costs its neighbours their place in the totals.
+
+The folder is given exactly what it uses (the windower, the stream table, a reject counter and a
+closed-window sink) and owns no lock: its owner holds one while calling in.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,11 +30,15 @@ from driftline.wirecheck import name_ok
 from .errors import ObserveError
 from .inputs import event_time_value
 from .ratelog import RateLimitedLog
+from .streams import Obs, StreamTable
+from .windowing import ClosedWindow, Windower
 
-if TYPE_CHECKING:
-    from .monitor import Monitor
+__all__ = ["ClosedSink", "Reject", "RowFolder", "rows_to_columns"]
 
-__all__ = ["RowFolder"]
+Reject = Callable[[BaseException], None]
+"""Counts an unusable input under its reason (and re-raises it when the owner is strict)."""
+ClosedSink = Callable[[list[ClosedWindow]], None]
+"""Takes windows that will not change again, in the order they closed."""
 
 log = logging.getLogger("driftline.sidecar.monitor")
 MAX_COLUMN_NAME = 256
@@ -36,7 +48,7 @@ _SCALARS = (str, bytes, bool, int, float, np.generic)
 _NUMBER_TYPES = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
 
 
-def rows_to_columns(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Columns of row dicts, as :func:`driftline.batch.as_columns` makes them, faster for one shared schema.
 
     Rows with the same keys (the usual case) are unpacked in C (``itemgetter`` into a 2-D object array);
@@ -55,7 +67,7 @@ def rows_to_columns(rows: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         kinds = set(map(type, col))
         if kinds <= _NUMBER_TYPES:
             cols[str(k)] = col.astype(np.float64)
-        elif kinds == {str}:
+        elif kinds == {str} and "\x00" not in "".join(col):  # numpy's str dtype drops trailing NULs
             cols[str(k)] = col.astype(str)
         else:
             cols[str(k)] = as_columns({k: list(col)})[1][str(k)]
@@ -76,11 +88,18 @@ class _Group:
 
 
 class RowFolder:
-    """The monitor's row-batching half; owns no lock (the monitor holds its lock while calling in)."""
+    """Folds columns and buffered rows into a windower's windows; owns no lock (its owner holds one)."""
 
-    def __init__(self, monitor: Monitor, max_features: int) -> None:
-        self.m = monitor
+    def __init__(self, windower: Windower, streams: StreamTable, reject: Reject, closed: ClosedSink, *,
+                 max_features: int = 2000, feature_names: Sequence[str] | None = None,
+                 output_names: Sequence[str] | None = None) -> None:
+        self.windower = windower
+        self.streams = streams
+        self.reject = reject
+        self.closed = closed
         self.max_features = max_features
+        self.feature_names = list(feature_names) if feature_names is not None else None
+        self.output_names = list(output_names) if output_names is not None else None
         self.dropped_columns = 0
         self.shed_rows = 0
         self._ratelog = RateLimitedLog(log)
@@ -93,7 +112,7 @@ class RowFolder:
             return outs
         if isinstance(outs, Mapping):
             return dict(outs)
-        names = self.m.output_names
+        names = self.output_names
         if isinstance(outs, _SCALARS) or outs is None:
             return {names[0] if names else "prediction": outs}
         arr = np.asarray(outs)
@@ -109,12 +128,11 @@ class RowFolder:
     def fold_rows(self, items: list[tuple[Any, ...]], now: float) -> None:
         """Fold buffered rows ``(features, outputs, model, version, variant, device, cohort, request_id,
         latency_ms, event_time, observed_at, sampled)``."""
-        m = self.m
         groups: dict[tuple[StreamKey, float], _Group] = {}
         feats: Any
         for feats, outs, model, version, variant, device, cohort, _rid, lat, et, t_obs, keep in items:
             try:
-                key, obs = m.stream_key(model, version, variant, device, cohort)
+                key, obs = self.streams.key(model, version, variant, device, cohort)
                 latency = None if lat is None else lat if type(lat) is float else float(lat)
                 if keep:
                     if feats is None and outs is None:
@@ -130,9 +148,9 @@ class RowFolder:
                     else:
                         raise ObserveError(f"features must be a mapping or a 1-D array, got "
                                            f"{type(feats).__name__}", "wrong_type")
-                start = m.windower.assign(t_obs if et is None else event_time_value(et), now)
+                start = self.windower.assign(t_obs if et is None else event_time_value(et), now)
             except Exception as exc:
-                m.reject(exc)
+                self.reject(exc)
                 continue
             g = groups.get((key, start))
             if g is None:
@@ -154,10 +172,10 @@ class RowFolder:
 
     def _fold_group(self, key: StreamKey, start: float, g: _Group) -> None:
         if g.unsampled or g.latency:
-            self._fold(key, start, g.obs, None, None, g.unsampled, g.latency or None)
+            self.fold(key, start, g.obs, {}, {}, rows=g.unsampled, latency=g.latency or None)
         if g.dict_rows:
             try:
-                self._fold(key, start, g.obs, g.dict_rows, g.dict_outs, len(g.dict_rows), None)
+                self._fold_rows(key, start, g.obs, g.dict_rows, g.dict_outs)
             except Exception:
                 for row, out in zip(g.dict_rows, g.dict_outs, strict=True):
                     self._fold_one(key, start, g.obs, [row], [out])
@@ -166,42 +184,50 @@ class RowFolder:
                 width = {len(r) for r in g.arr_rows}
                 if len(width) != 1:
                     raise ObserveError("rows have different lengths", "malformed")
-                self._fold(key, start, g.obs, np.vstack(g.arr_rows), g.arr_outs, len(g.arr_rows), None)
+                self._fold_rows(key, start, g.obs, np.vstack(g.arr_rows), g.arr_outs)
             except Exception:
                 for arow, out in zip(g.arr_rows, g.arr_outs, strict=True):
                     self._fold_one(key, start, g.obs, arow.reshape(1, -1), [out])
 
-    def _fold_one(self, key: StreamKey, start: float, obs: tuple[str, str, str], feats: Any, outs: Any) -> None:
+    def _fold_one(self, key: StreamKey, start: float, obs: Obs, feats: Any, outs: Any) -> None:
         try:
-            self._fold(key, start, obs, feats, outs, 1, None)
+            self._fold_rows(key, start, obs, feats, outs)
         except Exception as exc:
-            self.m.reject(exc)
+            self.reject(exc)
 
-    def _fold(self, key: StreamKey, start: float, obs: tuple[str, str, str], feats: Any, outs: Any,
-              rows: int, latency: list[float] | None) -> None:
-        m = self.m
+    def _fold_rows(self, key: StreamKey, start: float, obs: Obs, feats: Any, outs: list[dict[str, Any]]) -> None:
+        """Rows of one group (row dicts or a 2-D array, and their output dicts) as columns, folded."""
         fcols: dict[str, np.ndarray] = {}
         ocols: dict[str, np.ndarray] = {}
-        if feats is not None:
-            names = m.feature_names
-            if isinstance(feats, np.ndarray) and (names is None or len(names) != feats.shape[1]):
-                names = None
-            fcols = rows_to_columns(feats) if isinstance(feats, list) else as_columns(feats, names)[1]
-        if outs is not None and any(outs):
+        names = self.feature_names
+        if isinstance(feats, np.ndarray) and (names is None or len(names) != feats.shape[1]):
+            names = None
+        fcols = rows_to_columns(feats) if isinstance(feats, list) else as_columns(feats, names)[1]
+        if any(outs):
             ocols = rows_to_columns(outs)
+        self.fold(key, start, obs, fcols, ocols, rows=len(feats))
+
+    def fold(self, key: StreamKey, start: float, obs: Obs, fcols: dict[str, np.ndarray],
+             ocols: dict[str, np.ndarray], *, rows: int, latency: Any = None, errors: int = 0) -> None:
+        """The fold step: ``rows`` rows (before sampling) of a stream into its window starting at ``start``.
+
+        Columns past the per-window bound are dropped and counted, the stream's exact row counter
+        grows by ``rows``, and a window that reached its size bound goes to the closed-window sink.
+        """
         fcols, ocols = self.cap_columns(key, start, fcols, ocols)
         with np.errstate(all="ignore"):  # huge values overflow sums and float32 casts: counted, not warned
-            closed = m.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,
-                                     latency_ms=latency)
-        m.streams.count(obs, rows)
-        m._closed_windows(closed)
+            closed = self.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,
+                                        latency_ms=latency, errors=errors)
+        self.streams.count(obs, rows)
+        if closed:
+            self.closed(closed)
 
     def cap_columns(self, key: StreamKey, start: float, fcols: dict[str, np.ndarray],
                     ocols: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Drop columns past ``max_features`` per window (and absurdly long names), counting them."""
         if not fcols and not ocols:
             return fcols, ocols
-        w = self.m.windower.window(key, start)
+        w = self.windower.window(key, start)
         out = []
         for cols, have in ((fcols, w.features), (ocols, w.outputs)):
             new = [c for c in cols if c not in have]

@@ -1,4 +1,8 @@
-"""The in-process SDK: ``Monitor(...).observe(features, outputs, ...)`` for one row or a batch.
+"""The in-process SDK: ``Monitor.configure(...).start()``, then ``observe(features, outputs, ...)``.
+
+A monitor is built from one :class:`~driftline.edge_sidecar.monitorconfig.MonitorConfig`
+(``Monitor(config, sink=..., clock=...)``; :meth:`Monitor.configure` takes the config's fields as
+keywords) and starts nothing until :meth:`Monitor.start` or ``with``.
 
 Costs the inference path almost nothing and never raises into it:
 
@@ -15,8 +19,8 @@ Costs the inference path almost nothing and never raises into it:
   ``strict=True`` (tests) raises :class:`~driftline.edge_sidecar.errors.ObserveError` instead.
 
 Closed windows go to ``sink(profile, reason)`` (the spool, in the sidecar). ``service_url=...``
-gives the monitor its own spool and shipper (see :mod:`.embedded`); with neither, closed windows
-wait in :meth:`Monitor.take_closed`.
+gives the monitor its own spool and shipper, opened by :meth:`Monitor.start` (see :mod:`.embedded`);
+with neither, closed windows wait in :meth:`Monitor.take_closed`.
 """
 
 from __future__ import annotations
@@ -26,23 +30,24 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from driftline.batch import as_columns
-from driftline.profile import ProfileConfig, StreamKey, WindowProfile
+from driftline.profile import StreamKey, WindowProfile
 
 from .errors import ObserveError
 from .folding import RowFolder
 from .inputs import event_time_array, event_time_value, normalise_outputs, take
+from .monitorconfig import MonitorConfig
 from .ratelog import RateLimitedLog
 from .sampling import Sampler
 from .streams import StreamTable
 from .windowing import ClosedWindow, Windower
 
-__all__ = ["Monitor", "Sink"]
+__all__ = ["Monitor", "MonitorConfig", "Sink"]
 
 log = logging.getLogger("driftline.sidecar.monitor")
 
@@ -53,69 +58,34 @@ _RETRY_LIMIT = 1000
 
 
 class Monitor:
-    """Samples, windows and profiles observations of one or more models; thread-safe."""
+    """Samples, windows and profiles observations of one or more models; thread-safe.
 
-    def __init__(
-        self,
-        model: str | None = None,
-        model_version: str | None = None,
-        variant: str = "default",
-        *,
-        device: str = "",
-        cohort: Mapping[str, str] | None = None,
-        config: ProfileConfig | None = None,
-        window_seconds: float = 60.0,
-        max_rows: int = 1_000_000,
-        lateness_seconds: float = 10.0,
-        sampler: Sampler | None = None,
-        sink: Sink | None = None,
-        feature_names: Sequence[str] | None = None,
-        output_names: Sequence[str] | None = None,
-        allowed_models: Sequence[str] = (),
-        max_streams: int = 1000,
-        max_features: int = 2000,
-        max_cohort_labels: int = 8,
-        strict: bool = False,
-        background: bool = True,
-        tick_seconds: float = 0.25,
-        buffer_rows: int = 4096,
-        max_buffer_rows: int = 100_000,
-        clock: Callable[[], float] = time.time,
-        service_url: str | None = None,
-        token: str | None = None,
-        spool_dir: str | None = None,
-        spool_max_bytes: int = 64 * 1024 * 1024,
-        shutdown_grace_seconds: float = 2.0,
-    ) -> None:
-        self._delivery: Any = None
-        if service_url is not None and sink is None:  # ship from this process: its own spool and shipper
-            from .embedded import EmbeddedDelivery
+    Built from one :class:`~driftline.edge_sidecar.monitorconfig.MonitorConfig` (plus what it talks
+    to: a sink and a clock); :meth:`configure` builds both in one call. The constructor starts
+    nothing: :meth:`start` (or ``with``) starts the folding thread and, with ``service_url``, the
+    monitor's own spool and shipper; :meth:`close` stops them.
+    """
 
-            self._delivery = EmbeddedDelivery(service_url, token=token, spool_dir=spool_dir,
-                                              max_bytes=spool_max_bytes, device=device)
-            sink = self._delivery.sink
-            atexit.register(self.close)
-        self._grace = shutdown_grace_seconds
-        self.model = model
-        self.model_version = model_version
-        self.variant = variant
-        self.device = device
-        self.cohort = dict(cohort or {})
-        self.strict = strict
+    def __init__(self, config: MonitorConfig | None = None, *, sink: Sink | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        c = self.config = config if config is not None else MonitorConfig()
         self.sink = sink
-        self.sampler = sampler or Sampler()
-        self.feature_names = list(feature_names) if feature_names is not None else None
-        self.output_names = list(output_names) if output_names is not None else None
-        self.streams = StreamTable(self, allowed_models=allowed_models, max_streams=max_streams,
-                                   max_cohort_labels=max_cohort_labels)
         self.clock = clock
-        self.windower = Windower(window_seconds, max_rows=max_rows, lateness=lateness_seconds,
-                                 config=config, max_open=max_streams * 4)
-        self._folder = RowFolder(self, max_features)
+        self.strict = c.strict
+        self.sampler = Sampler(c.sampling_rate, c.sampling_mode, c.sampling_seed)
+        self.feature_names = list(c.feature_names) if c.feature_names is not None else None
+        self.output_names = list(c.output_names) if c.output_names is not None else None
+        self.streams = StreamTable(c.stream_defaults, allowed_models=c.allowed_models, max_streams=c.max_streams,
+                                   max_cohort_labels=c.max_cohort_labels)
+        self.windower = Windower(c.window_seconds, max_rows=c.max_rows, lateness=c.lateness_seconds,
+                                 config=c.profile, max_open=c.max_streams * 4)
+        self._folder = RowFolder(self.windower, self.streams, self.reject, self._closed_windows,
+                                 max_features=c.max_features, feature_names=self.feature_names,
+                                 output_names=self.output_names)
         self._buf: deque[tuple[Any, ...]] = deque()
-        self._buffer_rows = buffer_rows
-        self._max_buffer_rows = max_buffer_rows
-        self._hard_buffer_rows = max_buffer_rows * 10
+        self._buffer_rows = c.buffer_rows
+        self._max_buffer_rows = c.max_buffer_rows
+        self._hard_buffer_rows = c.max_buffer_rows * 10
         self._lock = threading.RLock()
         self.rejected: dict[str, int] = {}
         self.windows_closed: dict[str, int] = {}
@@ -123,32 +93,50 @@ class Monitor:
         self.windows_dropped = 0
         self._closed: deque[ClosedWindow] = deque()
         self._ratelog = RateLimitedLog(log)
-        self._tick_seconds = tick_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._started = False
         self._closed_for_good = False
         self._thread: threading.Thread | None = None
-        if background and not strict:
-            self._thread = threading.Thread(target=self._run, name="driftline-monitor", daemon=True)
-            self._thread.start()
+        self._delivery: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Any, sink: Sink | None = None, **kwargs: Any) -> Monitor:
-        """Build from :class:`~driftline.edge_sidecar.settings.SidecarSettings`."""
-        s = settings
-        config = ProfileConfig(kll_k=s.profile.kll_k, fi_lg_max_k=s.profile.fi_lg_max_k,
-                               hll_lg_k=s.profile.hll_lg_k, categorical=frozenset(s.profile.categorical),
-                               numeric=frozenset(s.profile.numeric))
-        args: dict[str, Any] = dict(
-            model=s.model, model_version=s.model_version, variant=s.variant, device=s.device,
-            cohort=s.cohort, config=config, window_seconds=s.window.seconds, max_rows=s.window.max_rows,
-            lateness_seconds=s.window.lateness_seconds, tick_seconds=s.window.tick_seconds,
-            sampler=Sampler(s.sampling.rate, s.sampling.mode, s.sampling.seed), sink=sink,
-            allowed_models=s.models, max_streams=s.max_streams, max_features=s.max_features,
-            max_cohort_labels=s.max_cohort_labels,
-        )
-        args.update(kwargs)
-        return cls(**args)
+    def configure(cls, *, sink: Sink | None = None, clock: Callable[[], float] = time.time,
+                  **fields: Any) -> Monitor:
+        """``Monitor(MonitorConfig(**fields), sink=sink, clock=clock)``: the SDK's one-call form (not started).
+
+        An unknown field is a ``TypeError`` that names it.
+        """
+        return cls(MonitorConfig(**fields), sink=sink, clock=clock)
+
+    def start(self) -> Monitor:
+        """Start delivering: the monitor's own spool and shipper (``service_url``, no sink) and the
+        folding thread (``background`` and not ``strict``). Idempotent; returns the monitor."""
+        c = self.config
+        with self._lock:
+            if self._started or self._closed_for_good:
+                return self
+            self._open_delivery()  # a URL it cannot use raises here, and the monitor stays unstarted
+            self._started = True
+            if c.background and not c.strict:
+                self._thread = threading.Thread(target=self._run, name="driftline-monitor", daemon=True)
+                self._thread.start()
+        return self
+
+    def _open_delivery(self) -> None:
+        c = self.config
+        if c.service_url is not None and self.sink is None and self._delivery is None:  # ship from this process
+            from .embedded import EmbeddedDelivery
+
+            self._delivery = EmbeddedDelivery(c.service_url, token=c.token, spool_dir=c.spool_dir,
+                                              max_bytes=c.spool_max_bytes, device=c.device)
+            self.sink = self._delivery.sink
+            atexit.register(self.close)
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` ran (closing does not reset it)."""
+        return self._started
 
     # ---- the hot path --------------------------------------------------------------------------
     def observe(
@@ -218,11 +206,9 @@ class Monitor:
         """Count failed inferences (no rows) in the current window of a stream."""
         try:
             with self._lock:
-                key, _ = self.stream_key(model, model_version, variant, device, cohort)
-                now = self.clock()
-                closed = self.windower.fold(key, self.windower.bucket(now), None, rows_observed=0,
-                                            errors=int(errors), latency_ms=latency_ms)
-                self._closed_windows(closed)
+                key, obs = self.stream_key(model, model_version, variant, device, cohort)
+                start = self.windower.bucket(self.clock())
+                self._folder.fold(key, start, obs, {}, {}, rows=0, errors=int(errors), latency=latency_ms)
         except Exception as exc:
             self.reject(exc)
 
@@ -266,13 +252,8 @@ class Monitor:
                 sel = idx
                 if keep is not None:
                     sel = np.flatnonzero(keep) if idx is None else idx[keep[idx]]
-                fc, oc = self._folder.cap_columns(key, start, take(fcols, sel), take(ocols, sel))
                 lat_g = lat if lat is None or lat.size == 1 or idx is None else lat[idx]
-                with np.errstate(all="ignore"):  # overflowing values are the sketches' to count, not to warn
-                    closed = self.windower.fold(key, start, fc or None, oc or None, rows_observed=rows,
-                                                latency_ms=lat_g)
-                self._closed_windows(closed)
-            self.streams.count(obs, n)
+                self._folder.fold(key, start, obs, take(fcols, sel), take(ocols, sel), rows=rows, latency=lat_g)
 
     # ---- labels ----------------------------------------------------------------------------------
     def stream_key(self, model: Any, model_version: Any, variant: Any, device: Any,
@@ -336,6 +317,8 @@ class Monitor:
 
         With ``service_url``, the monitor's own shipper then gets ``shutdown_grace_seconds`` to deliver;
         what it cannot deliver stays in the spool for the next start. Called at interpreter exit too.
+        A monitor is not started again after this; one that never started still hands its windows to
+        its own spool (``service_url``), so forgetting :meth:`start` delays data but does not lose it.
         """
         self._stop.set()
         self._wake.set()
@@ -350,13 +333,15 @@ class Monitor:
                 self._folder.fold_rows(items, self.clock())
             if flush:
                 self._closed_windows(self.windower.flush("shutdown"))
+            if self._closed:
+                self._open_delivery()
         self._deliver()
         if self._delivery is not None:
             atexit.unregister(self.close)
-            self._delivery.close(self._grace)
+            self._delivery.close(self.config.shutdown_grace_seconds)
 
     def __enter__(self) -> Monitor:
-        return self
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -396,7 +381,7 @@ class Monitor:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._tick_seconds)
+            self._wake.wait(self.config.tick_seconds)
             self._wake.clear()
             if self._stop.is_set():
                 break

@@ -23,6 +23,7 @@ from .embedded import producer_map
 from .ingest_http import LocalApi
 from .metrics import SidecarCollector, render, sidecar_registry
 from .monitor import Monitor
+from .monitorconfig import MonitorConfig
 from .proxy import InferenceProxy
 from .settings import SidecarSettings
 from .shipper import Shipper
@@ -46,7 +47,7 @@ class Sidecar:
                                batch_windows=s.shipper.batch_windows,
                                backoff_initial=s.shipper.backoff_initial_seconds,
                                backoff_max=s.shipper.backoff_max_seconds)
-        self.monitor = Monitor.from_settings(s, sink=self._spool_window)
+        self.monitor = Monitor(MonitorConfig.from_settings(s), sink=self._spool_window)
         self.proxy: InferenceProxy | None = None
         if s.proxy.enabled:
             p = s.proxy
@@ -105,6 +106,7 @@ class Sidecar:
             if host not in ("127.0.0.1", "localhost", "::1") and (what == "api" or self.proxy is not None):
                 log.warning("%s listens on %s: it has no authentication, keep it on a trusted network", what, host)
         self.shipper.start()
+        self.monitor.start()
         if self.proxy is not None:
             # The proxy's event loop must get the GIL back quickly from the capture and folding threads:
             # CPython's default 5 ms switch interval shows up as milliseconds of tail latency on

@@ -8,6 +8,7 @@ exact per-stream row counters the metrics export (bounded by ``max_streams``, so
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.profile import StreamKey
@@ -15,9 +16,21 @@ from driftline.profile import StreamKey
 from .errors import ObserveError
 from .inputs import label
 
-__all__ = ["StreamTable"]
+__all__ = ["Obs", "StreamDefaults", "StreamTable"]
 
 Obs = tuple[str, str, str]
+"""(model, model_version, variant): the key of the exact row counters."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDefaults:
+    """The labels a row gets when it does not carry its own (a monitor's model, version, ... )."""
+
+    model: str | None = None
+    model_version: str | None = None
+    variant: str = "default"
+    device: str = ""
+    cohort: Mapping[str, str] = field(default_factory=dict)
 
 
 class StreamTable:
@@ -26,9 +39,9 @@ class StreamTable:
     Not thread-safe on its own: the monitor calls it under its lock.
     """
 
-    def __init__(self, defaults: Any, *, allowed_models: Sequence[str] = (), max_streams: int = 1000,
-                 max_cohort_labels: int = 8) -> None:
-        self.defaults = defaults  # anything with model, model_version, variant, device, cohort attributes
+    def __init__(self, defaults: StreamDefaults = StreamDefaults(), *, allowed_models: Sequence[str] = (),
+                 max_streams: int = 1000, max_cohort_labels: int = 8) -> None:
+        self.defaults = defaults
         self.allowed_models = frozenset(allowed_models)
         self.max_streams = max_streams
         self.max_cohort_labels = max_cohort_labels
@@ -72,4 +85,5 @@ class StreamTable:
         return key, obs
 
     def count(self, obs: Obs, rows: int) -> None:
+        """Add ``rows`` (before sampling) to the exact counter of a stream :meth:`key` admitted."""
         self.observed[obs] = self.observed.get(obs, 0) + rows

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from driftline.cli.main import main
+from driftline.apps.cli.main import main
 from driftline.columns import CategoricalColumn, NumericColumn
 from driftline.datafiles import DataFile
 from driftline.errors import DataFileError
@@ -101,7 +101,7 @@ def test_bad_files_give_one_line_error_and_exit_2(tmp_path, content, name, messa
     path = tmp_path / name
     path.write_text(content)
     proc = subprocess.run(
-        [sys.executable, "-m", "driftline.cli.main", "reference", "build", str(path),
+        [sys.executable, "-m", "driftline.apps.cli.main", "reference", "build", str(path),
          "--model", "m", "--version", "1", "--out", str(tmp_path / "o.dlp")],
         capture_output=True, text=True, timeout=60,
     )
@@ -134,7 +134,7 @@ def test_csv_mixed_column_keeps_numbers_and_counts_text(tmp_path) -> None:
 
 
 def test_help_lists_commands() -> None:
-    proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0
     assert "reference" in proc.stdout and "profile" in proc.stdout

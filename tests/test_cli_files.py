@@ -19,7 +19,7 @@ from driftline.wire import read_profile_file
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **(env or {})})
 
 

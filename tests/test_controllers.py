@@ -70,9 +70,10 @@ class Feeder:
         self.rng = {m: np.random.default_rng(11 + i) for i, m in enumerate(sorted(harmful))}
         self.clock = {m: START for m in harmful}
         self.feeds = {m: 0 for m in harmful}
-        self.monitors = {m: Monitor(model=m, device=f"edge-{m}", window_seconds=WINDOW, lateness_seconds=0,
-                                    background=False, clock=lambda m=m: self.clock[m], service_url=service,
-                                    spool_dir=str(spool / m), config=ProfileConfig(categorical=frozenset({"label"})))
+        self.monitors = {m: Monitor.configure(model=m, device=f"edge-{m}", window_seconds=WINDOW, lateness_seconds=0,
+                                              background=False, clock=lambda m=m: self.clock[m], service_url=service,
+                                              spool_dir=str(spool / m),
+                                              profile=ProfileConfig(categorical=frozenset({"label"}))).start()
                          for m in harmful}
         self.lock = threading.Lock()
         feeder = self

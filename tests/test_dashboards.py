@@ -15,7 +15,7 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 
-from driftline.cli.main import main
+from driftline.apps.cli.main import main
 from driftline.dashboards import DASHBOARDS, checked_in
 from driftline.dashboards.generate import OUT_DIR, rendered
 from driftline.dashboards.promql import expand, label_values_selector, metric_names, queries

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from driftline.cli.main import main
+from driftline.apps.cli.main import main
 from driftline.dashboards import DASHBOARDS, checked_in
 from tests.harness.ports import free_port
 

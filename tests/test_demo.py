@@ -13,7 +13,7 @@ from tests.harness.ports import free_port
 
 @pytest.mark.parametrize("bad", [False, True], ids=["harmless-canary", "bad-canary"])
 def test_demo_finds_the_drifted_devices_judges_the_canary_and_fires_one_webhook(bad: bool) -> None:
-    args = [sys.executable, "-m", "driftline.cli.main", "demo", "--duration", "30", "--port", str(free_port()),
+    args = [sys.executable, "-m", "driftline.apps.cli.main", "demo", "--duration", "30", "--port", str(free_port()),
             "--json", "--seed", "3"]
     if bad:
         args.append("--bad-canary")
@@ -30,7 +30,7 @@ def test_demo_finds_the_drifted_devices_judges_the_canary_and_fires_one_webhook(
 
 
 def test_demo_bad_arguments_exit_2() -> None:
-    proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", "demo", "--devices", "0"],
+    proc = subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", "demo", "--devices", "0"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--devices" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -55,7 +55,7 @@ def test_a_signal_prints_the_summary_and_cleans_up(tmp_path, sig: str) -> None:
     port = free_port()
     err, out = tmp_path / "err.txt", tmp_path / "out.txt"
     with open(err, "w") as fe, open(out, "w") as fo:
-        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "demo", "--forever", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "demo", "--forever", "--port", str(port)],
                                 stdout=fo, stderr=fe)
     try:
         _wait_for(err, "Open these while the demo runs (until Ctrl-C)", proc)
@@ -92,7 +92,7 @@ def test_a_busy_port_is_one_line_and_exit_2(tmp_path, command: str) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "driftline.cli.main", command, "--port", str(port)],
+        proc = subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", command, "--port", str(port)],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()

@@ -129,7 +129,8 @@ def test_sidecar_quarantines_a_window_the_service_refuses_with_a_4xx(tmp_path) -
     kept = list((tmp_path / "spool" / "rejected").glob("*.dle"))
     assert len(kept) == 1 and "413" in kept[0].with_name(kept[0].name + ".why").read_text()
     assert spool.stats().rejected == 1 and shipper.rejected == 1
-    reg = sidecar_registry(SidecarCollector(Monitor("m", "1", background=False), spool, shipper))
+    monitor = Monitor.configure(model="m", model_version="1", background=False)
+    reg = sidecar_registry(SidecarCollector(monitor, spool, shipper))
     assert reg.get_sample_value("driftline_sidecar_spool_quarantined_total") == 1.0
     spool.close()
 

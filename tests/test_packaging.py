@@ -36,7 +36,7 @@ def test_licence_and_entry_point() -> None:
     project = PYPROJECT["project"]
     assert project["license"] == "Apache-2.0"
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
-    assert project["scripts"]["driftline"] == "driftline.cli.main:main"
+    assert project["scripts"]["driftline"] == "driftline.apps.cli.main:main"
     assert project["name"] == "driftline"
 
 

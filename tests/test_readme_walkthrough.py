@@ -46,7 +46,7 @@ def commands(block: str) -> list[str]:
 
 def cli(argv: list[str]) -> list[str]:
     """``driftline ...`` as this interpreter's module (the console script of the same package)."""
-    return [sys.executable, "-m", "driftline.cli.main", *argv[1:]] if argv[0] == "driftline" else argv
+    return [sys.executable, "-m", "driftline.apps.cli.main", *argv[1:]] if argv[0] == "driftline" else argv
 
 
 # ---- the Quickstart ------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def test_quickstart_is_two_commands_and_the_demo_does_what_it_says(tmp_path) -> 
     assert cmds == ["python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[demo]' && driftline demo",
                     "bash scripts/test.sh"]
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r"^demo = \[", pyproject, re.M) and 'driftline = "driftline.cli.main:main"' in pyproject
+    assert re.search(r"^demo = \[", pyproject, re.M) and 'driftline = "driftline.apps.cli.main:main"' in pyproject
     # the second command: the script CI runs; it must parse, and it names each prerequisite the README does
     assert subprocess.run(["bash", "-n", str(ROOT / "scripts/test.sh")]).returncode == 0
     script = (ROOT / "scripts/test.sh").read_text()

@@ -21,7 +21,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     import os
 
     base = {k: v for k, v in os.environ.items() if k != "DRIFTLINE_API_TOKEN"}
-    return subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", *args], capture_output=True, text=True,
                           timeout=120, env={**base, **(env or {})})
 
 

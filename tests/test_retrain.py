@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from driftline.demo.receiver import RetrainReceiver
+from driftline.apps.demo.receiver import RetrainReceiver
 from driftline.service.app import Background, open_parts
 from driftline.service.retrain import Dispatcher, RetrainPolicy, build_request, render_payload
 from driftline.service.retrain.policy import format_duration

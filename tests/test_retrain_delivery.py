@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from driftline.demo.receiver import RetrainReceiver
+from driftline.apps.demo.receiver import RetrainReceiver
 from driftline.service.retrain import Dispatcher
 from driftline.service.retrain.templates import headers
 from driftline.service.settings import RetrainSettings, RetrainTarget

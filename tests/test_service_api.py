@@ -252,9 +252,9 @@ def test_canary_from_sidecar_envelopes_metrics_and_gates_agree(tmp_path, regress
         verdicts = []
         clock = [start]
         closed: list = []
-        monitor = Monitor(model="m", device="edge-1", window_seconds=60, lateness_seconds=0, background=False,
-                          sink=lambda prof, _reason: closed.append(prof), clock=lambda: clock[0],
-                          config=ProfileConfig(categorical=frozenset({"label"})))
+        monitor = Monitor.configure(model="m", device="edge-1", window_seconds=60, lateness_seconds=0, background=False,
+                                    sink=lambda prof, _reason: closed.append(prof), clock=lambda: clock[0],
+                                    profile=ProfileConfig(categorical=frozenset({"label"})))
         for i in range(12):
             clock[0] = start + i * 60 + 1
             for version, variant in (("v1", "baseline"), ("v2", "canary")):

@@ -155,7 +155,7 @@ def _replica_safe(tmp_path, name: str, dsn: str, bootstrap: str, topic: str) -> 
                DRIFTLINE_KAFKA__GROUP_ID=f"scale-{topic}", DRIFTLINE_EVALUATION__INTERVAL_SECONDS="3600")
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "service"], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "service"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     ok = wait_for(lambda: proc.poll() is not None or _safe_ready(url), 30)

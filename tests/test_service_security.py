@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from driftline.cli.main import main
+from driftline.apps.cli.main import main
 from driftline.service.settings import RetrainSettings, RetrainTarget, ServiceSettings, exposure_problem
 from tests.harness.ports import free_port
 from tests.service_support import envelope, running_service, window
@@ -41,7 +41,7 @@ def test_insecure_listens_with_a_warning(tmp_path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'i.sqlite'}"
-    proc = subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "service", "--host", "0.0.0.0", "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "service", "--host", "0.0.0.0", "--port",
                              str(port), "--insecure"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 30

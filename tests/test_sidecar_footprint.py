@@ -75,7 +75,7 @@ BLOCKED_RUN = textwrap.dedent("""
 
     sys.meta_path.insert(0, Block())
     import json, pathlib, tempfile, numpy as np
-    from driftline.cli.main import main
+    from driftline.apps.cli.main import main
     from driftline.edge_sidecar.runner import Sidecar
     from driftline.edge_sidecar.settings import load_settings
     from driftline.edge_sidecar.transport import make_transport

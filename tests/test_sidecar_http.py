@@ -124,7 +124,6 @@ def test_observe_api_accepts_json_and_ndjson_and_everything_reaches_the_receiver
 ])
 def test_bad_input_answers_400_with_a_reason_and_is_counted(sidecar: Sidecar, body: bytes, ctype: str,
                                                             reason: str) -> None:
-    sidecar.monitor.model = None
     status, payload = request(sidecar.api.port, "POST", "/v1/observe", body, {"Content-Type": ctype})
     assert status == 400
     assert payload["error"] == reason and payload["detail"]
@@ -263,7 +262,7 @@ def test_shipper_delivers_everything_through_outages_and_moves_rejections_aside(
 def test_monitor_only_api_without_a_sidecar(tmp_path: Path) -> None:
     from driftline.edge_sidecar.ingest_http import LocalApi
 
-    m = Monitor("m", "1", background=False)
+    m = Monitor.configure(model="m", model_version="1", background=False)
     api = LocalApi(m, observe=False).start()
     try:
         assert request(api.port, "POST", "/v1/observe", b'{"features": {}}')[0] == 404
@@ -274,9 +273,10 @@ def test_monitor_only_api_without_a_sidecar(tmp_path: Path) -> None:
 def test_monitor_with_a_service_url_ships_from_the_application_process(tmp_path: Path,
                                                                        receiver: EnvelopeReceiver) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    offline = Monitor("app", "3", device="pod-1", service_url=dead, spool_dir=str(tmp_path),
-                      shutdown_grace_seconds=0.2)
-    other = Monitor("app", "3", service_url=dead, spool_dir=str(tmp_path), shutdown_grace_seconds=0)
+    offline = Monitor.configure(model="app", model_version="3", device="pod-1", service_url=dead,
+                                spool_dir=str(tmp_path), shutdown_grace_seconds=0.2).start()
+    other = Monitor.configure(model="app", model_version="3", service_url=dead, spool_dir=str(tmp_path),
+                              shutdown_grace_seconds=0).start()
     assert offline._delivery.spool.root.name == "0" and other._delivery.spool.root.name == "1"
     for i in range(40):
         offline.observe({"x": float(i)}, 0.5)
@@ -285,8 +285,8 @@ def test_monitor_with_a_service_url_ships_from_the_application_process(tmp_path:
     left = Spool(tmp_path / "0", 10**9)
     assert left.stats().pending_rows == 40
     left.close()
-    online = Monitor("app", "3", device="pod-2", service_url=receiver.url, spool_dir=str(tmp_path),
-                     shutdown_grace_seconds=10)
+    online = Monitor.configure(model="app", model_version="3", device="pod-2", service_url=receiver.url,
+                               spool_dir=str(tmp_path), shutdown_grace_seconds=10).start()
     online.observe(np.ones((10, 2)))
     online.close()
     assert receiver.rows() == 50
@@ -305,7 +305,7 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     catalogue = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`(driftline_sidecar_[a-z_]+)`", catalogue))
     runtime = set(re.findall(r"`((?:process|python)_[a-z_]+)`", catalogue))
-    m = Monitor("m", "1", background=False)
+    m = Monitor.configure(model="m", model_version="1", background=False)
     spool = Spool(tmp_path, 1_000_000, fsync=False)
     shipper = Shipper(spool, HttpTransport("http://127.0.0.1:9"))
     proxy = InferenceProxy(m, "http://127.0.0.1:9")  # not started: its counters are enough

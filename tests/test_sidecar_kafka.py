@@ -153,7 +153,7 @@ def wait_health(port: int, cond: Any, timeout: float = 60.0) -> dict[str, Any]:
 
 def start_sidecar(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    return subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "sidecar", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "sidecar", "--config", str(config)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 

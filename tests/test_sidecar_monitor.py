@@ -38,7 +38,7 @@ def total_rows(m: Monitor) -> int:
 def test_single_rows_and_batches_of_every_shape_are_counted_exactly() -> None:
     import pandas as pd
 
-    m = Monitor("fraud", "3", background=False, feature_names=["a", "b"])
+    m = Monitor.configure(model="fraud", model_version="3", background=False, feature_names=["a", "b"])
     m.observe({"a": 1.0, "b": "x"}, {"score": 0.2}, request_id="r1", latency_ms=4.5)
     m.observe({"a": 2.0, "b": "y"}, 0.7)
     m.observe(np.array([3.0, 4.0]))
@@ -59,7 +59,8 @@ def test_single_rows_and_batches_of_every_shape_are_counted_exactly() -> None:
 
 
 def test_sampling_thins_the_sketches_but_keeps_row_counts_exact() -> None:
-    m = Monitor("m", "1", background=False, sampler=Sampler(0.1, "request_id", seed=3))
+    m = Monitor.configure(model="m", model_version="1", background=False, sampling_rate=0.1,
+                          sampling_mode="request_id", sampling_seed=3)
     for i in range(3000):
         m.observe({"x": float(i)}, request_id=f"r{i}")
     m.observe(np.random.default_rng(0).normal(size=(5000, 3)), request_id=[f"b{i}" for i in range(5000)])
@@ -73,7 +74,7 @@ def test_sampling_thins_the_sketches_but_keeps_row_counts_exact() -> None:
 
 
 def test_rows_split_by_stream_variant_device_and_cohort() -> None:
-    m = Monitor(background=False, device="dev-1", cohort={"site": "oslo"})
+    m = Monitor.configure(background=False, device="dev-1", cohort={"site": "oslo"})
     m.observe({"x": 1.0}, model="a", model_version="1", variant="canary")
     m.observe({"x": 1.0}, model="a", model_version="1", variant="baseline")
     m.observe({"x": 1.0}, model="a", model_version="1", variant="baseline", cohort={"hw": "orin"})
@@ -91,7 +92,8 @@ def test_rows_split_by_stream_variant_device_and_cohort() -> None:
 def test_event_time_routes_rows_to_their_windows_and_counts_late_ones() -> None:
     t0 = 1_699_999_980.0  # start of the window that holds "now"
     clock = Clock(t0 + 5)
-    m = Monitor("m", "1", background=False, window_seconds=60, lateness_seconds=10, clock=clock)
+    m = Monitor.configure(model="m", model_version="1", background=False, window_seconds=60, lateness_seconds=10,
+                          clock=clock)
     m.observe({"x": 1.0}, event_time=t0 - 30)  # previous window, still within the allowance (t0 + 10 > now)
     m.observe({"x": np.ones(3)}, event_time=[t0 - 120, t0 + 5, "2001-01-01T00:00:00"])  # late, now, late
     m.tick()
@@ -112,7 +114,8 @@ def test_background_thread_closes_windows_on_time_into_the_sink() -> None:
         done.set()
 
     clock = Clock(0.0)
-    m = Monitor("m", "1", window_seconds=1, lateness_seconds=0, sink=sink, tick_seconds=0.01, clock=clock)
+    m = Monitor.configure(model="m", model_version="1", window_seconds=1, lateness_seconds=0, sink=sink,
+                          tick_seconds=0.01, clock=clock).start()
     try:
         for _ in range(50):
             m.observe({"x": 1.0})
@@ -138,7 +141,7 @@ GARBAGE: list[Any] = [
 @pytest.mark.parametrize("features", GARBAGE, ids=lambda g: type(g).__name__)
 @pytest.mark.parametrize("outputs", [None, "text", {"p": [1, 2, 3]}, np.zeros((3, 3, 3)), object()])
 def test_garbage_never_raises_and_is_counted_or_profiled(features: Any, outputs: Any) -> None:
-    m = Monitor("m", "1", background=False)
+    m = Monitor.configure(model="m", model_version="1", background=False)
     m.observe(features, outputs)
     m.observe(features, outputs, model=["not", "a", "string"], latency_ms="slow", event_time=object())
     m.observe(features, outputs, model_version=float("nan"), cohort="site=oslo", request_id=object())
@@ -152,7 +155,7 @@ def test_garbage_never_raises_and_is_counted_or_profiled(features: Any, outputs:
 
 
 def test_nan_missing_extra_and_wrong_typed_feature_values_are_counted_in_columns() -> None:
-    m = Monitor("m", "1", background=False)
+    m = Monitor.configure(model="m", model_version="1", background=False)
     m.observe({"x": 1.0, "y": "a"})
     m.observe({"x": float("nan"), "y": None})
     m.observe({"x": "oops", "y": "b", "extra": 5.0})
@@ -173,8 +176,8 @@ def test_nan_missing_extra_and_wrong_typed_feature_values_are_counted_in_columns
               st.lists(st.integers(), max_size=2), st.binary(max_size=3)),
     max_size=6), max_size=25))
 def test_random_rows_are_all_counted_and_never_raise(rows: list[dict[str, Any]]) -> None:
-    one_by_one = Monitor("m", "1", background=False, max_features=10)
-    as_given = Monitor("m", "1", background=False, max_features=10)
+    one_by_one = Monitor.configure(model="m", model_version="1", background=False, max_features=10)
+    as_given = Monitor.configure(model="m", model_version="1", background=False, max_features=10)
     for r in rows:
         one_by_one.observe_row(r, r.get("out"))  # always exactly one row
         as_given.observe(r, r.get("out"))  # a dict of sequences is a batch of columns
@@ -185,7 +188,7 @@ def test_random_rows_are_all_counted_and_never_raise(rows: list[dict[str, Any]])
 
 
 def test_strict_mode_raises_observe_errors() -> None:
-    m = Monitor("m", "1", strict=True)
+    m = Monitor.configure(model="m", model_version="1", strict=True)
     with pytest.raises(ObserveError) as err:
         m.observe("garbage")
     assert err.value.reason == "malformed"
@@ -200,8 +203,8 @@ def test_strict_mode_raises_observe_errors() -> None:
 
 
 def test_allow_list_stream_limit_and_column_limit() -> None:
-    m = Monitor(model_version="1", background=False, allowed_models=["a", "b", "c"], max_streams=2,
-                max_features=3)
+    m = Monitor.configure(model_version="1", background=False, allowed_models=["a", "b", "c"], max_streams=2,
+                          max_features=3)
     m.observe({"x": 1.0}, model="zzz")
     m.observe({"x": 1.0}, model="a")
     m.observe({"x": 1.0}, model="b")
@@ -216,7 +219,8 @@ def test_allow_list_stream_limit_and_column_limit() -> None:
 
 
 def test_concurrent_callers_lose_nothing() -> None:
-    m = Monitor("m", "1", tick_seconds=0.005, buffer_rows=64, max_buffer_rows=500)
+    m = Monitor.configure(model="m", model_version="1", tick_seconds=0.005, buffer_rows=64,
+                          max_buffer_rows=500).start()
     per_thread, threads = 4000, 4
 
     def work(k: int) -> None:
@@ -237,7 +241,7 @@ def test_concurrent_callers_lose_nothing() -> None:
 
 
 def test_overload_sheds_profiling_not_counts() -> None:
-    m = Monitor("m", "1", background=False, max_buffer_rows=100)
+    m = Monitor.configure(model="m", model_version="1", background=False, max_buffer_rows=100)
     for i in range(1000):
         m.observe({"x": float(i)})
     (p,) = closed_profiles(m)
@@ -254,7 +258,7 @@ def test_a_failing_sink_is_retried_not_lost() -> None:
         if len(calls) < 3:
             raise OSError("disk full")
 
-    m = Monitor("m", "1", background=False, sink=sink)
+    m = Monitor.configure(model="m", model_version="1", background=False, sink=sink)
     m.observe({"x": 1.0})
     m.close()
     assert m.snapshot()["sink_errors"] == 1
@@ -264,7 +268,7 @@ def test_a_failing_sink_is_retried_not_lost() -> None:
 
 
 def test_latency_values_feed_runtime_stats() -> None:
-    m = Monitor("m", "1", background=False)
+    m = Monitor.configure(model="m", model_version="1", background=False)
     for v in (1.0, 2.0, 3.0, float("nan")):
         m.observe({"x": 1.0}, latency_ms=v)
     m.observe_error(errors=2)

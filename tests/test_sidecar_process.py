@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    return subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**base, **(env or {})})
 
 
 def sidecar_proc(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    return subprocess.Popen([sys.executable, "-m", "driftline.cli.main", "sidecar", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "driftline.apps.cli.main", "sidecar", "--config", str(config)],
                             cwd=REPO, env={**base, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 

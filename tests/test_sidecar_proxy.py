@@ -102,7 +102,7 @@ def model_server() -> Iterator[ModelServer]:
 
 @pytest.fixture
 def monitor() -> Iterator[Monitor]:
-    m = Monitor(background=False, device="dev-1")
+    m = Monitor.configure(background=False, device="dev-1")
     yield m
     m.close(flush=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from driftline.batch import as_columns
@@ -273,6 +273,7 @@ def test_unreadable_inference_bodies_raise_capture_errors_only(body: bytes) -> N
     "b": st.one_of(st.text(max_size=4), st.none(), st.booleans(), st.floats(), st.integers(-5, 5)),
     "c": st.text(max_size=3),
 }), min_size=1, max_size=20))
+@example([{"a": 0.0, "b": None, "c": "\x00"}])  # numpy's str dtype would drop the trailing NUL
 def test_fast_row_unpacking_matches_the_core(rows: list[dict[str, object]]) -> None:
     """The folding thread's fast path builds the same columns as driftline.batch.as_columns."""
     fast, core = rows_to_columns(rows), as_columns(rows)[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from driftline.cli.main import main
+from driftline.apps.cli.main import main
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 from driftline.wire import write_profile_file
 

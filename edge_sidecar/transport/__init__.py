@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from ..errors import SettingsError, TransportError
 
-__all__ = ["Outgoing", "Transport", "make_transport", "record_key", "transport_from_url"]
+__all__ = ["Outgoing", "Transport", "check_url", "make_transport", "record_key", "transport_from_url"]
 
 
 def record_key(model: str, source: str) -> bytes:
@@ -58,20 +58,29 @@ def make_transport(settings: Any) -> Transport:
                          timeout=h.timeout_seconds, ca_file=h.ca_file, verify=h.verify_tls)
 
 
-def transport_from_url(url: str, *, token: str | None = None, timeout: float = 10.0) -> Transport:
-    """``http(s)://host:port[/prefix]`` or ``kafka://host:port[,host:port]/topic`` (the replay CLI)."""
+def check_url(url: str) -> str:
+    """The URL's scheme (``http``, ``https``, ``kafka``) when a transport can be built from it; else
+    :class:`~driftline.edge_sidecar.errors.SettingsError` saying what is wrong. Pure: connects to nothing."""
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise SettingsError(f"--to {url}: no host")
-        from .http import HttpTransport
-
-        return HttpTransport(url, token=token, timeout=timeout)
+        return parts.scheme
     if parts.scheme == "kafka":
         topic = parts.path.strip("/")
         if not parts.netloc or not topic or "/" in topic:
             raise SettingsError(f"--to {url}: expected kafka://host:port/topic")
+        return parts.scheme
+    raise SettingsError(f"--to {url}: expected an http://, https:// or kafka:// URL")
+
+
+def transport_from_url(url: str, *, token: str | None = None, timeout: float = 10.0) -> Transport:
+    """``http(s)://host:port[/prefix]`` or ``kafka://host:port[,host:port]/topic`` (the replay CLI)."""
+    if check_url(url) == "kafka":
+        parts = urlsplit(url)
         from .kafka import KafkaTransport
 
-        return KafkaTransport(parts.netloc.split(","), topic)
-    raise SettingsError(f"--to {url}: expected an http://, https:// or kafka:// URL")
+        return KafkaTransport(parts.netloc.split(","), parts.path.strip("/"))
+    from .http import HttpTransport
+
+    return HttpTransport(url, token=token, timeout=timeout)

@@ -22,7 +22,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ..errors import ConfigError, DriftlineError
+from driftline.errors import ConfigError, DriftlineError
 
 __all__ = ["ServiceUnavailable", "add_upload_options", "register", "upload_after_build"]
 
@@ -93,7 +93,7 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _run_upload(path: str, model: str | None, version: str | None, to: str, token: str | None) -> int:
-    from ..wire import read_profile_file
+    from driftline.wire import read_profile_file
 
     base = service_url(to)
     prof = read_profile_file(path)  # DataFileError (exit 2) when it is not a profile file

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from driftline.errors import MissingExtraError
 
 __all__ = ["DigitModel", "FEATURES", "camera_change", "load_digits_split", "train_models"]
 

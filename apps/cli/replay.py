@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datafiles import DataFile
-from ..errors import DataFileError, DriftlineError
+from driftline.datafiles import DataFile
+from driftline.errors import DataFileError, DriftlineError
+
 from ._args import add_profile_config_args, column_list, profile_config_from_args
 from .progress import ProgressBar
 
@@ -59,11 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from ..edge_sidecar.errors import SidecarError
-    from ..edge_sidecar.monitor import Monitor
-    from ..edge_sidecar.shipper import Shipper
-    from ..edge_sidecar.spool import Spool
-    from ..edge_sidecar.transport import transport_from_url
+    from driftline.edge_sidecar.errors import SidecarError
+    from driftline.edge_sidecar.monitor import Monitor
+    from driftline.edge_sidecar.shipper import Shipper
+    from driftline.edge_sidecar.spool import Spool
+    from driftline.edge_sidecar.transport import transport_from_url
 
     if not getattr(args, "verbose", 0):  # the summary line reports drops and rejections; -v shows the detail
         logging.getLogger("driftline.sidecar").setLevel(logging.CRITICAL)
@@ -83,10 +84,12 @@ def _replay(args: argparse.Namespace) -> int:
         spool.put(profile)
         shipper.wake()
 
-    monitor = Monitor(args.model, args.model_version, args.variant, device=args.device,
-                      config=profile_config_from_args(args), window_seconds=args.window, max_rows=args.max_rows,
-                      lateness_seconds=args.window if args.lateness is None else args.lateness, sink=sink,
-                      strict=True, background=False, clock=clock)
+    # strict and driven by hand (tick() per batch, the data's clock): no thread, nothing to start
+    monitor = Monitor.configure(
+        model=args.model, model_version=args.model_version, variant=args.variant, device=args.device,
+        profile=profile_config_from_args(args), window_seconds=args.window, max_rows=args.max_rows,
+        lateness_seconds=args.window if args.lateness is None else args.lateness, strict=True, background=False,
+        sink=sink, clock=clock)
     rows = 0
     seen: set[str] = set()
     try:
@@ -137,7 +140,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _times(cols: dict[str, np.ndarray], column: str, offset: int) -> np.ndarray:
-    from ..edge_sidecar.inputs import event_time_array
+    from driftline.edge_sidecar.inputs import event_time_array
 
     if column not in cols:
         raise DataFileError(f"time column {column!r} not found (columns: {', '.join(sorted(cols))})")

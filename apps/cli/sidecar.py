@@ -28,12 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..edge_sidecar.settings import load_settings
+    from driftline.edge_sidecar.settings import load_settings
 
     settings = load_settings(args.config)
     if args.check:
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
         return 0
-    from ..edge_sidecar.runner import Sidecar
+    from driftline.edge_sidecar.runner import Sidecar
 
     return Sidecar(settings).run()

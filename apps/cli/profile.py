@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..wire import read_profile_file
+from driftline.wire import read_profile_file
 
 __all__ = ["register"]
 

@@ -19,8 +19,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..profile import ProfileConfig, StreamKey, WindowProfile
-from ..wire import Envelope, encode_envelope
+from driftline.profile import ProfileConfig, StreamKey, WindowProfile
+from driftline.wire import Envelope, encode_envelope
+
 from .api import ApiError, ServiceClient
 from .fleet import Device, Fleet, plan_fleet
 from .model import FEATURES, load_digits_split, train_models
@@ -55,8 +56,9 @@ class _ServiceThread:
     def __init__(self, settings: Any) -> None:
         import uvicorn
 
+        from driftline.service.app import create_app
+
         from ..cli._net import bind_listener
-        from ..service.app import create_app
 
         self.sock = bind_listener(settings.host, settings.port)  # a busy port: ConfigError before anything starts
         self.app = create_app(settings)
@@ -68,7 +70,7 @@ class _ServiceThread:
                                        daemon=True)
 
     def start(self, timeout: float = 20.0) -> None:
-        from ..errors import ConfigError
+        from driftline.errors import ConfigError
 
         self.thread.start()
         deadline = time.monotonic() + timeout
@@ -85,7 +87,7 @@ class _ServiceThread:
 
 
 def _service_settings(opts: DemoOptions, data: Path, receiver: RetrainReceiver, secret: str) -> Any:
-    from ..service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
+    from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
 
     return ServiceSettings(
         host="127.0.0.1", port=opts.port, database_url=f"sqlite:///{data / 'driftline.sqlite'}",
@@ -99,8 +101,8 @@ def _service_settings(opts: DemoOptions, data: Path, receiver: RetrainReceiver, 
 
 
 def _sidecar(opts: DemoOptions, data: Path, url: str, plan: Any) -> Any:
-    from ..edge_sidecar.runner import Sidecar
-    from ..edge_sidecar.settings import (
+    from driftline.edge_sidecar.runner import Sidecar
+    from driftline.edge_sidecar.settings import (
         ApiSettings,
         HttpTransportSettings,
         ProfileSettings,

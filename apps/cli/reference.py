@@ -6,11 +6,12 @@ import argparse
 import sys
 from dataclasses import replace
 
-from ..datafiles import DataFile
-from ..errors import ConfigError
-from ..profile import StreamKey
-from ..profiling import profile_file
-from ..wire import write_profile_file
+from driftline.datafiles import DataFile
+from driftline.errors import ConfigError
+from driftline.profile import StreamKey
+from driftline.profiling import profile_file
+from driftline.wire import write_profile_file
+
 from . import reference_remote
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar

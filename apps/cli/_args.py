@@ -24,7 +24,7 @@ def add_profile_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def profile_config_from_args(args: argparse.Namespace):  # -> ProfileConfig
-    from ..profile import ProfileConfig
+    from driftline.profile import ProfileConfig
 
     return ProfileConfig(
         kll_k=args.kll_k,

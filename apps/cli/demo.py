@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError, MissingExtraError
+    from driftline.errors import ConfigError, MissingExtraError
 
     if args.devices < 2 or args.duration <= 0 or args.window <= 0:
         raise ConfigError("--devices must be >= 2, --duration and --window > 0")

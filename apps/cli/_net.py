@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from ..errors import ConfigError
+from driftline.errors import ConfigError
 
 __all__ = ["bind_listener"]
 

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..errors import MissingExtraError
+    from driftline.errors import MissingExtraError
 
     try:
         import uvicorn

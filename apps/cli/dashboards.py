@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ..errors import MissingExtraError
+    from driftline.errors import MissingExtraError
 
     try:
         from driftline.dashboards.generate import main

@@ -14,8 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import DriftlineError
+from driftline import __version__
+from driftline.errors import DriftlineError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 

@@ -9,14 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..columns import CategoricalColumn
-from ..datafiles import DataFile
-from ..errors import ConfigError, DataFileError
-from ..profile import ProfileConfig, StreamKey, WindowProfile, has_typed_values
-from ..profiling import profile_file
-from ..stats import DriftConfig, compare_profiles
-from ..stats.decision import CATEGORICAL_METHODS, DEFAULT_THRESHOLDS, NUMERIC_METHODS
-from ..wire import MAGIC, read_profile_file
+from driftline.columns import CategoricalColumn
+from driftline.datafiles import DataFile
+from driftline.errors import ConfigError, DataFileError
+from driftline.profile import ProfileConfig, StreamKey, WindowProfile, has_typed_values
+from driftline.profiling import profile_file
+from driftline.stats import DriftConfig, compare_profiles
+from driftline.stats.decision import CATEGORICAL_METHODS, DEFAULT_THRESHOLDS, NUMERIC_METHODS
+from driftline.wire import MAGIC, read_profile_file
+
 from ._args import add_profile_config_args, profile_config_from_args
 from .progress import ProgressBar
 

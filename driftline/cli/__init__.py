@@ -1,1 +1,0 @@
-"""Command-line shells around the core; see :mod:`driftline.cli.main`."""
