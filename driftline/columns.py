@@ -32,6 +32,7 @@ __all__ = [
     "Column",
     "NumericColumn",
     "canonical_label",
+    "kll_weighted_items",
     "widen_kll_floats",
 ]
 
@@ -66,6 +67,31 @@ def widen_kll_floats(data: bytes) -> bytes:
     items = np.frombuffer(data, dtype="<f4", offset=head)
     with np.errstate(all="ignore"):  # a hostile sketch may hold signalling NaNs: widened, then refused later
         return data[:head] + items.astype("<f8").tobytes()
+
+
+def kll_weighted_items(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The retained (items, weights) of a serialized KLL *doubles* sketch, read with numpy in one pass.
+
+    Level ``i`` of a KLL sketch holds items of weight ``2**i``; the serialization (see
+    :func:`widen_kll_floats`) lists the level offsets, then min and max, then every retained item
+    from level 0 up. Reading them here costs a few microseconds where the binding's per-item
+    iterator costs about a millisecond per sketch, and the binding's iterator (datasketches 5.2)
+    gives every item weight 1 when level 0 is empty, as it often is after a merge.
+    """
+    if len(data) < 8:
+        raise ValueError("KLL sketch bytes are truncated")
+    flags = data[3]
+    if flags & 0x01:  # empty
+        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64)
+    if flags & 0x04:  # one item, no level table
+        return np.frombuffer(data, dtype="<f8", count=1, offset=8).astype(np.float64), np.ones(1)
+    num_levels = data[18]
+    levels = np.frombuffer(data, dtype="<u4", count=num_levels, offset=20).astype(np.int64)
+    items = np.frombuffer(data, dtype="<f8", offset=20 + 4 * num_levels + 16).astype(np.float64)
+    sizes = np.diff(np.append(levels - levels[0], items.size))
+    if sizes.size == 0 or np.any(sizes < 0):
+        raise ValueError("KLL sketch level table is inconsistent")
+    return items, np.repeat(np.ldexp(1.0, np.arange(num_levels)), sizes)
 
 
 def _writable(values: np.ndarray) -> np.ndarray:
@@ -182,6 +208,10 @@ class NumericColumn:
             return np.full(len(points), np.nan)
         pts = np.asarray(points, dtype=np.float64)
         return np.asarray(self.kll.get_cdf(pts, inclusive=True), dtype=np.float64)[:-1]
+
+    def weighted_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sketch's retained items and their weights (the step CDF it stands for), unsorted."""
+        return kll_weighted_items(bytes(self.kll.serialize()))
 
     @property
     def rank_error(self) -> float:

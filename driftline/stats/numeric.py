@@ -84,10 +84,19 @@ class SketchCDF:
 
 
 def sketch_cdf(col: NumericColumn) -> SketchCDF:
-    """Read the step CDF out of a column's KLL sketch: one pass over its retained (item, weight) pairs."""
-    pairs = np.array(list(col.kll), dtype=np.float64).reshape(-1, 2)
-    items, inverse = np.unique(pairs[:, 0], return_inverse=True)
-    cum = np.cumsum(np.bincount(inverse, weights=pairs[:, 1]))
+    """Read the step CDF out of a column's KLL sketch: its retained (item, weight) pairs, sorted once.
+
+    Tied items become one step (the cumulative weight at the last of each run); weights are powers
+    of two and totals stay below 2**53, so every cumulative weight is exact.
+    """
+    raw, weights = col.weighted_items()
+    order = np.argsort(raw, kind="stable")
+    sorted_items = raw[order]
+    cum_all = np.cumsum(weights[order])
+    last = np.empty(sorted_items.size, dtype=bool)
+    np.not_equal(sorted_items[1:], sorted_items[:-1], out=last[:-1])
+    last[-1:] = True
+    items, cum = sorted_items[last], cum_all[last]
     exact = not col.kll.is_estimation_mode()
     return SketchCDF(items, cum, 0.0 if exact else float(col.kll.normalized_rank_error(False)))
 
