@@ -65,10 +65,16 @@ def widen_kll_floats(data: bytes) -> bytes:
         with np.errstate(all="ignore"):
             return data[:8] + np.float64(item).astype("<f8").tobytes()
     num_levels = data[18]
+    if not 1 <= num_levels <= _LEVEL_WEIGHTS.size:
+        raise ValueError(f"KLL sketch has {num_levels} levels")
     head = 20 + 4 * num_levels
     items = np.frombuffer(data, dtype="<f4", offset=head)
     with np.errstate(all="ignore"):  # a hostile sketch may hold signalling NaNs: widened, then refused later
         return data[:head] + items.astype("<f8").tobytes()
+
+
+_LEVEL_WEIGHTS = np.ldexp(1.0, np.arange(61))
+_LEVEL_WEIGHTS.flags.writeable = False
 
 
 def kll_levels(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,14 +95,16 @@ def kll_levels(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if flags & 0x04:  # one item, no level table
         return np.frombuffer(data, dtype="<f8", count=1, offset=8), np.ones(1), np.ones(1, dtype=np.intp)
     num_levels = data[18]
+    if not 1 <= num_levels <= _LEVEL_WEIGHTS.size:
+        raise ValueError(f"KLL sketch has {num_levels} levels")
     head = 20 + 4 * num_levels
     levels = struct.unpack_from(f"<{num_levels}I", data, 20)
     items = np.frombuffer(data, dtype="<f8", offset=head + 16)
-    bounds = [b - levels[0] for b in levels[1:]] + [items.size]
-    lengths = [b - a for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
-    if min(lengths, default=-1) < 0:
+    lengths = [levels[i + 1] - levels[i] for i in range(num_levels - 1)]
+    lengths.append(items.size - (levels[-1] - levels[0]))
+    if min(lengths) < 0:
         raise ValueError("KLL sketch level table is inconsistent")
-    return items, np.ldexp(1.0, np.arange(num_levels)), np.array(lengths, dtype=np.intp)
+    return items, _LEVEL_WEIGHTS[:num_levels], np.array(lengths, dtype=np.intp)
 
 
 def kll_weighted_items(data: bytes) -> tuple[np.ndarray, np.ndarray]:
