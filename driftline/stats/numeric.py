@@ -211,9 +211,11 @@ class NumericSide:
 def _pair_grid(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> dict[str, np.ndarray]:
     """Both sides of every pair sorted together, one row per pair: the union of their steps.
 
-    A row holds the reference's items, then the current's, stably sorted, so within a run of equal
-    values the reference's entries come first; the run's last entry carries both CDFs at that value.
-    Rows are padded with their largest value (zero-width steps with both CDFs at 1, never part of a run).
+    Each entry is one complex number, the item plus ``i`` times its weight (negated for the
+    reference), so one sort orders the items and carries their weights and sides along; within a run
+    of equal items the reference's entries come first, and the run's last entry carries both CDFs at
+    that item. Rows are padded with their largest item (zero-width steps with both CDFs at 1, never
+    part of a run).
     """
     nr = np.array([r.items.size for r, _ in pairs], dtype=np.intp)
     nc = np.array([c.items.size for _, c in pairs], dtype=np.intp)
@@ -221,23 +223,24 @@ def _pair_grid(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> dict[str, np
     p, width = len(pairs), int(tot.max())
     sides = [s for pair in pairs for s in pair]
     dest = np.arange(int(tot.sum())) + np.repeat(np.arange(p) * width - (np.cumsum(tot) - tot), tot)
-    z = np.full(p * width, np.inf)
-    w = np.zeros(p * width)
-    z[dest] = np.concatenate([s.items for s in sides])
-    w[dest] = np.repeat(np.concatenate([s.run_weights for s in sides]), np.concatenate([s.run_lengths for s in sides]))
-    order = np.argsort(z.reshape(p, width), axis=1, kind="stable")
-    flat = (order + (np.arange(p) * width)[:, None]).ravel()
-    x, w = z[flat].reshape(p, width), w[flat].reshape(p, width)
-    is_ref = order < nr[:, None]
-    pad = order >= tot[:, None]
-    is_cur = ~is_ref & ~pad
-    end = np.ones(x.shape, dtype=bool)  # last entry of a run of equal values (pads, +inf, run apart)
+    signs = np.tile(np.array([-1.0, 1.0]), p)  # reference, current, reference, ...
+    runs = np.concatenate([s.run_lengths for s in sides])
+    weights = np.repeat(np.concatenate([s.run_weights for s in sides]), runs)
+    weights *= np.repeat(signs, [int(s.items.size) for s in sides])
+    z = np.zeros(p * width, dtype=np.complex128)
+    z.real[:] = np.inf
+    z.real[dest] = np.concatenate([s.items for s in sides])
+    z.imag[dest] = weights
+    z = np.sort(z.reshape(p, width), axis=1, kind="stable")  # by item, then signed weight
+    x, w = z.real, z.imag
+    is_ref, is_cur, pad = w < 0, w > 0, w == 0
+    end = np.ones(x.shape, dtype=bool)  # last entry of a run of equal items (pads, +inf, run apart)
     np.not_equal(x[:, 1:], x[:, :-1], out=end[:, :-1])
     x = np.where(pad, x[np.arange(p), tot - 1][:, None], x)
     ref_step = is_ref.copy()  # the last reference entry of each run
     ref_step[:, :-1] &= end[:, :-1] | ~is_ref[:, 1:]
-    cum_r = np.cumsum(np.where(is_ref, w, 0.0), axis=1)
-    cum_c = np.cumsum(w, axis=1) - cum_r  # pads weigh 0; sums of powers of two below 2**53 are exact
+    cum_r = np.cumsum(np.where(is_ref, -w, 0.0), axis=1)
+    cum_c = np.cumsum(np.abs(w), axis=1) - cum_r  # pads weigh 0; sums of powers of two below 2**53 are exact
     return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "ref_step": ref_step, "cur_step": is_cur & end}
 
 
