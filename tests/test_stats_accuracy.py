@@ -171,6 +171,30 @@ def test_sketch_cdf_matches_the_kll_queries() -> None:
     assert exact.quantiles((0.0, 0.25, 0.26, 0.75, 1.0)).tolist() == [1.0, 1.0, 2.0, 2.0, 3.0]
 
 
+def test_sketch_cdf_keeps_item_weights_after_merges() -> None:
+    """Merged sketches often have an empty level 0; the binding's iterator then reports weight 1 for
+    every item (datasketches 5.2). The CDF read from the serialized levels matches KLL's own queries."""
+    rng = np.random.default_rng(21)
+    empty_level_zero = 0
+    for _ in range(60):
+        col = column(rng.normal(size=int(rng.integers(1, 3000))), k=int(rng.choice([8, 50, 400])))
+        for _ in range(int(rng.integers(1, 6))):
+            other = column(rng.normal(size=int(rng.integers(1, 20_000))), k=col.k)
+            if rng.random() < 0.5:
+                col.merge(other)
+            else:
+                col.update_array(rng.normal(size=int(rng.integers(1, 500))))
+        view = sketch_cdf(col)
+        items, weights = col.weighted_items()
+        assert weights.sum() == view.n == col.count == col.kll.n
+        pts = np.sort(rng.normal(size=40))
+        assert np.allclose(view.cdf(pts), col.cdf(pts), atol=1e-12)
+        assert np.allclose(view.cdf(pts, inclusive=False),
+                           np.asarray(col.kll.get_cdf(pts, inclusive=False))[:-1], atol=1e-12)
+        empty_level_zero += int(weights.size > 0 and weights.min() > 1)
+    assert empty_level_zero > 5  # the case the per-item iterator got wrong was exercised
+
+
 def test_ks_p_value_close_to_scipy() -> None:
     rng = np.random.default_rng(3)
     for shift, n, m in ((0.0, 5000, 5000), (0.3, 300, 300), (0.05, 2000, 2000), (0.1, 20_000, 500), (0.0, 40, 60)):

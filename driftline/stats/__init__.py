@@ -20,7 +20,14 @@ from .decision import (
     DriftConfig,
     benjamini_hochberg,
 )
-from .numeric import NumericScores, SketchCDF, exact_numeric_scores, numeric_scores, sketch_cdf
+from .numeric import (
+    NumericScores,
+    SketchCDF,
+    exact_numeric_scores,
+    numeric_scores,
+    numeric_scores_many,
+    sketch_cdf,
+)
 from .quality import SIGNALS
 from .report import ColumnResult, DriftReport, compare_profiles
 
@@ -49,4 +56,5 @@ __all__ = [
     "exact_categorical_scores",
     "exact_numeric_scores",
     "numeric_scores",
+    "numeric_scores_many",
 ]

@@ -20,6 +20,7 @@ side that needs about 5% of values outside; at 10^5 and more it is the tolerance
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -111,6 +112,7 @@ def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_cat
     return [{"column": i.pop("column"), "role": role, **i} for i in found]
 
 
+@functools.lru_cache(maxsize=4096)  # pure in its three numbers; a report's columns mostly share their row counts
 def out_of_range_limit(n_ref: int, n_cur: int, alpha: float = OUT_OF_RANGE_ALPHA) -> float:
     """The share of ``n_cur`` current values outside the reference range that chance exceeds with
     probability below ``alpha`` when nothing drifted (see the module docstring).

@@ -22,7 +22,7 @@ from ..columns import CategoricalColumn, Column, NumericColumn
 from ..profile import WindowProfile
 from .categorical import categorical_scores
 from .decision import DEFAULT_THRESHOLDS, DriftConfig, benjamini_hochberg
-from .numeric import numeric_scores
+from .numeric import NumericScores, numeric_scores, numeric_scores_many
 from .quality import SIGNALS, column_issues, missing_ratio, schema_issues
 
 __all__ = ["ColumnResult", "DriftReport", "compare_profiles"]
@@ -126,7 +126,7 @@ class DriftReport:
 
 
 def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: str,
-                  issues: list[dict[str, Any]]) -> ColumnResult:
+                  issues: list[dict[str, Any]], numeric: NumericScores | None = None) -> ColumnResult:
     method = cfg.method_for(name, ref.kind)
     res = ColumnResult(name=name, kind=ref.kind, status="ok", method=method,
                        threshold=cfg.threshold_for(name, method), critical=name in cfg.critical_features,
@@ -136,7 +136,7 @@ def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: s
         issues.extend(column_issues(name, ref, cur, cfg, role=role))
         return res
     if isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
-        ns = numeric_scores(ref, cur, bins=cfg.bins)
+        ns = numeric if numeric is not None else numeric_scores(ref, cur, bins=cfg.bins)
         res.scores = ns.as_dict()
         res.raw_p_value = ns.ks_p_value
         res.effect = ns.effects[method]
@@ -155,6 +155,12 @@ def _compare_side(ref: dict[str, Column], cur: dict[str, Column], cfg: DriftConf
     schema = schema_issues(ref, cur, role, current_rows)
     issues.extend(schema)
     broken = {i["column"]: i["signal"] for i in schema if i["signal"] in ("missing_column", "type_change")}
+    # every numeric pair with enough values on both sides is scored in one batch (a few numpy calls
+    # per statistic for all of them, instead of a dozen per column)
+    pairs = {name: (rcol, ccol) for name, rcol in ref.items()
+             if name not in broken and isinstance(rcol, NumericColumn)
+             and isinstance(ccol := cur.get(name), NumericColumn) and min(rcol.count, ccol.count) >= cfg.min_rows}
+    numeric = dict(zip(pairs, numeric_scores_many(list(pairs.values()), bins=cfg.bins), strict=True))
     results = []
     for name, rcol in ref.items():
         if name not in broken and name not in cur:  # no current rows at all: nothing to judge yet
@@ -170,7 +176,7 @@ def _compare_side(ref: dict[str, Column], cur: dict[str, Column], cfg: DriftConf
                                         threshold=cfg.threshold_for(name, method),
                                         critical=name in cfg.critical_features))
             continue
-        results.append(_score_column(name, rcol, cur[name], cfg, role, issues))
+        results.append(_score_column(name, rcol, cur[name], cfg, role, issues, numeric.get(name)))
     return results
 
 
