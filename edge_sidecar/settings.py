@@ -12,9 +12,10 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from driftline.errors import ConfigError
 from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings, state_dir
 from driftline.stats.decision import DriftConfig
 
@@ -212,6 +213,14 @@ class JudgeSettings(_Section):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _rule_is_valid(self) -> JudgeSettings:
+        try:  # unknown methods or bad thresholds are refused when the settings load, not at every window
+            self.drift_config("")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     def drift_config(self, model: str) -> DriftConfig:
         """The :class:`DriftConfig` the service's evaluator builds from the same settings."""

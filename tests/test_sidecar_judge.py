@@ -181,6 +181,12 @@ def test_the_service_serves_references_with_etags_to_devices_and_readers(tmp_pat
 
 
 def test_a_reference_file_serves_a_device_that_never_reaches_the_service(tmp_path: Path) -> None:
+    from driftline.edge_sidecar.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="unknown drift method"):
+        load_settings(None, judge={"thresholds": {"chi2": 0.1}})
+    with pytest.raises(SettingsError, match="action_url"):
+        load_settings(None, judge={"action_url": "file:///etc/passwd"})
     rng = np.random.default_rng(3)
     (tmp_path / "ref.dlp").write_bytes(ref_bytes(reference(rng)))
     s = load_settings(None, model="m", model_version="1", spool={"path": str(tmp_path / "spool"), "fsync": False},
