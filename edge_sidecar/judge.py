@@ -363,6 +363,7 @@ class Judge:
     monotonic: Callable[[], float] = time.monotonic
     evaluations: collections.Counter[str] = field(default_factory=lambda: collections.Counter(
         {"window": 0, "rolling": 0, "no_reference": 0, "error": 0}))
+    state_dir: Path | None = None  # where the last action time per model version survives a restart
     _tracks: dict[Key, _Track] = field(default_factory=dict)
     _snapshot: Mapping[Key, StreamState] = field(default_factory=lambda: MappingProxyType({}))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -385,7 +386,35 @@ class Judge:
         refs = ReferenceSource(js, Path(s.spool.path) / "references", service_url=url, token=token, ssl_context=ctx)
         if s.model and s.model_version:
             refs.want((s.model, s.model_version))
-        return cls(js, refs, ActionRunner(js), device=s.device)
+        return cls(js, refs, ActionRunner(js), device=s.device, state_dir=Path(s.spool.path) / "references")
+
+    # ---- the cooldown survives a restart: a crash-looping device does not repeat its action ------
+    def _actions_file(self) -> Path | None:
+        return self.state_dir / "actions.json" if self.state_dir is not None else None
+
+    def _last_action(self, key: Key) -> tuple[float | None, float | None]:
+        """(monotonic, wall) time of the last action for ``key``, from a previous run if this one has none."""
+        path = self._actions_file()
+        if path is None or not path.is_file():
+            return None, None
+        try:
+            wall = float(json.loads(path.read_text()).get("\0".join(key)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None, None
+        return self.monotonic() - max(0.0, self.clock() - wall), wall
+
+    def _save_action(self, key: Key, wall: float) -> None:
+        path = self._actions_file()
+        if path is None:
+            return
+        try:
+            data = json.loads(path.read_text()) if path.is_file() else {}
+            data = {k: v for k, v in data.items() if isinstance(v, int | float)} if isinstance(data, dict) else {}
+            data["\0".join(key)] = wall
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path.parent, path.parent, path.name, json.dumps(dict(list(data.items())[-256:])).encode())
+        except (OSError, ValueError) as exc:
+            log.warning("cannot keep the drift action time on disk: %s", exc)
 
     def start(self) -> Judge:
         self.references.start()
@@ -423,6 +452,7 @@ class Judge:
                     self.evaluations["no_reference"] += 1
                     return None
                 track = self._tracks[key] = _Track(collections.deque(maxlen=self.js.rolling_windows))
+                track.last_action, track.last_action_at = self._last_action(key)
         cfg = self.js.drift_config(key[0])
         now = self.clock()
         report = compare_profiles(ref.profile, profile, cfg)
@@ -451,6 +481,7 @@ class Judge:
                                 MappingProxyType(rolling), track.drift_since, persisted, track.last_action_at)
             self._snapshot = MappingProxyType({**self._snapshot, key: state})
         if fire is not None:
+            self._save_action(key, now)
             self.actions.submit(fire)
         if self.js.attach_verdict:
             profile.verdict = verdict

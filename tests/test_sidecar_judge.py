@@ -217,7 +217,9 @@ def test_the_judge_uses_the_services_decision_rule_and_debounces_its_action(tmp_
     (tmp_path / "ref.dlp").write_bytes(ref_bytes(ref))
     js = js.model_copy(update={"reference_files": [tmp_path / "ref.dlp"]})
     clock = [0.0]
-    judge = Judge(js, ReferenceSource(js, None), ActionRunner(js), device="d", monotonic=lambda: clock[0])
+    wall = [1e9]
+    judge = Judge(js, ReferenceSource(js, None), ActionRunner(js), device="d", monotonic=lambda: clock[0],
+                  clock=lambda: wall[0], state_dir=tmp_path / "state")
     verdicts = []
     for i, shift in enumerate([0, 0, 2, 2, 2, 0, 2, 2, 2]):
         w = WindowProfile(StreamKey.of("m", "1", source="d"), i * 60.0, (i + 1) * 60.0)
@@ -229,11 +231,21 @@ def test_the_judge_uses_the_services_decision_rule_and_debounces_its_action(tmp_
         while not judge.actions._queue.empty():  # run queued actions here, synchronously
             judge.actions.run_one(judge.actions._queue.get())
         clock[0] += 60
+        wall[0] += 60
     assert verdicts == [False, False, True, True, True, False, True, True, True]
     # drift from window 2 lasts 120 s at the end of window 3: one action; the second run falls in the cooldown
     assert judge.actions.results["ok"] == 1
     fired = [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
     assert len(fired) == 1 and fired[0]["window"]["start"] == 180.0 and fired[0]["persisted_seconds"] == 120.0
+    # a restarted sidecar (a fresh monotonic clock) remembers the cooldown; once it has passed, it acts again
+    for later, expected in ((500.0, 0), (1000.0, 1)):
+        again = Judge(js, ReferenceSource(js, None), ActionRunner(js), device="d", monotonic=lambda: 0.0,
+                      clock=lambda t=later: 1e9 + 180.0 + t, state_dir=tmp_path / "state")
+        for i in range(2):
+            w = WindowProfile(StreamKey.of("m", "1", source="d"), 1e4 + i * 60.0, 1e4 + (i + 1) * 60.0)
+            w.update(*rows(rng, 400, 2))
+            again.judge_window(w)
+        assert again.actions._queue.qsize() == expected
     st = judge.snapshot()[("m", "1")]
     assert st.rolling["windows"] == 6 and st.drift_since == 360.0
     # a scrape reads the snapshot
