@@ -41,9 +41,13 @@ __all__ = [
     "Reservoir",
     "RuntimeStats",
     "StreamKey",
+    "VERDICT_KEYS",
     "WindowProfile",
     "merge_all",
 ]
+
+VERDICT_KEYS = ("dataset_drift", "drift_share", "status", "drifted", "evaluated_at", "reference")
+"""Keys of a profile's optional ``verdict`` map (bounds in :mod:`driftline.wirecheck`); others are dropped."""
 
 ANY = "*"
 """Value of a key field after merging profiles that disagree on it."""
@@ -256,6 +260,7 @@ class WindowProfile:
     outputs: dict[str, Column] = field(default_factory=dict)
     runtime: RuntimeStats | None = None
     reservoir: Reservoir | None = None
+    verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -414,6 +419,9 @@ class WindowProfile:
             if self.reservoir is None:
                 self.reservoir = Reservoir(other.reservoir.capacity)
             self.reservoir.merge(other.reservoir)
+        if other.verdict is not None and (self.verdict is None or float(other.verdict.get("evaluated_at", 0.0))
+                                          >= float(self.verdict.get("evaluated_at", 0.0))):
+            self.verdict = dict(other.verdict)  # a merged window carries its newest device verdict
         return self
 
     def copy(self) -> WindowProfile:
@@ -507,6 +515,8 @@ class WindowProfile:
             d["runtime"] = self.runtime.to_dict()
         if self.reservoir is not None:
             d["reservoir"] = self.reservoir.to_dict()
+        if self.verdict is not None:
+            d["verdict"] = dict(self.verdict)
         return d
 
     @classmethod
@@ -542,6 +552,8 @@ class WindowProfile:
             prof.runtime = RuntimeStats.from_dict(d["runtime"])
         if d.get("reservoir") is not None:
             prof.reservoir = Reservoir.from_dict(d["reservoir"])
+        if isinstance(d.get("verdict"), Mapping):
+            prof.verdict = {k: d["verdict"][k] for k in VERDICT_KEYS if k in d["verdict"]}
         return prof
 
 

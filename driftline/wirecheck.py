@@ -33,6 +33,7 @@ __all__ = [
     "MAX_PROFILES",
     "MAX_RESERVOIR",
     "MAX_STR_BYTES",
+    "MAX_VERDICT_NAMES",
     "SKETCH_SLOT_BUDGET",
     "check_body",
     "check_name",
@@ -61,6 +62,10 @@ MAX_PRODUCER_VALUE_CHARS = 1024
 MAX_RESERVOIR = 65536
 MAX_DISTINCT_K = 4096
 """Largest distinct sample a categorical column may carry (the default is 256)."""
+MAX_VERDICT_NAMES = 16
+"""Drifted feature names a window's device verdict may list."""
+MAX_VERDICT_ENTRIES = 16
+VERDICT_STATUSES = ("ok", "drift", "insufficient_data")
 SKETCH_SLOT_BUDGET = 2**23
 """Slots the categorical sketches of one envelope may ask for in all: 2**lg_cur per frequent-items
 sketch (allocated when it is read) plus 2**lg_k per HLL sketch (allocated when it is merged)."""
@@ -297,6 +302,8 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
             raise WireFormatError(f"{what} runtime.cpu_seconds is negative")
     if p.get("reservoir") is not None:
         _check_reservoir(_map(p["reservoir"], f"{what} reservoir"), f"{what} reservoir")
+    if p.get("verdict") is not None:
+        _check_verdict(_map(p["verdict"], f"{what} verdict", MAX_VERDICT_ENTRIES), f"{what} verdict")
     return slots
 
 
@@ -324,6 +331,22 @@ def _column_slots_fast(col: Any, profiled: int) -> int | None:
         if type(col.get(key)) not in (float, int):
             return None
     return 0
+
+
+def _check_verdict(v: Mapping[str, Any], what: str) -> None:
+    """The optional device verdict: small, typed, bounded (unknown keys are allowed and dropped)."""
+    if type(v.get("dataset_drift")) is not bool:
+        raise WireFormatError(f"{what}.dataset_drift must be a boolean")
+    _float(v, "drift_share", what)
+    if not 0.0 <= v["drift_share"] <= 1.0:
+        raise WireFormatError(f"{what}.drift_share {v['drift_share']} is outside [0, 1]")
+    _float(v, "evaluated_at", what)
+    if v.get("status") not in VERDICT_STATUSES:
+        raise WireFormatError(f"{what}.status must be one of {', '.join(VERDICT_STATUSES)}")
+    for name in _list(v.get("drifted", []), f"{what}.drifted", MAX_VERDICT_NAMES):
+        check_name(name, f"{what}.drifted entry", empty=False)
+    if v.get("reference") is not None:
+        check_name(v["reference"], f"{what}.reference", limit=128)
 
 
 def _check_column(col: Mapping[str, Any], what: str, profiled: int) -> int:

@@ -21,6 +21,7 @@ from driftline.profile import WindowProfile
 
 from .embedded import producer_map
 from .ingest_http import LocalApi
+from .judge import Judge, JudgeCollector
 from .metrics import SidecarCollector, render, sidecar_registry
 from .monitor import Monitor
 from .monitorconfig import MonitorConfig
@@ -47,6 +48,7 @@ class Sidecar:
                                batch_windows=s.shipper.batch_windows,
                                backoff_initial=s.shipper.backoff_initial_seconds,
                                backoff_max=s.shipper.backoff_max_seconds)
+        self.judge: Judge | None = Judge.from_settings(s) if s.judge.enabled else None
         self.monitor = Monitor(MonitorConfig.from_settings(s), sink=self._spool_window)
         self.proxy: InferenceProxy | None = None
         if s.proxy.enabled:
@@ -57,9 +59,13 @@ class Sidecar:
                 max_capture_bytes=int(p.max_capture_bytes), max_features_per_tensor=p.max_features_per_tensor,
                 feature_names=p.feature_names, capture_queue=p.capture_queue)
         self.registry = sidecar_registry(SidecarCollector(self.monitor, self.spool, self.shipper, self.proxy))
+        routes = {"/healthz": self._health, "/metrics": self._metrics}
+        if self.judge is not None:
+            self.registry.register(JudgeCollector(self.judge))
+            routes["/v1/drift"] = self._drift
         self.api = LocalApi(self.monitor, s.api.host, s.api.port, observe=s.api.observe,
                             max_body_bytes=int(s.api.max_body_bytes), max_rows=s.api.max_rows_per_request,
-                            routes={"/healthz": self._health, "/metrics": self._metrics})
+                            routes=routes)
         self._stopping = threading.Event()
         self._stopped = False
 
@@ -69,6 +75,8 @@ class Sidecar:
         return producer_map("driftline-sidecar", self.settings.device, self.spool)
 
     def _spool_window(self, profile: WindowProfile, reason: str) -> None:
+        if self.judge is not None:
+            self.judge.judge_window(profile)  # attaches the device's verdict before the window is spooled
         self.spool.put(profile)
         self.shipper.wake()
 
@@ -97,6 +105,10 @@ class Sidecar:
                              "captured": self.proxy.captured}
         return 200, "application/json", json.dumps(body).encode()
 
+    def _drift(self) -> tuple[int, str, bytes]:
+        assert self.judge is not None
+        return 200, "application/json", json.dumps(self.judge.drift_body()).encode()
+
     def _metrics(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", render(self.registry)
 
@@ -107,6 +119,8 @@ class Sidecar:
                 log.warning("%s listens on %s: it has no authentication, keep it on a trusted network", what, host)
         self.shipper.start()
         self.monitor.start()
+        if self.judge is not None:
+            self.judge.start()
         if self.proxy is not None:
             # The proxy's event loop must get the GIL back quickly from the capture and folding threads:
             # CPython's default 5 ms switch interval shows up as milliseconds of tail latency on
@@ -126,6 +140,8 @@ class Sidecar:
             self.proxy.stop()
         self.api.stop()
         self.monitor.close()
+        if self.judge is not None:
+            self.judge.stop()
         grace = self.settings.shipper.shutdown_grace_seconds if grace is None else grace
         empty = self.shipper.drain(grace) if grace > 0 else self.spool.stats().pending == 0
         self.shipper.stop()

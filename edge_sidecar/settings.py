@@ -12,16 +12,19 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from driftline.errors import ConfigError
 from driftline.settings import EnvFirstSettings, build_settings, read_yaml_settings, state_dir
+from driftline.stats.decision import DriftConfig
 
 from .errors import SettingsError
 
 __all__ = [
     "ApiSettings",
     "HttpTransportSettings",
+    "JudgeSettings",
     "KafkaTransportSettings",
     "ProfileSettings",
     "ProxySettings",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 MAX_LABEL_CHARS = 64
+_DRIFT_DEFAULTS = DriftConfig()  # the service's decision rule and defaults (service/settings.py uses the same)
 
 
 class _Section(BaseModel):
@@ -170,6 +174,61 @@ class ProxySettings(_Section):
     capture_queue: int = Field(default=1000, ge=1)
 
 
+class JudgeSettings(_Section):
+    """Drift judged on the device against the reference the service pushes (or a file): see docs/sidecar.md."""
+
+    enabled: bool = False
+    service_url: str | None = Field(default=None, description="where references come from; default: "
+                                    "transport.http.url when the transport is http, else none (files only)")
+    token: SecretStr | None = Field(default=None, description="bearer token (read, write or this device's "
+                                    "token); default: transport.http.token")
+    reference_files: list[Path] = Field(default=[], description="profile files used as references (devices "
+                                        "that never reach the service); they win over fetched ones")
+    poll_seconds: float = Field(default=300.0, gt=0, description="how often a fetched reference is re-checked "
+                                "(If-None-Match with its ETag)")
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_reference_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
+    max_streams: int = Field(default=32, ge=1, description="model versions judged (and references kept)")
+    rolling_windows: int = Field(default=6, ge=1, description="recent windows merged for the rolling verdict")
+    attach_verdict: bool = Field(default=True, description="send each window's verdict with it")
+    max_drifted_names: int = Field(default=8, ge=0, le=16)
+    # the decision rule: the same names and defaults as the service's `evaluation` section
+    alpha: float = Field(default=_DRIFT_DEFAULTS.alpha, gt=0, lt=1)
+    min_rows: int = Field(default=_DRIFT_DEFAULTS.min_rows, ge=1)
+    drift_share_threshold: float = Field(default=_DRIFT_DEFAULTS.drift_share_threshold, gt=0, le=1)
+    thresholds: dict[str, float] = {}
+    critical_features: dict[str, list[str]] = {}
+    # the local action
+    persist_seconds: float = Field(default=300.0, ge=0, description="dataset drift must last this long "
+                                   "(window time) before the action runs")
+    cooldown_seconds: float = Field(default=3600.0, ge=0, description="at most one action per model version "
+                                    "in this time")
+    action_url: str | None = Field(default=None, description="POST the verdict as JSON here (a local URL)")
+    action_command: list[str] = Field(default=[], description="or run this command, the verdict JSON on stdin")
+    action_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("action_url", "service_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _rule_is_valid(self) -> JudgeSettings:
+        try:  # unknown methods or bad thresholds are refused when the settings load, not at every window
+            self.drift_config("")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def drift_config(self, model: str) -> DriftConfig:
+        """The :class:`DriftConfig` the service's evaluator builds from the same settings."""
+        return DriftConfig(alpha=self.alpha, min_rows=self.min_rows, drift_share_threshold=self.drift_share_threshold,
+                           thresholds={**DriftConfig().thresholds, **self.thresholds},
+                           critical_features=frozenset(self.critical_features.get(model, [])))
+
+
 class SidecarSettings(EnvFirstSettings):
     """Everything ``driftline sidecar`` needs; defaults are safe on loopback."""
 
@@ -192,6 +251,7 @@ class SidecarSettings(EnvFirstSettings):
     shipper: ShipperSettings = ShipperSettings()
     api: ApiSettings = ApiSettings()
     proxy: ProxySettings = ProxySettings()
+    judge: JudgeSettings = JudgeSettings()
 
     @field_validator("cohort")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from driftline.profile import StreamKey, WindowProfile
 from driftline.stats import CanaryConfig, DriftConfig, compare_profiles, evaluate_canary
 
+from .device_verdicts import latest_device_verdict
 from .errors import BadRequest, NotFound
 from .merging import annotate_report, merge_windows
 from .settings import ServiceSettings
@@ -249,7 +250,8 @@ class Evaluator:
                         "drift_share": rep["drift_share"], "dataset_drift": rep["dataset_drift"],
                         "max_ks": max(scores) if scores else 0.0,
                         "drifted_features": [f["name"] for f in rep["features"] if f["drift_detected"]],
-                        "last_window_end": max(r.end for r in rs)})
+                        "last_window_end": max(r.end for r in rs),
+                        "device_verdict": latest_device_verdict(r.profile for r in rs)})
         out.sort(key=lambda d: (-d["drift_share"], -d["max_ks"], d["device"]))
         return out
 

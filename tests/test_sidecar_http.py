@@ -299,8 +299,10 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
 
     from prometheus_client import generate_latest
 
+    from driftline.edge_sidecar.judge import ActionRunner, Judge, JudgeCollector, ReferenceSource
     from driftline.edge_sidecar.metrics import SidecarCollector, sidecar_registry
     from driftline.edge_sidecar.proxy import InferenceProxy
+    from driftline.edge_sidecar.settings import JudgeSettings
 
     catalogue = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`(driftline_sidecar_[a-z_]+)`", catalogue))
@@ -309,7 +311,11 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     spool = Spool(tmp_path, 1_000_000, fsync=False)
     shipper = Shipper(spool, HttpTransport("http://127.0.0.1:9"))
     proxy = InferenceProxy(m, "http://127.0.0.1:9")  # not started: its counters are enough
-    text = generate_latest(sidecar_registry(SidecarCollector(m, spool, shipper, proxy))).decode()
+    registry = sidecar_registry(SidecarCollector(m, spool, shipper, proxy))
+    js = JudgeSettings(enabled=True)
+    judge = Judge(js, ReferenceSource(js, None), ActionRunner(js))
+    registry.register(JudgeCollector(judge))  # the judge's families (judge.enabled) are catalogued too
+    text = generate_latest(registry).decode()
     exposed = {fam.name + ("_total" if fam.type == "counter" else "")
                for fam in text_string_to_metric_families(text)}
     assert {n for n in exposed if n.startswith("driftline_")} == documented

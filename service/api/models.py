@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from driftline.errors import WireFormatError
 from driftline.profile import merge_all
+from driftline.wire import Envelope, encode_envelope
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, Unauthorized
 from ..reports import render_evidently_report
-from .deps import PartsDep, ReadAccess, ReportAccess, WriteAccess, read_body
+from .deps import PartsDep, ReadAccess, ReportAccess, WriteAccess, _is, bearer, read_body, require_read
 from .ingest import decode_off_loop
 
 __all__ = ["router"]
@@ -69,6 +71,46 @@ async def put_reference(model: str, version: str, request: Request, parts: Parts
     parts.store.put_reference(model, version, prof, "uploaded")
     return {"model": model, "version": version, "rows": prof.rows, "features": sorted(prof.features),
             "outputs": sorted(prof.outputs), "source": "uploaded"}
+
+
+def require_reference_read(request: Request, parts: PartsDep) -> None:
+    """A reference is read by people (read or write token) and by devices (any device token), who judge drift locally."""
+    given = bearer(request)
+    if any(_is(given, token) for token in parts.settings.device_tokens.values()):
+        return
+    try:
+        require_read(request, parts)
+    except Unauthorized:
+        raise Unauthorized("a valid bearer token (read_token, api_token or a device token) is required") from None
+
+
+REFERENCE_ENVELOPE_ID = "00000000-0000-0000-0000-000000000000"  # fixed, so equal references are equal bytes
+
+
+@router.get("/{model}/versions/{version}/reference", dependencies=[Depends(require_reference_read)],
+            response_class=Response, responses={
+                200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                      "description": "the reference as a profile file, with an ETag"},
+                304: {"description": "unchanged since the ETag given in If-None-Match"}})
+def get_reference(model: str, version: str, request: Request, parts: PartsDep) -> Response:
+    """The stored reference of a model version as a profile file; conditional on ``If-None-Match``.
+
+    Sidecars fetch it to judge drift on the device and poll with the ETag, so an unchanged
+    reference costs a 304 and no body.
+    """
+    found = parts.store.reference(model, version)
+    if found is None:
+        raise NotFound(f"no stored reference for model {model!r} version {version!r}",
+                       f"upload one: PUT /v1/models/{model}/versions/{version}/reference")
+    prof, source = found
+    body = encode_envelope(Envelope([prof], producer={"name": "driftline-service", "reference_source": source},
+                                    envelope_id=REFERENCE_ENVELOPE_ID, created_at=0.0))
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    wanted = [t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")]
+    if etag in wanted or "*" in wanted:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/{model}/drift", dependencies=[ReadAccess])

@@ -224,13 +224,23 @@ def _devices(devices: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td>{i}</td><td>{escape(str(d.get('device')))}</td><td class=num>{_fmt(d.get('drift_share'))}</td>"
         f"<td>{escape(', '.join(d.get('drifted_features', [])[:5]))}</td>"
+        f"<td>{_device_says(d.get('device_verdict'))}</td>"
         f"<td class=num>{d.get('rows', 0):,}</td><td>{_when(d.get('last_window_end'))}</td></tr>"
         for i, d in enumerate(devices, start=1)
     )
     return (
         "<div class=scroll><table><thead><tr><th>#</th><th>Device</th><th>Drift share</th><th>Drifted features</th>"
-        f"<th>Rows</th><th>Last window</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        f"<th>Device says</th><th>Rows</th><th>Last window</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
+
+
+def _device_says(v: Mapping[str, Any] | None) -> str:
+    """The device's own verdict on its newest window (judged on the device), beside the service's columns."""
+    if not v:
+        return "<span class=muted>–</span>"
+    word = "drift" if v.get("dataset_drift") else str(v.get("status") or "ok")
+    return (f"<span title='judged on the device at {escape(_when(v.get('evaluated_at')))}'>{escape(word)} "
+            f"({_fmt(v.get('drift_share'))})</span>")
 
 
 def _versions_nav(model: str, current: str | None, versions: Sequence[Mapping[str, Any]]) -> str:
