@@ -19,13 +19,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily
 
 from driftline import __version__
+from driftline.stats import SCORE_METHODS
 
 from .evaluation import EVALUATION_STAGES, Evaluator
 from .retrain import Dispatcher
 
 __all__ = ["IngestStats", "build_registry"]
 
-SCORE_METHODS = ("ks", "psi", "jensen_shannon", "wasserstein", "hellinger", "tvd", "chi2_p_value")
 
 
 @dataclass

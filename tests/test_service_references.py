@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from driftline.service.evaluation import Evaluator
-from driftline.service.retrain import Dispatcher, _payload, sign
+from driftline.service.retrain import Dispatcher, render_payload, sign
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
 from driftline.service.store import Store
 from driftline.wire import decode_envelope
@@ -56,13 +56,13 @@ def test_same_period_a_week_earlier_for_seasonal_traffic(tmp_path) -> None:
 
 def test_retraining_payload_templates_and_signature() -> None:
     req = {"idempotency_key": "k", "model": "fraud", "version": "v3", "drifted_features": [{"name": "amount"}]}
-    gh = _payload(RetrainTarget(name="gh", url="https://x", kind="github_dispatch"), req)
+    gh = render_payload(RetrainTarget(name="gh", url="https://x", kind="github_dispatch"), req)
     assert gh["event_type"] == "driftline-retrain" and gh["client_payload"] == req
-    argo = _payload(RetrainTarget(name="a", url="https://x", kind="argo_workflows"), req)
+    argo = render_payload(RetrainTarget(name="a", url="https://x", kind="argo_workflows"), req)
     assert "model=fraud" in argo["submitOptions"]["parameters"]
-    events = _payload(RetrainTarget(name="e", url="https://x", kind="argo_events"), req)
+    events = render_payload(RetrainTarget(name="e", url="https://x", kind="argo_events"), req)
     assert events["data"] == req
-    assert _payload(RetrainTarget(name="w", url="https://x"), req) == req
+    assert render_payload(RetrainTarget(name="w", url="https://x"), req) == req
     body = json.dumps(req).encode()
     assert sign("s", "1700000000", body) != sign("s", "1700000001", body) != sign("t", "1700000000", body)
 

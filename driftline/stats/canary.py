@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as typed_dataclass
 
 from ..columns import CategoricalColumn, NumericColumn
+from ..errors import CanaryConfigError
 from ..profile import WindowProfile
 from .sequential import always_valid_p_value, dkw_uniform_epsilon, mean_cs_half_width
 
@@ -54,11 +55,11 @@ class Guardrail:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise ValueError(f"unknown canary metric {self.metric!r} (known: {', '.join(METRICS)})")
+            raise CanaryConfigError(f"unknown canary metric {self.metric!r} (known: {', '.join(METRICS)})")
         if self.direction not in ("increase", "decrease", "any"):
-            raise ValueError("direction must be 'increase', 'decrease' or 'any'")
+            raise CanaryConfigError("direction must be 'increase', 'decrease' or 'any'")
         if self.tolerance < 0:
-            raise ValueError("tolerance must be >= 0")
+            raise CanaryConfigError("tolerance must be >= 0")
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "direction": self.direction, "tolerance": self.tolerance,
@@ -103,13 +104,13 @@ class CanaryConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
-            raise ValueError("alpha must be in (0, 1)")
+            raise CanaryConfigError("alpha must be in (0, 1)")
         if self.baseline_version == self.canary_version:
-            raise ValueError("baseline_version and canary_version must differ")
+            raise CanaryConfigError("baseline_version and canary_version must differ")
         if len(self.guardrails) == 0:
-            raise ValueError("at least one guardrail is needed")
+            raise CanaryConfigError("at least one guardrail is needed")
         if self.max_duration_seconds < self.min_duration_seconds:
-            raise ValueError("max_duration_seconds must be >= min_duration_seconds")
+            raise CanaryConfigError("max_duration_seconds must be >= min_duration_seconds")
 
 
 @dataclass
@@ -281,7 +282,7 @@ def _estimate(metric: str, cfg: CanaryConfig, b: WindowProfile, c: WindowProfile
         if nb == 0 or nc == 0:
             return None
         return _bernoulli(mb, nb, mc, nc, cfg.t_star)
-    raise ValueError(f"unknown metric {metric}")
+    raise CanaryConfigError(f"unknown metric {metric}")
 
 
 def _judge(g: Guardrail, lo: float, hi: float) -> str:
