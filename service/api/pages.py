@@ -36,7 +36,7 @@ def readyz(parts: PartsDep, request: Request) -> dict[str, Any] | JSONResponse:
     """Readiness: the store takes a write (this process's heartbeat row, not only ``SELECT 1``) and,
     with Kafka enabled, the consumer is consuming."""
     parts.store.probe_write()
-    out: dict[str, Any] = {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
+    out: dict[str, Any] = {"status": "ready", "store": parts.store.engine}
     consumer = getattr(request.app.state, "consumer", None)
     if consumer is not None:
         snap = consumer.snapshot()
