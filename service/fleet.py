@@ -27,7 +27,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from .metrics import IngestStats
+from .parts import IngestStats
 from .store import Store
 
 __all__ = ["DeviceLife", "Fleet", "LeaderCollector", "Leadership", "merge_life"]

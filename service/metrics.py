@@ -8,11 +8,9 @@ by rows, the rest folded into ``other``; a device id is never a label.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,60 +20,11 @@ from driftline import __version__
 from driftline.stats import SCORE_METHODS
 
 from .evaluation import EVALUATION_STAGES, Evaluator
+from .parts import IngestStats, num
 from .retrain import Dispatcher
 
-__all__ = ["IngestStats", "build_registry"]
+__all__ = ["build_registry"]
 
-
-
-@dataclass
-class IngestStats:
-    """Counters the ingest paths bump; read by the collector at scrape time."""
-
-    envelopes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    bytes: Counter[str] = field(default_factory=Counter)
-    observations: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    windows: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    cohort_rows: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    cohort_last_end: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    last_end: dict[tuple[str, str], float] = field(default_factory=dict)
-    lag: dict[str, float] = field(default_factory=dict)
-    devices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> device -> report
-    lives: dict[tuple[str, str], Any] = field(default_factory=dict)  # (model, device) -> fleet.DeviceLife
-    on_device: Callable[[str, str, dict[str, Any]], None] | None = None  # fleet.Fleet queues it for the store
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def record(self, transport: str, result: str, nbytes: int, profiles: list[Any] | None = None,
-               producer: dict[str, str] | None = None, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        with self.lock:
-            self.envelopes[(transport, result)] += 1
-            self.bytes[transport] += nbytes
-            if result != "accepted" or not profiles:
-                return
-            for p in profiles:
-                k = p.key
-                self.observations[(k.model, k.model_version, k.variant)] += p.rows
-                self.windows[(k.model, k.model_version, k.variant)] += 1
-                self.last_end[(k.model, k.model_version)] = max(self.last_end.get((k.model, k.model_version), 0), p.end)
-                self.lag[k.model] = max(now - p.end, 0.0)
-                for label, value in k.cohort:
-                    ck = (k.model, label, value)
-                    self.cohort_rows[ck] += p.rows
-                    self.cohort_last_end[ck] = max(self.cohort_last_end.get(ck, 0.0), p.end)
-                if k.source:
-                    rep = dict(producer or {})
-                    rep.update(seen=now, cohort=dict(k.cohort))
-                    self.devices.setdefault(k.model, {})[k.source] = rep
-                    self._life(k.model, k.source, rep)
-
-    def _life(self, model: str, source: str, rep: dict[str, Any]) -> None:
-        from .fleet import DeviceLife, merge_life
-
-        new = DeviceLife(_num(rep.get("started_at")), 0.0, _num(rep.get("cpu_seconds")))
-        self.lives[(model, source)] = merge_life(self.lives.get((model, source)), new)
-        if self.on_device is not None:
-            self.on_device(model, source, rep)
 
 
 def _top_cohorts(stats: IngestStats, top_n: int) -> dict[tuple[str, str, str], str]:
@@ -217,12 +166,12 @@ class IngestCollector:
                 max_age = max_rss = total_cpu = 0.0
                 for source, rep in devices.items():
                     life = s.lives.get((model, source))
-                    total_cpu += life.total if life is not None else _num(rep.get("cpu_seconds"))
+                    total_cpu += life.total if life is not None else num(rep.get("cpu_seconds"))
                     if now - rep["seen"] > 900:
                         continue
-                    total_pending += _num(rep.get("spool_pending"))
-                    max_age = max(max_age, _num(rep.get("spool_oldest_age_s")))
-                    max_rss = max(max_rss, _num(rep.get("rss_bytes")))
+                    total_pending += num(rep.get("spool_pending"))
+                    max_age = max(max_age, num(rep.get("spool_oldest_age_s")))
+                    max_rss = max(max_rss, num(rep.get("rss_bytes")))
                     for label, value in rep["cohort"].items():
                         live[(model, label, names.get((model, label, value), "other"))] += 1
                 for k, n in live.items():
@@ -232,13 +181,6 @@ class IngestCollector:
                 rss.add_metric([model], max_rss)
                 cpu.add_metric([model], total_cpu)
         yield from (build, env, nbytes, obs, win, last, lag, c_obs, c_last, reporting, pending, oldest, rss, cpu)
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 CANARY_VERDICTS = ("continue", "promote", "rollback", "inconclusive")
