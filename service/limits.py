@@ -111,6 +111,11 @@ class Catalog:
                 if e[0] == "models":
                     self._models.add(e[2])
 
+    def refusals(self) -> dict[str, int]:
+        """Windows refused so far, by cap (a copy taken under the lock, for the collector)."""
+        with self._lock:
+            return dict(self.refused)
+
     def known_model(self, model: str) -> bool:
         """Has any window of ``model`` been accepted? (memory only, O(1))"""
         with self._lock:

@@ -69,30 +69,30 @@ class DriftCollector:
         dq = GaugeMetricFamily("driftline_data_quality_issues", "Columns with a data-quality signal",
                                labels=["model", "version", "signal"])
         ref = GaugeMetricFamily("driftline_reference_info", "The reference in use", labels=["model", "version", "source"])
-        with self.evaluator._lock:
-            states = list(self.evaluator.states.values())
-        for st in states:
-            rep = st.drift
-            if rep is None:
+        for st in self.evaluator.snapshot().models.values():
+            if st.drift is None:
                 continue
+            rep = st.drift.report
             m, v = st.model, st.version
-            for f in rep["features"]:
+            for f in rep.features:
+                scores = f.clean_scores()
                 for meth in SCORE_METHODS:
-                    val = f["scores"].get(meth)
+                    val = scores.get(meth)
                     if val is not None:
-                        score.add_metric([m, v, f["name"], meth], val)
-                detected.add_metric([m, v, f["name"]], 1.0 if f["drift_detected"] else 0.0)
-                critical.add_metric([m, v, f["name"]], 1.0 if f.get("critical") else 0.0)
-                missing.add_metric([m, v, f["name"]], f["missing_ratio"]["current"])
-            for o in rep["outputs"]:
+                        score.add_metric([m, v, f.name, meth], val)
+                detected.add_metric([m, v, f.name], 1.0 if f.drift_detected else 0.0)
+                critical.add_metric([m, v, f.name], 1.0 if f.critical else 0.0)
+                missing.add_metric([m, v, f.name], f.missing_current)
+            for o in rep.outputs:
+                scores = o.clean_scores()
                 for meth in SCORE_METHODS:
-                    val = o["scores"].get(meth)
+                    val = scores.get(meth)
                     if val is not None:
-                        shift.add_metric([m, v, o["name"], meth], val)
-                shift_d.add_metric([m, v, o["name"]], 1.0 if o["drift_detected"] else 0.0)
-            share.add_metric([m, v], rep["drift_share"])
-            dataset.add_metric([m, v], 1.0 if rep["dataset_drift"] else 0.0)
-            for signal, n in rep["data_quality"]["counts"].items():
+                        shift.add_metric([m, v, o.name, meth], val)
+                shift_d.add_metric([m, v, o.name], 1.0 if o.drift_detected else 0.0)
+            share.add_metric([m, v], rep.shown_share)
+            dataset.add_metric([m, v], 1.0 if rep.dataset_drift else 0.0)
+            for signal, n in rep.issue_counts.items():
                 dq.add_metric([m, v, signal], n)
             if st.reference_source:
                 ref.add_metric([m, v, st.reference_source], 1.0)
@@ -205,17 +205,16 @@ class CanaryCollector:
                                  labels=["model", "baseline_version", "canary_version", "metric"])
         rows = GaugeMetricFamily("driftline_canary_rows", "Rows per arm",
                                  labels=["model", "baseline_version", "canary_version", "arm"])
-        with self.evaluator._lock:
-            states = {m: s.result for m, s in self.evaluator.canary_states.items() if s.result}
-        for model, res in states.items():
-            labels = [model, res["baseline_version"], res["canary_version"]]
-            verdict.add_metric(labels, {v: res["verdict"] == v for v in CANARY_VERDICTS})
-            for c in res["comparisons"]:
+        for model, st in self.evaluator.snapshot().canaries.items():
+            res = st.result
+            labels = [model, res.config.baseline_version, res.config.canary_version]
+            verdict.add_metric(labels, {v: res.verdict == v for v in CANARY_VERDICTS})
+            for c in res.comparisons:
                 if c["effect"] is not None:
                     effect.add_metric([*labels, c["metric"]], c["effect"])
                 if c["p_value"] is not None:
                     pval.add_metric([*labels, c["metric"]], c["p_value"])
-            for arm, n in res["rows"].items():
+            for arm, n in res.rows.items():
                 rows.add_metric([*labels, arm], n)
         yield from (verdict, effect, pval, rows)
 
@@ -252,16 +251,13 @@ class EvaluationCollector:
     def collect(self) -> Any:
         errors = CounterMetricFamily("driftline_evaluation_errors", "Background evaluations that failed, by stage "
                                      "(the model is in the log)", labels=["stage"])
-        with self.evaluator._lock:
-            counts = dict(self.evaluator.errors)
+        counts = self.evaluator.snapshot().errors
         for stage in EVALUATION_STAGES:
             errors.add_metric([stage], counts.get(stage, 0))
         refused = CounterMetricFamily("driftline_limit_refusals", "Windows refused because a new name would pass "
                                       "a configured cap (limits.*), by cap", labels=["limit"])
-        catalog = self.evaluator.store.catalog
-        with catalog._lock:
-            for kind, n in catalog.refused.items():
-                refused.add_metric([kind], n)
+        for kind, n in self.evaluator.store.catalog.refusals().items():
+            refused.add_metric([kind], n)
         yield errors
         yield refused
 

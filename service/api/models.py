@@ -75,7 +75,7 @@ async def put_reference(model: str, version: str, request: Request, parts: Parts
 def drift(parts: PartsDep, model: str, version: str | None = None, variant: str | None = None,
           since: float | None = Since, until: float | None = Until) -> dict[str, Any]:
     """Drift of the model's data over a time range against its reference (shape of ``driftline drift --json``)."""
-    return parts.evaluator.drift(model, version, variant, since, until)
+    return parts.evaluator.drift(model, version, variant, since, until).to_dict()
 
 
 @router.get("/{model}/drift/history", dependencies=[ReadAccess])
