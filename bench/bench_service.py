@@ -79,20 +79,26 @@ def bench_drift() -> None:
     print(f"drift of one model with 1,000 features: {min(times) * 1e3:.0f} ms (best of 5; goal <= 200 ms)")
 
 
+def _state(model: str, version: str, features: int, scores: tuple[str, ...], issues: tuple[str, ...] = ()) -> object:
+    """A model version's newest result as the evaluator keeps it: a frozen report of ``features`` columns."""
+    from driftline.service.results import DriftResult, ModelState
+    from driftline.stats import ColumnResult, DriftConfig, DriftReport
+
+    cols = tuple(ColumnResult(name=f"f{i}", kind="numeric", status="ok", method="ks", threshold=0.1,
+                              scores=dict.fromkeys(scores, 0.01)) for i in range(features))
+    report = DriftReport(cols, (), tuple({"signal": s} for s in issues), 0, 0, DriftConfig())
+    return ModelState(model, version, DriftResult(model, version, None, 0.0, 1.0, "uploaded", 1, report), "uploaded")
+
+
 def bench_metrics(tmp: Path) -> None:
     from driftline.promtext import render_text as generate_latest  # what /metrics serves
     from driftline.service.app import open_parts
-    from driftline.service.evaluation import ModelState
     from driftline.service.settings import ServiceSettings
 
     parts = open_parts(ServiceSettings(database_url=f"sqlite:///{tmp / 'm.sqlite'}"))
-    feats = [{"name": f"f{i}", "drift_detected": False, "missing_ratio": {"current": 0.0},
-              "scores": {"ks": 0.01, "psi": 0.01, "jensen_shannon": 0.01, "wasserstein": 0.01, "hellinger": 0.01}}
-             for i in range(250)]
-    report = {"features": feats, "outputs": [], "drift_share": 0.0, "dataset_drift": False,
-              "data_quality": {"counts": {}}}
+    scores = ("ks", "psi", "jensen_shannon", "wasserstein", "hellinger")
     for m in range(7):  # 7 models x 250 features x (5 scores + detected + critical + missing) ~ 14,000 series
-        parts.evaluator.states[(f"model-{m}", "v1")] = ModelState(f"model-{m}", "v1", drift=report)
+        parts.evaluator._states[(f"model-{m}", "v1")] = _state(f"model-{m}", "v1", 250, scores)  # as a pass would
     series = sum(1 for line in generate_latest(parts.registry).decode().splitlines() if not line.startswith("#"))
     times = []
     for _ in range(10):
@@ -106,26 +112,21 @@ def bench_metrics_at_caps(tmp: Path) -> None:
     """The default caps (limits.*) all reached at once: the largest /metrics the service can be made to hold."""
     from driftline.promtext import render_text as generate_latest  # what /metrics serves
     from driftline.service.app import open_parts
-    from driftline.service.evaluation import ModelState
     from driftline.service.settings import ServiceSettings
+    from driftline.stats import SCORE_METHODS
 
     settings = ServiceSettings(database_url=f"sqlite:///{tmp / 'caps.sqlite'}")
     lim = settings.limits
     parts = open_parts(settings)
-    signals = {s: 1 for s in ("missing_column", "new_column", "type_change", "missing_spike", "nan_spike",
-                              "out_of_range", "new_categories", "cardinality_change", "constant", "invalid_values")}
+    signals = ("missing_column", "new_column", "type_change", "missing_spike", "nan_spike", "out_of_range",
+               "new_categories", "cardinality_change", "constant", "invalid_values")
     versions = [(f"model-{m}", f"v{v}") for m in range(lim.max_models) for v in range(lim.max_versions_per_model)]
     per_state = -(-lim.max_feature_series // len(versions))
     n_features = 0
     for model, version in versions:
         take = min(per_state, lim.max_feature_series - n_features)
         n_features += take
-        feats = [{"name": f"f{i}", "drift_detected": False, "missing_ratio": {"current": 0.0}, "critical": False,
-                  "scores": dict.fromkeys(("ks", "psi", "jensen_shannon", "wasserstein", "hellinger", "tvd",
-                                           "chi2_p_value"), 0.01)} for i in range(take)]
-        report = {"features": feats, "outputs": [], "drift_share": 0.0, "dataset_drift": False,
-                  "data_quality": {"counts": signals}}
-        parts.evaluator.states[(model, version)] = ModelState(model, version, drift=report, reference_source="uploaded")
+        parts.evaluator._states[(model, version)] = _state(model, version, take, SCORE_METHODS, signals)
     st = parts.stats
     now = time.time()
     for m in range(lim.max_models):

@@ -13,6 +13,11 @@ HTTP 4xx, never a traceback::
     ├── DataFileError          a training or log file that cannot be read (CLI input)
     ├── MissingExtraError      an optional dependency (an ``extra``) is not installed
     └── ConfigError            invalid settings
+        └── CanaryConfigError  an invalid canary configuration (also a ``ValueError``, so pydantic
+                               reports it as a validation error that names the field)
+
+Each shell's own family derives from :class:`DriftlineError` too: ``driftline.service.errors.ServiceError``
+and ``driftline.edge_sidecar.errors``.
 
 ``retriable`` says whether trying the same thing again can succeed (kafka-python's convention).
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchError",
+    "CanaryConfigError",
     "ConfigError",
     "DataFileError",
     "DriftlineError",
@@ -87,3 +93,11 @@ class MissingExtraError(DriftlineError):
 
 class ConfigError(DriftlineError):
     """Settings that cannot be used; the message names the key."""
+
+
+class CanaryConfigError(ConfigError, ValueError):
+    """A canary configuration that cannot be used (the same family as drift's :class:`ConfigError`).
+
+    Also a ``ValueError``: raised inside a pydantic dataclass, pydantic turns it into a validation
+    error that names the field, as for a bad type or bound.
+    """

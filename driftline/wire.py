@@ -51,7 +51,9 @@ __all__ = [
     "READABLE_MAJORS",
     "Envelope",
     "decode_envelope",
+    "decode_profile",
     "encode_envelope",
+    "encode_profile",
     "read_profile_file",
     "write_profile_file",
 ]
@@ -205,6 +207,31 @@ def _profile(raw: Any, index: int, kll_items: str) -> WindowProfile:
         return WindowProfile.from_dict(raw, kll_items)
     except (KeyError, TypeError, ValueError, DriftlineError) as exc:
         raise WireFormatError(f"profile #{index} is malformed: {type(exc).__name__}: {exc}") from exc
+
+
+BLOB_ENVELOPE_ID = "00000000-0000-0000-0000-000000000000"
+"""The id of a profile stored as a blob: it is never sent, so it carries no identity of its own."""
+
+
+def encode_profile(profile: WindowProfile) -> bytes:
+    """One profile as a blob (a stored window, a reference): an envelope with the zero id and time.
+
+    The same bytes for equal profiles, so a blob compares and de-duplicates by content.
+    """
+    return encode_envelope(Envelope([profile], envelope_id=BLOB_ENVELOPE_ID, created_at=0.0))
+
+
+def decode_profile(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                   trusted: bool = False, instant_ok: bool = False) -> WindowProfile:
+    """The one profile of an envelope (a blob of :func:`encode_profile`, a spool file).
+
+    Raises :class:`WireFormatError` like :func:`decode_envelope`, and when the envelope does not hold
+    exactly one profile. ``trusted`` as in :func:`decode_envelope` (bytes this side wrote itself).
+    """
+    env = decode_envelope(data, max_bytes=max_bytes, trusted=trusted, instant_ok=instant_ok)
+    if len(env.profiles) != 1:
+        raise WireFormatError(f"expected one profile, the envelope holds {len(env.profiles)}")
+    return env.profiles[0]
 
 
 def write_profile_file(path: str | Path, profile: WindowProfile, producer: Mapping[str, str] | None = None) -> int:

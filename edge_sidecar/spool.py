@@ -36,7 +36,7 @@ from pathlib import Path
 
 from driftline.errors import DriftlineError
 from driftline.profile import StreamKey, WindowProfile
-from driftline.wire import Envelope, decode_envelope, encode_envelope
+from driftline.wire import Envelope, decode_envelope, decode_profile, encode_envelope
 
 from .errors import SpoolError
 from .fsutil import atomic_write, fsync_dir
@@ -366,8 +366,7 @@ class Spool:
         return sorted(self._entries.values(), key=lambda e: e.seq)
 
     def _load(self, e: SpoolEntry) -> WindowProfile:
-        env = decode_envelope((self.pending_dir / e.name).read_bytes(), max_bytes=MAX_FILE_BYTES)
-        return env.profiles[0]
+        return decode_profile((self.pending_dir / e.name).read_bytes(), max_bytes=MAX_FILE_BYTES)
 
     def entries(self) -> list[SpoolEntry]:
         """Pending windows, oldest first (copies)."""

@@ -23,14 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
-from .api.deps import Parts, RateLimit
 from .api.openapi import install_docs, install_openapi
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
 from .limits import Caps
-from .metrics import IngestStats, build_registry
+from .metrics import build_registry
 from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
+from .parts import IngestStats, Parts, RateLimit
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
 from .store import Store

@@ -1,24 +1,27 @@
 """Typed errors of the service; the API turns each into a JSON error with a clear message.
 
-    ServiceError
-    ├── NotFound          (404) no such model, version, reference or canary
-    ├── BadRequest        (400) a body or parameter that cannot be used
-    ├── PayloadTooLarge   (413) a body over the configured limit
-    ├── Unauthorized      (401) a missing or wrong bearer token
-    ├── Forbidden         (403) a valid token that may not do this (a device writing as another)
-    ├── LimitExceeded     (422) a new model, version, feature or cohort value past a configured cap
-    ├── TooManyRequests   (429) over a rate limit; ``retry_after`` seconds
-    ├── Unprocessable     (422) a valid envelope that can never be stored (permanent: not retried)
-    └── StoreError        (503) the database failed; retriable
+    DriftlineError (driftline/errors.py)
+    └── ServiceError
+        ├── NotFound          (404) no such model, version, reference or canary
+        ├── BadRequest        (400) a body or parameter that cannot be used
+        ├── PayloadTooLarge   (413) a body over the configured limit
+        ├── Unauthorized      (401) a missing or wrong bearer token
+        ├── Forbidden         (403) a valid token that may not do this (a device writing as another)
+        ├── LimitExceeded     (422) a new model, version, feature or cohort value past a configured cap
+        ├── TooManyRequests   (429) over a rate limit; ``retry_after`` seconds
+        ├── Unprocessable     (422) a valid envelope that can never be stored (permanent: not retried)
+        └── StoreError        (503) the database failed; retriable
 """
 
 from __future__ import annotations
+
+from driftline.errors import DriftlineError
 
 __all__ = ["BadRequest", "Forbidden", "LimitExceeded", "NotFound", "PayloadTooLarge", "ServiceError", "StoreError",
            "TooManyRequests", "Unauthorized", "Unprocessable"]
 
 
-class ServiceError(Exception):
+class ServiceError(DriftlineError):
     """Base of the service's errors; ``status`` is the HTTP status the API answers with."""
 
     status = 500

@@ -1,7 +1,9 @@
 """Drift and canary evaluation: merge stored windows over a time range, then call the core statistics.
 
-The newest evaluation of each model version is cached for the Prometheus collector and the status
-page, so a scrape never computes statistics.
+The newest evaluation of each model version and each model's newest canary judgement are kept as
+frozen values (:mod:`.results`); collectors, the status page and retraining read them through
+:meth:`Evaluator.snapshot`, so a scrape never computes statistics and never takes a lock of ours.
+Results are typed here; JSON is made at the HTTP edge.
 """
 
 from __future__ import annotations
@@ -10,21 +12,31 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from driftline.profile import StreamKey, WindowProfile
-from driftline.stats import CanaryConfig, DriftConfig, compare_profiles, evaluate_canary
+from driftline.stats import (
+    CanaryConfig,
+    CanaryResult,
+    ColumnResult,
+    DriftConfig,
+    DriftReport,
+    compare_profiles,
+    evaluate_canary,
+)
 
 from .device_verdicts import latest_device_verdict
 from .errors import BadRequest, NotFound
 from .merging import annotate_report, merge_windows
+from .results import STATUS, CanaryState, DriftResult, ModelState, Snapshot
 from .settings import ServiceSettings
 from .store import ExperimentRow, Store, WindowRow
 
-__all__ = ["EVALUATION_STAGES", "Evaluator", "ModelState", "RolloutRef", "canary_config_dict", "parse_canary_config"]
+__all__ = ["EVALUATION_STAGES", "Evaluator", "RolloutRef", "canary_config_dict", "parse_canary_config"]
 
 log = logging.getLogger("driftline.service.evaluation")
 
@@ -34,40 +46,32 @@ WEEK = 7 * 86400.0
 
 
 @dataclass
-class ModelState:
-    """The newest evaluation of one model version, read by collectors and the status page."""
-
-    model: str
-    version: str
-    drift: dict[str, Any] | None = None
-    reference_source: str | None = None
-    evaluated_at: float = 0.0
-    drift_since: float | None = None  # start of the current unbroken run of dataset drift
-
-
-@dataclass
-class CanaryState:
-    config: dict[str, Any]
-    created_at: float
-    result: dict[str, Any] | None = None
-
-
-@dataclass
 class Evaluator:
-    """Reads the store, evaluates, and keeps the newest results."""
+    """Reads the store, evaluates, and keeps the newest results (frozen values, replaced whole)."""
 
     store: Store
     settings: ServiceSettings
-    states: dict[tuple[str, str], ModelState] = field(default_factory=dict)
-    canary_states: dict[str, CanaryState] = field(default_factory=dict)
-    errors: Counter[str] = field(default_factory=Counter)  # stage -> failed evaluations
+    _states: dict[tuple[str, str], ModelState] = field(default_factory=dict)
+    _canaries: dict[str, CanaryState] = field(default_factory=dict)
+    _errors: Counter[str] = field(default_factory=Counter)  # stage -> failed evaluations
     _failing: set[tuple[str, str]] = field(default_factory=set)  # (stage, subject) failing now: logged once
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> Snapshot:
+        """The newest results at this instant, copied under the lock: what every reader reads."""
+        with self._lock:
+            return Snapshot(MappingProxyType(dict(self._states)), MappingProxyType(dict(self._canaries)),
+                            MappingProxyType(dict(self._errors)))
+
+    def forget_canary(self, model: str) -> None:
+        """Drop the model's newest canary judgement (its defaults and experiments were deleted)."""
+        with self._lock:
+            self._canaries.pop(model, None)
 
     def failed(self, stage: str, subject: str, exc: BaseException) -> None:
         """Count a failed evaluation; log it with its traceback the first time in a row for ``subject``."""
         with self._lock:
-            self.errors[stage] += 1
+            self._errors[stage] += 1
             first = (stage, subject) not in self._failing
             self._failing.add((stage, subject))
         if first:
@@ -127,8 +131,8 @@ class Evaluator:
         return since, until
 
     def drift(self, model: str, version: str | None = None, variant: str | None = None,
-              since: float | None = None, until: float | None = None, source: str | None = None) -> dict[str, Any]:
-        """The drift report of ``model`` over ``(since, until]``; version: :meth:`default_version`."""
+              since: float | None = None, until: float | None = None, source: str | None = None) -> DriftResult:
+        """The drift of ``model`` over ``(since, until]``; version: :meth:`default_version`."""
         version = version or self.default_version(model)
         since, until = self.window_range(since, until)
         rows = self.store.windows(model, version, variant, since, until, source)
@@ -136,12 +140,10 @@ class Evaluator:
         if ref is None:
             raise self.no_reference(model, version)
         if not rows:
-            out = compare_profiles(ref[0], WindowProfile(ref[0].key, since, until), self.drift_config(model)).to_dict()
+            report = compare_profiles(ref[0], WindowProfile(ref[0].key, since, until), self.drift_config(model))
         else:
-            out = _compare(ref[0], rows, self.drift_config(model))
-        out.update(model=model, version=version, variant=variant, since=since, until=until,
-                   reference_source=ref[1], windows=len(rows))
-        return out
+            report = _compare(ref[0], rows, self.drift_config(model))
+        return DriftResult(model, version, variant, since, until, ref[1], len(rows), report)
 
     def versions(self, model: str) -> list[dict[str, Any]]:
         """Every version of ``model`` with data or a reference, newest data first, each saying whether it has one.
@@ -223,10 +225,10 @@ class Evaluator:
         for idx in sorted(grouped):
             rep = _compare(ref[0], grouped[idx], cfg)
             out.append({"start": since + idx * bucket, "end": since + (idx + 1) * bucket,
-                        "rows": sum(r.rows for r in grouped[idx]), "drift_share": rep["drift_share"],
-                        "dataset_drift": rep["dataset_drift"],
-                        "features": [_slim(f) for f in rep["features"]],
-                        "outputs": [_slim(f) for f in rep["outputs"]]})
+                        "rows": sum(r.rows for r in grouped[idx]), "drift_share": rep.shown_share,
+                        "dataset_drift": rep.dataset_drift,
+                        "features": [_slim(f) for f in rep.features],
+                        "outputs": [_slim(f) for f in rep.outputs]})
         return out
 
     def devices(self, model: str, version: str | None = None, since: float | None = None,
@@ -245,11 +247,11 @@ class Evaluator:
         out = []
         for device, rs in by_device.items():
             rep = _compare(ref[0], rs, cfg)
-            scores = [f["scores"].get("ks") or 0.0 for f in rep["features"]]
+            scores = [f.clean_scores().get("ks") or 0.0 for f in rep.features]
             out.append({"device": device, "cohort": rs[-1].cohort, "rows": sum(r.rows for r in rs),
-                        "drift_share": rep["drift_share"], "dataset_drift": rep["dataset_drift"],
+                        "drift_share": rep.shown_share, "dataset_drift": rep.dataset_drift,
                         "max_ks": max(scores) if scores else 0.0,
-                        "drifted_features": [f["name"] for f in rep["features"] if f["drift_detected"]],
+                        "drifted_features": [f.name for f in rep.features if f.drift_detected],
                         "last_window_end": max(r.end for r in rs),
                         "device_verdict": latest_device_verdict(r.profile for r in rs)})
         out.sort(key=lambda d: (-d["drift_share"], -d["max_ks"], d["device"]))
@@ -278,17 +280,16 @@ class Evaluator:
                     continue
                 self.succeeded("drift", subject)
                 with self._lock:
-                    st = self.states.setdefault((model, version), ModelState(model, version))
-                    st.drift = report
-                    st.reference_source = report["reference_source"]
-                    st.evaluated_at = now
-                    if not report["dataset_drift"]:
-                        st.drift_since = None
-                    elif st.drift_since is None:
-                        st.drift_since = now
+                    old = self._states.get((model, version))
+                    since = None if not report.report.dataset_drift else (
+                        old.drift_since if old is not None and old.drift_since is not None else now)
+                    st = self._states[(model, version)] = ModelState(model, version, report, report.reference_source,
+                                                                      now, since)
                 changed.append(st)
         for exp in self.store.experiments():
-            if exp.decision is None or self.canary_states.get(exp.model) is None:
+            with self._lock:
+                judged = exp.model in self._canaries
+            if exp.decision is None or not judged:
                 try:
                     self.judge(exp, now)
                 except (NotFound, BadRequest):
@@ -323,16 +324,16 @@ class Evaluator:
         return self.store.start_experiment(model, ref.rollout, ref.controller, canary_config_dict(cfg), now,
                                            replace=replace, keep=EXPERIMENTS_KEPT)
 
-    def canary_gate(self, model: str, ref: RolloutRef, gate: str, now: float | None = None) -> dict[str, Any]:
+    def canary_gate(self, model: str, ref: RolloutRef, gate: str, now: float | None = None) -> CanaryState:
         """A controller's call: start the rollout's experiment on its first call, judge it, record the call."""
         now = time.time() if now is None else now
         exp = self.start_experiment(model, ref, now)
-        result = self.judge(exp, now)
-        self.store.add_canary_event(model, ref.rollout, now, gate, ref.phase, result["verdict"], result["rows"])
-        return result
+        state = self.judge(exp, now)
+        self.store.add_canary_event(model, ref.rollout, now, gate, ref.phase, state.verdict, dict(state.result.rows))
+        return state
 
-    def canary(self, model: str, rollout: str | None = None, now: float | None = None) -> dict[str, Any]:
-        """The verdict of one experiment of ``model`` (its newest by default), with its gate-call history."""
+    def canary(self, model: str, rollout: str | None = None, now: float | None = None) -> CanaryState:
+        """The verdict of one experiment of ``model`` (its newest by default); its history: :meth:`canary_history`."""
         if rollout is None:
             exps = self.store.experiments(model)
             exp = exps[0] if exps else None
@@ -341,9 +342,11 @@ class Evaluator:
         if exp is None:
             raise NotFound(f"no canary experiment for model {model!r}" + (f" rollout {rollout!r}" if rollout else ""),
                            "PUT /v1/models/{model}/canary, or let a controller's first gate call start one")
-        out = self.judge(exp, time.time() if now is None else now)
-        out["history"] = self.store.canary_events(model, exp.rollout)
-        return out
+        return self.judge(exp, time.time() if now is None else now)
+
+    def canary_history(self, state: CanaryState) -> list[dict[str, Any]]:
+        """The gate calls of the experiment ``state`` judged, oldest first."""
+        return self.store.canary_events(state.model, state.rollout)
 
     def experiments(self, model: str | None = None) -> list[dict[str, Any]]:
         """Every stored experiment (newest first) with its status and gate-call history, without re-judging."""
@@ -352,40 +355,38 @@ class Evaluator:
             res = e.result or {}
             out.append({"model": e.model, "rollout": e.rollout, "controller": e.controller,
                         "baseline_version": e.config["baseline_version"], "canary_version": e.config["canary_version"],
-                        "started_at": e.started_at, "status": _STATUS.get(e.decision or "", "running"),
+                        "started_at": e.started_at, "status": STATUS.get(e.decision or "", "running"),
                         "decision": e.decision, "decided_at": e.decided_at, "rows": res.get("rows"),
                         "history": self.store.canary_events(e.model, e.rollout)})
         return out
 
-    def judge(self, exp: ExperimentRow, now: float) -> dict[str, Any]:
+    def judge(self, exp: ExperimentRow, now: float) -> CanaryState:
         """The experiment's verdict: its stored decision once it has one, else both arms since its start.
 
         ``promote`` and ``rollback`` are sticky (the first one stored wins, on every replica); an
         experiment still undecided after ``max_duration_seconds`` is decided ``inconclusive``.
         """
+        cfg = parse_canary_config(exp.config)
         if exp.decision is not None and exp.result is not None:
-            result = dict(exp.result)
+            result = CanaryResult.from_dict(exp.result, cfg)
         else:
-            cfg = parse_canary_config(exp.config)
             result = self._evaluate(exp.model, cfg, exp.started_at, now)
-            verdict = result["verdict"]
-            if verdict == "continue" and now - exp.started_at >= cfg.max_duration_seconds:
-                verdict = result["verdict"] = "inconclusive"
-                result["reasons"].append(f"no decision within max_duration_seconds={cfg.max_duration_seconds:.0f}")
-            if verdict != "continue":
-                stored = self.store.decide_experiment(exp.model, exp.rollout, verdict, result, now)
+            if result.verdict == "continue" and now - exp.started_at >= cfg.max_duration_seconds:
+                result = result.decided("inconclusive",
+                                        f"no decision within max_duration_seconds={cfg.max_duration_seconds:.0f}")
+            if result.verdict != "continue":
+                stored = self.store.decide_experiment(exp.model, exp.rollout, result.verdict, result.to_dict(), now)
                 if stored is not None and stored.result is not None:
-                    exp, result = stored, dict(stored.result)
-        result.update(model=exp.model, rollout=exp.rollout, controller=exp.controller, started_at=exp.started_at,
-                      created_at=exp.started_at, evaluated_at=now, decision=exp.decision, decided_at=exp.decided_at,
-                      status=_STATUS.get(result["verdict"], "running"))
+                    exp, result = stored, CanaryResult.from_dict(stored.result, cfg)
+        state = CanaryState(exp.model, exp.rollout, exp.controller, exp.started_at, now, exp.decision, exp.decided_at,
+                            result)
         with self._lock:
-            newest = self.canary_states.get(exp.model)
-            if newest is None or newest.created_at <= exp.started_at:
-                self.canary_states[exp.model] = CanaryState(exp.config, exp.started_at, result)
-        return result
+            newest = self._canaries.get(exp.model)
+            if newest is None or newest.started_at <= exp.started_at:
+                self._canaries[exp.model] = state
+        return state
 
-    def _evaluate(self, model: str, cfg: CanaryConfig, started: float, now: float) -> dict[str, Any]:
+    def _evaluate(self, model: str, cfg: CanaryConfig, started: float, now: float) -> CanaryResult:
         base_rows = self.store.windows(model, cfg.baseline_version, since=started)
         can_rows = self.store.windows(model, cfg.canary_version, since=started)
         if base_rows and can_rows:  # the same time range for both arms
@@ -397,10 +398,9 @@ class Evaluator:
         base = merge_windows([r.profile for r in base_rows]).profile if base_rows else empty
         cand = merge_windows([r.profile for r in can_rows]).profile if can_rows else empty.copy()
         duration = (max(r.end for r in can_rows) - min(r.start for r in can_rows)) if can_rows else 0.0
-        return evaluate_canary(cfg, base, cand, duration_s=duration).to_dict()
+        return evaluate_canary(cfg, base, cand, duration_s=duration)
 
 
-_STATUS = {"promote": "promoted", "rollback": "rolled_back", "inconclusive": "inconclusive"}
 EXPERIMENTS_KEPT = 100  # per model; older experiments are dropped with their history
 
 
@@ -415,25 +415,27 @@ class RolloutRef:
     canary_version: str | None = None
 
 
-def _compare(ref: WindowProfile, rows: list[WindowRow], cfg: DriftConfig) -> dict[str, Any]:
+def _compare(ref: WindowProfile, rows: list[WindowRow], cfg: DriftConfig) -> DriftReport:
     """The drift report of ``rows`` merged; columns whose type changed in the range become ``type_change``."""
     merged = merge_windows([r.profile for r in rows])
-    out = annotate_report(compare_profiles(ref, merged.profile, cfg).to_dict(), merged.conflicts)
-    for role, items in (("feature", out["features"]), ("output", out["outputs"])):
-        ref_cols, cur_cols = (ref.features, merged.profile.features) if role == "feature" else \
-            (ref.outputs, merged.profile.outputs)
-        for item in items:  # the kind changed against the reference: say how many values of each side
-            if item["status"] == "type_change" and "types" not in item and item["name"] in cur_cols:
-                r, c = ref_cols[item["name"]], cur_cols[item["name"]]
-                item["types"] = {c.kind: int(c.count)}
-                item["rows"] = {"reference": int(r.count), "current": int(c.count)}
-    return out
+    report = annotate_report(compare_profiles(ref, merged.profile, cfg), merged.conflicts)
+
+    def kinds(item: ColumnResult, ref_cols: Any, cur_cols: Any) -> ColumnResult:
+        # the kind changed against the reference: say how many values of each side
+        if item.status == "type_change" and item.types is None and item.name in cur_cols:
+            r, c = ref_cols[item.name], cur_cols[item.name]
+            return replace(item, types={c.kind: int(c.count)}, rows=(int(r.count), int(c.count)))
+        return item
+
+    return replace(report, features=tuple(kinds(f, ref.features, merged.profile.features) for f in report.features),
+                   outputs=tuple(kinds(o, ref.outputs, merged.profile.outputs) for o in report.outputs))
 
 
-def _slim(item: dict[str, Any]) -> dict[str, Any]:
-    return {"name": item["name"], "drift_detected": item["drift_detected"], "status": item["status"],
-            **({"types": item["types"]} if "types" in item else {}),
-            "scores": {k: item["scores"].get(k) for k in ("ks", "psi", "tvd", "jensen_shannon")}}
+def _slim(item: ColumnResult) -> dict[str, Any]:
+    scores = item.clean_scores()
+    return {"name": item.name, "drift_detected": item.drift_detected, "status": item.status,
+            **({"types": dict(item.types)} if item.types is not None else {}),
+            "scores": {k: scores.get(k) for k in ("ks", "psi", "tvd", "jensen_shannon")}}
 
 
 _CANARY = TypeAdapter(CanaryConfig)

@@ -27,7 +27,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from .metrics import IngestStats
+from .parts import IngestStats
 from .store import Store
 
 __all__ = ["DeviceLife", "Fleet", "LeaderCollector", "Leadership", "merge_life"]
@@ -160,7 +160,7 @@ class Fleet:
         self.ready = False  # fleet state has been read from the store since this process became leader
         self._pending: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        store.execute(DEVICE_DDL)
+        store.create_tables([DEVICE_DDL])
         stats.on_device = self._queue
 
     # ---- device reports -------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class Fleet:
             return 0
         with self.store.transaction() as conn:
             for row in rows:
-                conn.execute(self.store.d.sql(DEVICE_UPSERT), row)
+                conn.execute(DEVICE_UPSERT, row)
         return len(rows)
 
     # ---- fleet state ----------------------------------------------------------------------------

@@ -26,15 +26,16 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from driftline.errors import UnsupportedVersionError, WireFormatError
-from driftline.wire import Envelope, decode_envelope
+from driftline.errors import WireFormatError
+from driftline.wire import Envelope
 
-from .api.deps import Parts
+from .ingest import REFUSAL_REASONS, Ingest, refusal
+from .parts import Parts
 
 __all__ = ["DEAD_LETTER_REASONS", "ConsumerCollector", "EnvelopeConsumer", "reconnect_delay"]
 
 log = logging.getLogger("driftline.service.kafka")
-DEAD_LETTER_REASONS = ("malformed", "unsupported_version", "unprocessable", "store_refused")
+DEAD_LETTER_REASONS = REFUSAL_REASONS
 """Values of the ``driftline-reason`` header and of the dead-letter counter's ``reason`` label."""
 
 
@@ -53,6 +54,7 @@ class EnvelopeConsumer:
 
     def __init__(self, parts: Parts, *, seed: int | None = None) -> None:
         self.parts = parts
+        self.ingest = Ingest(parts, "kafka")  # the same decode, store, count and classification as HTTP
         self.up = False
         self.reconnects = 0
         self.last_error: str | None = None
@@ -176,15 +178,12 @@ class EnvelopeConsumer:
         """Store what can be stored, dead-letter what never can; False if stopped before storing."""
         good: list[tuple[Any, Envelope, bytes]] = []
         dead: list[tuple[Any, str, str]] = []
-        max_bytes = self.parts.settings.max_body_bytes
         for m in messages:
             value = m.value or b""
             try:
-                good.append((m, decode_envelope(value, max_bytes=max_bytes), value))
-            except UnsupportedVersionError as exc:
-                dead.append((m, "unsupported_version", str(exc)))
+                good.append((m, self.ingest.decode(value), value))
             except WireFormatError as exc:
-                dead.append((m, "malformed", str(exc)))
+                dead.append((m, refusal(exc) or "malformed", str(exc)))
         if not self._store(good, dead):
             return False
         self._dead_letter(dlq, dead)  # before the commit: a failed send ends the session, uncommitted
@@ -210,8 +209,8 @@ class EnvelopeConsumer:
                     err = self._try_store([item])
                     if err is None:
                         stored_any = True
-                    elif not getattr(err, "retriable", True):
-                        dead.append((item[0], "unprocessable", str(err)))
+                    elif (reason := refusal(err)) is not None:
+                        dead.append((item[0], reason, str(err)))
                     else:
                         errors[id(item)] = err
                         left.append(item)
@@ -231,12 +230,9 @@ class EnvelopeConsumer:
 
     def _try_store(self, items: list[tuple[Any, Envelope, bytes]]) -> Exception | None:
         try:
-            with self.parts.timings.ingest_batch("kafka"):
-                results = self.parts.store.ingest_many([(env, raw) for _, env, raw in items], "kafka")
-        except Exception as exc:  # classified by its ``retriable`` attribute (ServiceError, DriftlineError)
+            self.ingest.store([(env, raw) for _, env, raw in items])
+        except Exception as exc:  # classified by ingest.refusal (type and ``retriable``)
             return exc
-        for (_, env, raw), res in zip(items, results, strict=True):
-            self.parts.stats.record("kafka", res.result, len(raw), env.profiles, env.producer)
         return None
 
     def _dead_letter(self, dlq: Any, dead: list[tuple[Any, str, str]]) -> None:
@@ -256,7 +252,7 @@ class EnvelopeConsumer:
         for m, reason, why in dead:
             with self._lock:
                 self.dead_letters[reason] += 1
-            self.parts.stats.record("kafka", "dead_lettered", len(m.value or b""))
+            self.ingest.refused(len(m.value or b""), "dead_lettered")
             log.warning("dead-lettered %s[%s]@%s (%s): %s", m.topic, m.partition, m.offset, reason, why)
 
     def snapshot(self) -> dict[str, Any]:

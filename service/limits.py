@@ -26,6 +26,10 @@ from driftline.profile import WindowProfile
 
 __all__ = ["LIMITS", "Caps", "Catalog"]
 
+SCHEMA = ["""CREATE TABLE IF NOT EXISTS catalog (
+    kind TEXT NOT NULL, scope TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (kind, scope, name))"""]
+"""The ``catalog`` table: its SQL lives here, so it is declared here (created by :class:`Catalog`)."""
+
 LIMITS = ("models", "versions", "features", "feature_series", "cohort_labels", "cohort_values")
 
 
@@ -66,7 +70,7 @@ def entries(profiles: Iterable[WindowProfile]) -> set[Entry]:
 
 
 class Catalog:
-    """The known names and their caps; reads and writes the store's ``catalog`` table inside transactions."""
+    """The known names and their caps; reads and writes the ``catalog`` table inside transactions."""
 
     def __init__(self, store: Any, caps: Caps) -> None:
         self.store = store
@@ -75,6 +79,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._known: set[Entry] = set()
         self._models: set[str] = set()
+        store.create_tables(SCHEMA)
         self._backfill()
         for kind, scope, name in store.query("SELECT kind, scope, name FROM catalog"):
             self._remember([(str(kind), str(scope), str(name))])
@@ -96,8 +101,8 @@ class Catalog:
                     self._insert(conn, e)
 
     def _insert(self, conn: Any, e: Entry) -> None:
-        self.store._exec(conn, "INSERT INTO catalog (kind, scope, name) VALUES (?, ?, ?) "
-                         "ON CONFLICT (kind, scope, name) DO NOTHING", e)
+        conn.execute("INSERT INTO catalog (kind, scope, name) VALUES (?, ?, ?) "
+                     "ON CONFLICT (kind, scope, name) DO NOTHING", e)
 
     def _remember(self, found: Iterable[Entry]) -> None:
         with self._lock:
@@ -105,6 +110,11 @@ class Catalog:
                 self._known.add(e)
                 if e[0] == "models":
                     self._models.add(e[2])
+
+    def refusals(self) -> dict[str, int]:
+        """Windows refused so far, by cap (a copy taken under the lock, for the collector)."""
+        with self._lock:
+            return dict(self.refused)
 
     def known_model(self, model: str) -> bool:
         """Has any window of ``model`` been accepted? (memory only, O(1))"""
@@ -122,13 +132,12 @@ class Catalog:
             return None, []
         new: list[Entry] = []
         for e in missing:
-            if not self.store._exec(conn, "SELECT 1 FROM catalog WHERE kind = ? AND scope = ? AND name = ?",
-                                    e).fetchall():
+            if not conn.execute("SELECT 1 FROM catalog WHERE kind = ? AND scope = ? AND name = ?", e).fetchall():
                 new.append(e)
         adding = Counter((kind, scope) for kind, scope, _ in new)
         for (kind, scope), n in sorted(adding.items()):
-            (have,) = self.store._exec(conn, "SELECT COUNT(*) FROM catalog WHERE kind = ? AND scope = ?",
-                                       (kind, scope)).fetchall()[0]
+            (have,) = conn.execute("SELECT COUNT(*) FROM catalog WHERE kind = ? AND scope = ?",
+                                   (kind, scope)).fetchall()[0]
             cap = self.caps.of(kind)
             if int(have) + n > cap:
                 with self._lock:

@@ -6,16 +6,16 @@ windows of a range is left out of the merged profile and reported as ``type_chan
 of values of each kind; every other column is merged and scored as usual. Roll-up keeps such
 windows apart instead (:func:`compatible_groups`), so no data is lost.
 
-Pure: profiles in, profiles and counts out.
+Pure: profiles in, profiles and counts out; reports in, reports out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from driftline.profile import WindowProfile, merge_all
+from driftline.stats import DriftReport
 
 __all__ = ["Conflicts", "Merged", "annotate_report", "compatible_groups", "merge_windows"]
 
@@ -69,8 +69,8 @@ def compatible_groups(profiles: Sequence[WindowProfile]) -> list[list[int]]:
     return [members for members, _ in groups]
 
 
-def annotate_report(report: dict[str, Any], conflicts: Conflicts) -> dict[str, Any]:
-    """Mark the dropped columns of a drift report (``compare_profiles(...).to_dict()``) as ``type_change``.
+def annotate_report(report: DriftReport, conflicts: Conflicts) -> DriftReport:
+    """Mark the dropped columns of a drift report (of the merged profile) as ``type_change``: a new value.
 
     The core reported them as ``missing_column`` (they are absent from the merged profile); each becomes
     ``status: type_change`` with ``types`` (values per kind in the range) and one ``type_change``
@@ -78,19 +78,15 @@ def annotate_report(report: dict[str, Any], conflicts: Conflicts) -> dict[str, A
     """
     if not conflicts:
         return report
-    dq = report["data_quality"]
-    dq["issues"] = [i for i in dq["issues"]
-                    if not (i["signal"] == "missing_column" and (i["role"], i["column"]) in conflicts)]
+    issues = [i for i in report.issues
+              if not (i["signal"] == "missing_column" and (i["role"], i["column"]) in conflicts)]
+    sides = {"feature": list(report.features), "output": list(report.outputs)}
     for (role, name), kinds in sorted(conflicts.items()):
-        items = report["features" if role == "feature" else "outputs"]
-        for item in items:
-            if item["name"] == name:
-                item.update(status="type_change", drift_detected=False, types=dict(kinds),
-                            rows={"reference": item["rows"]["reference"], "current": sum(kinds.values())})
-        dq["issues"].append({"column": name, "role": role, "signal": "type_change", "current": "mixed",
-                             "types": dict(kinds)})
-    counts = {k: 0 for k in dq["counts"]}
-    for i in dq["issues"]:
-        counts[i["signal"]] = counts.get(i["signal"], 0) + 1
-    dq["counts"] = counts
-    return report
+        items = sides[role]
+        for idx, item in enumerate(items):
+            if item.name == name:
+                items[idx] = replace(item, status="type_change", drift_detected=False, types=dict(kinds),
+                                     rows=(item.rows[0], sum(kinds.values())))
+        issues.append({"column": name, "role": role, "signal": "type_change", "current": "mixed",
+                       "types": dict(kinds)})
+    return replace(report, features=tuple(sides["feature"]), outputs=tuple(sides["output"]), issues=tuple(issues))

@@ -8,74 +8,23 @@ by rows, the rest folded into ``other``; a device id is never a label.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily
 
 from driftline import __version__
+from driftline.stats import SCORE_METHODS
 
 from .evaluation import EVALUATION_STAGES, Evaluator
+from .parts import IngestStats, num
 from .retrain import Dispatcher
 
-__all__ = ["IngestStats", "build_registry"]
+__all__ = ["build_registry"]
 
-SCORE_METHODS = ("ks", "psi", "jensen_shannon", "wasserstein", "hellinger", "tvd", "chi2_p_value")
-
-
-@dataclass
-class IngestStats:
-    """Counters the ingest paths bump; read by the collector at scrape time."""
-
-    envelopes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    bytes: Counter[str] = field(default_factory=Counter)
-    observations: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    windows: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    cohort_rows: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    cohort_last_end: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    last_end: dict[tuple[str, str], float] = field(default_factory=dict)
-    lag: dict[str, float] = field(default_factory=dict)
-    devices: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model -> device -> report
-    lives: dict[tuple[str, str], Any] = field(default_factory=dict)  # (model, device) -> fleet.DeviceLife
-    on_device: Callable[[str, str, dict[str, Any]], None] | None = None  # fleet.Fleet queues it for the store
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def record(self, transport: str, result: str, nbytes: int, profiles: list[Any] | None = None,
-               producer: dict[str, str] | None = None, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        with self.lock:
-            self.envelopes[(transport, result)] += 1
-            self.bytes[transport] += nbytes
-            if result != "accepted" or not profiles:
-                return
-            for p in profiles:
-                k = p.key
-                self.observations[(k.model, k.model_version, k.variant)] += p.rows
-                self.windows[(k.model, k.model_version, k.variant)] += 1
-                self.last_end[(k.model, k.model_version)] = max(self.last_end.get((k.model, k.model_version), 0), p.end)
-                self.lag[k.model] = max(now - p.end, 0.0)
-                for label, value in k.cohort:
-                    ck = (k.model, label, value)
-                    self.cohort_rows[ck] += p.rows
-                    self.cohort_last_end[ck] = max(self.cohort_last_end.get(ck, 0.0), p.end)
-                if k.source:
-                    rep = dict(producer or {})
-                    rep.update(seen=now, cohort=dict(k.cohort))
-                    self.devices.setdefault(k.model, {})[k.source] = rep
-                    self._life(k.model, k.source, rep)
-
-    def _life(self, model: str, source: str, rep: dict[str, Any]) -> None:
-        from .fleet import DeviceLife, merge_life
-
-        new = DeviceLife(_num(rep.get("started_at")), 0.0, _num(rep.get("cpu_seconds")))
-        self.lives[(model, source)] = merge_life(self.lives.get((model, source)), new)
-        if self.on_device is not None:
-            self.on_device(model, source, rep)
 
 
 def _top_cohorts(stats: IngestStats, top_n: int) -> dict[tuple[str, str, str], str]:
@@ -120,30 +69,30 @@ class DriftCollector:
         dq = GaugeMetricFamily("driftline_data_quality_issues", "Columns with a data-quality signal",
                                labels=["model", "version", "signal"])
         ref = GaugeMetricFamily("driftline_reference_info", "The reference in use", labels=["model", "version", "source"])
-        with self.evaluator._lock:
-            states = list(self.evaluator.states.values())
-        for st in states:
-            rep = st.drift
-            if rep is None:
+        for st in self.evaluator.snapshot().models.values():
+            if st.drift is None:
                 continue
+            rep = st.drift.report
             m, v = st.model, st.version
-            for f in rep["features"]:
+            for f in rep.features:
+                scores = f.clean_scores()
                 for meth in SCORE_METHODS:
-                    val = f["scores"].get(meth)
+                    val = scores.get(meth)
                     if val is not None:
-                        score.add_metric([m, v, f["name"], meth], val)
-                detected.add_metric([m, v, f["name"]], 1.0 if f["drift_detected"] else 0.0)
-                critical.add_metric([m, v, f["name"]], 1.0 if f.get("critical") else 0.0)
-                missing.add_metric([m, v, f["name"]], f["missing_ratio"]["current"])
-            for o in rep["outputs"]:
+                        score.add_metric([m, v, f.name, meth], val)
+                detected.add_metric([m, v, f.name], 1.0 if f.drift_detected else 0.0)
+                critical.add_metric([m, v, f.name], 1.0 if f.critical else 0.0)
+                missing.add_metric([m, v, f.name], f.missing_current)
+            for o in rep.outputs:
+                scores = o.clean_scores()
                 for meth in SCORE_METHODS:
-                    val = o["scores"].get(meth)
+                    val = scores.get(meth)
                     if val is not None:
-                        shift.add_metric([m, v, o["name"], meth], val)
-                shift_d.add_metric([m, v, o["name"]], 1.0 if o["drift_detected"] else 0.0)
-            share.add_metric([m, v], rep["drift_share"])
-            dataset.add_metric([m, v], 1.0 if rep["dataset_drift"] else 0.0)
-            for signal, n in rep["data_quality"]["counts"].items():
+                        shift.add_metric([m, v, o.name, meth], val)
+                shift_d.add_metric([m, v, o.name], 1.0 if o.drift_detected else 0.0)
+            share.add_metric([m, v], rep.shown_share)
+            dataset.add_metric([m, v], 1.0 if rep.dataset_drift else 0.0)
+            for signal, n in rep.issue_counts.items():
                 dq.add_metric([m, v, signal], n)
             if st.reference_source:
                 ref.add_metric([m, v, st.reference_source], 1.0)
@@ -217,12 +166,12 @@ class IngestCollector:
                 max_age = max_rss = total_cpu = 0.0
                 for source, rep in devices.items():
                     life = s.lives.get((model, source))
-                    total_cpu += life.total if life is not None else _num(rep.get("cpu_seconds"))
+                    total_cpu += life.total if life is not None else num(rep.get("cpu_seconds"))
                     if now - rep["seen"] > 900:
                         continue
-                    total_pending += _num(rep.get("spool_pending"))
-                    max_age = max(max_age, _num(rep.get("spool_oldest_age_s")))
-                    max_rss = max(max_rss, _num(rep.get("rss_bytes")))
+                    total_pending += num(rep.get("spool_pending"))
+                    max_age = max(max_age, num(rep.get("spool_oldest_age_s")))
+                    max_rss = max(max_rss, num(rep.get("rss_bytes")))
                     for label, value in rep["cohort"].items():
                         live[(model, label, names.get((model, label, value), "other"))] += 1
                 for k, n in live.items():
@@ -232,13 +181,6 @@ class IngestCollector:
                 rss.add_metric([model], max_rss)
                 cpu.add_metric([model], total_cpu)
         yield from (build, env, nbytes, obs, win, last, lag, c_obs, c_last, reporting, pending, oldest, rss, cpu)
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 CANARY_VERDICTS = ("continue", "promote", "rollback", "inconclusive")
@@ -263,17 +205,16 @@ class CanaryCollector:
                                  labels=["model", "baseline_version", "canary_version", "metric"])
         rows = GaugeMetricFamily("driftline_canary_rows", "Rows per arm",
                                  labels=["model", "baseline_version", "canary_version", "arm"])
-        with self.evaluator._lock:
-            states = {m: s.result for m, s in self.evaluator.canary_states.items() if s.result}
-        for model, res in states.items():
-            labels = [model, res["baseline_version"], res["canary_version"]]
-            verdict.add_metric(labels, {v: res["verdict"] == v for v in CANARY_VERDICTS})
-            for c in res["comparisons"]:
+        for model, st in self.evaluator.snapshot().canaries.items():
+            res = st.result
+            labels = [model, res.config.baseline_version, res.config.canary_version]
+            verdict.add_metric(labels, {v: res.verdict == v for v in CANARY_VERDICTS})
+            for c in res.comparisons:
                 if c["effect"] is not None:
                     effect.add_metric([*labels, c["metric"]], c["effect"])
                 if c["p_value"] is not None:
                     pval.add_metric([*labels, c["metric"]], c["p_value"])
-            for arm, n in res["rows"].items():
+            for arm, n in res.rows.items():
                 rows.add_metric([*labels, arm], n)
         yield from (verdict, effect, pval, rows)
 
@@ -310,16 +251,13 @@ class EvaluationCollector:
     def collect(self) -> Any:
         errors = CounterMetricFamily("driftline_evaluation_errors", "Background evaluations that failed, by stage "
                                      "(the model is in the log)", labels=["stage"])
-        with self.evaluator._lock:
-            counts = dict(self.evaluator.errors)
+        counts = self.evaluator.snapshot().errors
         for stage in EVALUATION_STAGES:
             errors.add_metric([stage], counts.get(stage, 0))
         refused = CounterMetricFamily("driftline_limit_refusals", "Windows refused because a new name would pass "
                                       "a configured cap (limits.*), by cap", labels=["limit"])
-        catalog = self.evaluator.store.catalog
-        with catalog._lock:
-            for kind, n in catalog.refused.items():
-                refused.add_metric([kind], n)
+        for kind, n in self.evaluator.store.catalog.refusals().items():
+            refused.add_metric([kind], n)
         yield errors
         yield refused
 

@@ -1,17 +1,19 @@
 """The durable store: SQLite (embedded default) or PostgreSQL (several replicas), one code path.
 
 Plain SQL that both engines accept; the only differences (placeholders, auto-increment, binary type)
-are confined to :class:`_Dialect`. SQLite: one connection guarded by a lock; PostgreSQL: a pool that
-survives server restarts. Every write that must be atomic runs in :meth:`Store.transaction`; every
-write's outcome feeds :class:`StoreHealth`.
+are confined to :class:`Dialect`. SQLite: one connection guarded by a lock; PostgreSQL: a pool that
+survives server restarts. Every write that must be atomic runs in :meth:`Store.transaction`, whose
+:class:`Tx` takes statements in ``?`` form on either engine (the public execution API other modules
+use, with :meth:`Store.query`, :meth:`Store.execute` and :meth:`Store.create_tables`); every write's
+outcome feeds :class:`StoreHealth`.
 
 Tables: ``envelopes`` (ids already merged: the exactly-once ledger), ``windows`` (one row per
 stream, cohort, device and window, the profile as wire bytes), ``refs`` (reference profiles per model
 version), ``canaries`` (each model's canary defaults), ``canary_experiments`` (one per rollout, keyed by
 model and the rollout's identity, with its sticky decision), ``canary_events`` (each gate call),
-``outbox`` (retraining requests), ``retrain_state`` (cooldowns), ``probes`` (one heartbeat row per
-process: the write that readiness and liveness check) and ``catalog`` (every model, version, feature
-and cohort value name accepted: the caps of :mod:`driftline.service.limits`).
+and ``probes`` (one heartbeat row per process: the write that readiness and liveness check). Each
+other table is declared by the module that owns its SQL: ``catalog`` in :mod:`.limits`, ``outbox``
+and ``retrain_state`` in :mod:`.retrain.outbox`, ``device_reports`` in :mod:`.fleet`.
 """
 
 from __future__ import annotations
@@ -29,27 +31,56 @@ from typing import Any
 
 from driftline.errors import WireFormatError
 from driftline.profile import WindowProfile, merge_all
-from driftline.wire import Envelope, decode_envelope, encode_envelope
+from driftline.wire import Envelope, decode_profile, encode_profile
 from driftline.wirecheck import MAX_COUNT
 
 from .errors import ServiceError, StoreError, Unprocessable
 from .limits import Caps, Catalog
 from .merging import compatible_groups
 
-__all__ = ["ExperimentRow", "IngestResult", "Store", "StoreHealth", "WindowRow"]
+__all__ = ["Dialect", "ExperimentRow", "IngestResult", "Store", "StoreHealth", "Tx", "WindowRow"]
 
 
-class _Dialect:
-    def __init__(self, postgres: bool) -> None:
-        self.postgres = postgres
-        self.blob = "BYTEA" if postgres else "BLOB"
-        self.serial = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines: placeholders, the auto-increment key and the binary type."""
+
+    name: str  # "sqlite" | "postgresql"
+
+    @property
+    def postgres(self) -> bool:
+        return self.name == "postgresql"
+
+    @property
+    def blob(self) -> str:
+        return "BYTEA" if self.postgres else "BLOB"
+
+    @property
+    def serial(self) -> str:
+        return "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def sql(self, text: str) -> str:
+        """``?`` placeholders (the one spelling every module writes) in this engine's form."""
         return text.replace("?", "%s") if self.postgres else text
 
+    def ddl(self, text: str) -> str:
+        """A ``CREATE`` statement with ``{serial}`` and ``{blob}`` filled in for this engine."""
+        return text.format(serial=self.serial, blob=self.blob)
 
-SCHEMA = [
+
+class Tx:
+    """One open transaction (or one statement's connection): statements in ``?`` form, any engine."""
+
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self._conn = conn
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; the cursor has ``rowcount``, ``fetchone`` and ``fetchall``."""
+        return self._conn.execute(self.dialect.sql(sql), tuple(params))
+
+
+SCHEMA = [  # the tables whose SQL lives here; other modules declare theirs (Store.create_tables)
     """CREATE TABLE IF NOT EXISTS envelopes (
         envelope_id TEXT PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL, transport TEXT NOT NULL,
         producer TEXT NOT NULL)""",
@@ -72,16 +103,7 @@ SCHEMA = [
         id {serial}, model TEXT NOT NULL, rollout TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, gate TEXT NOT NULL,
         phase TEXT NOT NULL, verdict TEXT NOT NULL, baseline_rows BIGINT NOT NULL, canary_rows BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS canary_events_by_rollout ON canary_events (model, rollout, id)",
-    """CREATE TABLE IF NOT EXISTS outbox (
-        id {serial}, dedup_key TEXT NOT NULL UNIQUE, model TEXT NOT NULL, target TEXT NOT NULL,
-        url TEXT NOT NULL, body TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
-        next_attempt_at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL, status TEXT NOT NULL,
-        last_error TEXT, delivered_at DOUBLE PRECISION)""",
-    """CREATE TABLE IF NOT EXISTS retrain_state (
-        model TEXT PRIMARY KEY, last_request_at DOUBLE PRECISION NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS probes (name TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS catalog (
-        kind TEXT NOT NULL, scope TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (kind, scope, name))""",
 ]
 
 
@@ -164,6 +186,14 @@ class StoreHealth:
             return 0.0 if self.failing_since is None else max(0.0, now - self.failing_since)
 
 
+STORED_MAX_BYTES = 1 << 30  # a rolled-up window of this service's own making: no wire cap applies
+
+
+def _stored(blob: Any) -> WindowProfile:
+    """A profile blob this service wrote (bounds were checked on the way in): decoded trusted."""
+    return decode_profile(bytes(blob), max_bytes=STORED_MAX_BYTES, trusted=True)
+
+
 def _cause(exc: BaseException) -> str:
     """The error's own words, with a hint for the one SQLite reports tersely."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -190,14 +220,14 @@ class Store:
         try:
             if url.startswith("sqlite://"):
                 path = url[len("sqlite:///"):] or ":memory:"
-                self.d = _Dialect(False)
+                self.dialect = Dialect("sqlite")
                 self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             elif url.startswith(("postgresql://", "postgres://")):
                 from psycopg_pool import ConnectionPool
 
-                self.d = _Dialect(True)
+                self.dialect = Dialect("postgresql")
                 self._pool = ConnectionPool(
                     url, min_size=1, max_size=pool_size, open=True, name="driftline",
                     kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_seconds))},
@@ -208,9 +238,7 @@ class Store:
                 self._pool.wait(timeout=max(timeout_seconds, 10.0))
             else:
                 raise StoreError(f"unsupported database_url {url!r}: use sqlite:///PATH or postgresql://...")
-            with self._connection() as conn:
-                for ddl in SCHEMA:
-                    conn.execute(ddl.format(serial=self.d.serial, blob=self.d.blob))
+            self.create_tables(SCHEMA)
             self.catalog = Catalog(self, caps or Caps())
         except StoreError:
             self.close()
@@ -218,6 +246,11 @@ class Store:
         except Exception as exc:
             self.close()
             raise StoreError(f"cannot open the store {url.split('@')[-1]}: {_cause(exc)}") from exc
+
+    @property
+    def engine(self) -> str:
+        """``"sqlite"`` or ``"postgresql"`` (what ``/readyz`` reports)."""
+        return self.dialect.name
 
     def close(self) -> None:
         with self._lock:
@@ -237,19 +270,32 @@ class Store:
             with self._pool.connection() as conn:
                 yield conn
 
+    def create_tables(self, ddl: Sequence[str]) -> None:
+        """Create the tables (and indexes) a module declares, if missing: ``{serial}``/``{blob}`` per engine.
+
+        Each module that owns a table's SQL declares it (outbox, catalog, device reports) and calls this
+        when it is built on a store.
+        """
+        try:
+            with self._connection() as conn:
+                for text in ddl:
+                    conn.execute(self.dialect.ddl(text))
+        except Exception as exc:
+            raise StoreError(f"cannot create tables: {_cause(exc)}") from exc
+
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self) -> Iterator[Tx]:
         """One atomic unit. A database error becomes a :class:`StoreError` naming its real cause (never
         a failed ROLLBACK) and marks the store unhealthy; a commit marks it healthy."""
         try:
             with self._connection() as conn:
                 if self._pool is not None:
                     with conn.transaction():
-                        yield conn
+                        yield Tx(conn, self.dialect)
                 else:
                     conn.execute("BEGIN")
                     try:
-                        yield conn
+                        yield Tx(conn, self.dialect)
                         conn.execute("COMMIT")
                     except BaseException:
                         # SQLite rolls back by itself on some errors (SQLITE_FULL): a second ROLLBACK
@@ -265,20 +311,19 @@ class Store:
             raise StoreError(f"database write failed: {_cause(exc)}") from exc
         self.health.ok()
 
-    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(self.d.sql(sql), tuple(params))
-
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read (``?`` placeholders on either engine); a failure is a :class:`StoreError`."""
         try:
             with self._connection() as conn:
-                return list(self._exec(conn, sql, params).fetchall())
+                return list(Tx(conn, self.dialect).execute(sql, params).fetchall())
         except Exception as exc:
             raise StoreError(f"database query failed: {_cause(exc)}") from exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write outside a transaction; returns the rows it changed and feeds :attr:`health`."""
         try:
             with self._connection() as conn:
-                n = int(self._exec(conn, sql, params).rowcount)
+                n = int(Tx(conn, self.dialect).execute(sql, params).rowcount)
         except Exception as exc:
             self.health.failed(_cause(exc))
             raise StoreError(f"database write failed: {_cause(exc)}") from exc
@@ -314,7 +359,7 @@ class Store:
         try:
             with self.transaction() as conn:
                 for env, raw in items:
-                    cur = self._exec(conn, "INSERT INTO envelopes (envelope_id, received_at, transport, producer) "
+                    cur = conn.execute("INSERT INTO envelopes (envelope_id, received_at, transport, producer) "
                                      "VALUES (?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
                                      (env.envelope_id, now, transport, json.dumps(env.producer)))
                     if cur.rowcount == 0:
@@ -322,7 +367,7 @@ class Store:
                         continue
                     refused, new = self.catalog.admit(conn, env.profiles)
                     if refused is not None:  # not merged: the same id may come back once the cap is raised
-                        self._exec(conn, "DELETE FROM envelopes WHERE envelope_id = ?", (env.envelope_id,))
+                        conn.execute("DELETE FROM envelopes WHERE envelope_id = ?", (env.envelope_id,))
                         out.append(IngestResult(env.envelope_id, "limited", 0, refused))
                         continue
                     names += new
@@ -335,10 +380,10 @@ class Store:
         self.catalog.committed(names)
         return out
 
-    def _insert_window(self, conn: Any, p: WindowProfile, now: float, resolution: str, blob: bytes | None = None) -> None:
+    def _insert_window(self, conn: Tx, p: WindowProfile, now: float, resolution: str, blob: bytes | None = None) -> None:
         if blob is None:
-            blob = encode_envelope(Envelope([p], envelope_id="00000000-0000-0000-0000-000000000000", created_at=0.0))
-        self._exec(conn, "INSERT INTO windows (model, version, variant, source, cohort, start_ts, end_ts, "
+            blob = encode_profile(p)
+        conn.execute("INSERT INTO windows (model, version, variant, source, cohort, start_ts, end_ts, "
                    "rows_observed, received_at, resolution, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (p.key.model, p.key.model_version, p.key.variant, p.key.source,
                     json.dumps(p.key.cohort_dict, sort_keys=True), p.start, p.end, p.rows, now, resolution, blob))
@@ -364,7 +409,7 @@ class Store:
         out = []
         for m, v, var, src, cohort, s, e, rows, rec, blob in self.query(sql, params):
             try:
-                prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
+                prof = _stored(blob)
             except WireFormatError as exc:  # written by us, so the store is damaged: not the caller's fault
                 raise StoreError(f"a stored window of model {m!r} version {v!r} cannot be decoded: {exc}") from exc
             out.append(WindowRow(m, v, var, src, json.loads(cohort), s, e, int(rows), rec, prof))
@@ -396,17 +441,17 @@ class Store:
 
     # ---- references ---------------------------------------------------------------------------------
     def put_reference(self, model: str, version: str, profile: WindowProfile, source: str) -> None:
-        blob = encode_envelope(Envelope([profile], envelope_id="00000000-0000-0000-0000-000000000000", created_at=0.0))
+        blob = encode_profile(profile)
         with self.transaction() as conn:
-            self._exec(conn, "DELETE FROM refs WHERE model = ? AND version = ?", (model, version))
-            self._exec(conn, "INSERT INTO refs (model, version, source, created_at, profile) VALUES (?, ?, ?, ?, ?)",
+            conn.execute("DELETE FROM refs WHERE model = ? AND version = ?", (model, version))
+            conn.execute("INSERT INTO refs (model, version, source, created_at, profile) VALUES (?, ?, ?, ?, ?)",
                        (model, version, source, time.time(), blob))
 
     def reference(self, model: str, version: str) -> tuple[WindowProfile, str] | None:
         rows = self.query("SELECT profile, source FROM refs WHERE model = ? AND version = ?", (model, version))
         if not rows:
             return None
-        return decode_envelope(bytes(rows[0][0]), max_bytes=1 << 30, trusted=True).profiles[0], str(rows[0][1])
+        return _stored(rows[0][0]), str(rows[0][1])
 
     def references(self) -> list[tuple[str, str, str]]:
         return [(str(a), str(b), str(c)) for a, b, c in self.query("SELECT model, version, source FROM refs")]
@@ -420,7 +465,7 @@ class Store:
             params.append(model)
         out = []
         for m, v, src, created, blob in self.query(sql + " ORDER BY created_at DESC", params):
-            prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
+            prof = _stored(blob)
             out.append({"model": str(m), "version": str(v), "source": str(src), "created_at": float(created),
                         "rows": prof.rows, "features": sorted(prof.features), "outputs": sorted(prof.outputs)})
         return out
@@ -428,8 +473,8 @@ class Store:
     # ---- canaries ---------------------------------------------------------------------------------
     def put_canary(self, model: str, config: dict[str, Any]) -> None:
         with self.transaction() as conn:
-            self._exec(conn, "DELETE FROM canaries WHERE model = ?", (model,))
-            self._exec(conn, "INSERT INTO canaries (model, config, created_at) VALUES (?, ?, ?)",
+            conn.execute("DELETE FROM canaries WHERE model = ?", (model,))
+            conn.execute("INSERT INTO canaries (model, config, created_at) VALUES (?, ?, ?)",
                        (model, json.dumps(config), time.time()))
 
     def canaries(self) -> dict[str, tuple[dict[str, Any], float]]:
@@ -438,9 +483,9 @@ class Store:
     def delete_canary(self, model: str) -> bool:
         """Forget a model's canary defaults, experiments and their history."""
         with self.transaction() as conn:
-            n = self._exec(conn, "DELETE FROM canaries WHERE model = ?", (model,)).rowcount
-            n += self._exec(conn, "DELETE FROM canary_experiments WHERE model = ?", (model,)).rowcount
-            self._exec(conn, "DELETE FROM canary_events WHERE model = ?", (model,))
+            n = conn.execute("DELETE FROM canaries WHERE model = ?", (model,)).rowcount
+            n += conn.execute("DELETE FROM canary_experiments WHERE model = ?", (model,)).rowcount
+            conn.execute("DELETE FROM canary_events WHERE model = ?", (model,))
         return n > 0
 
     # ---- canary experiments: one per rollout ---------------------------------------------------------
@@ -455,18 +500,18 @@ class Store:
         try:
             with self.transaction() as conn:
                 if replace:
-                    self._exec(conn, "DELETE FROM canary_experiments WHERE model = ? AND rollout = ?", (model, rollout))
-                    self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ?", (model, rollout))
-                cur = self._exec(conn, "INSERT INTO canary_experiments (model, rollout, controller, config, started_at) "
+                    conn.execute("DELETE FROM canary_experiments WHERE model = ? AND rollout = ?", (model, rollout))
+                    conn.execute("DELETE FROM canary_events WHERE model = ? AND rollout = ?", (model, rollout))
+                cur = conn.execute("INSERT INTO canary_experiments (model, rollout, controller, config, started_at) "
                                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, rollout) DO NOTHING",
                                  (model, rollout, controller, json.dumps(config), now))
                 if cur.rowcount:
-                    old = self._exec(conn, "SELECT rollout FROM canary_experiments WHERE model = ? "
+                    old = conn.execute("SELECT rollout FROM canary_experiments WHERE model = ? "
                                      "ORDER BY started_at DESC, rollout", (model,)).fetchall()[keep:]
                     for (r,) in old:
-                        self._exec(conn, "DELETE FROM canary_experiments WHERE model = ? AND rollout = ?", (model, r))
-                        self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ?", (model, r))
-                row = self._exec(conn, f"SELECT {_EXP_COLS} FROM canary_experiments WHERE model = ? AND rollout = ?",
+                        conn.execute("DELETE FROM canary_experiments WHERE model = ? AND rollout = ?", (model, r))
+                        conn.execute("DELETE FROM canary_events WHERE model = ? AND rollout = ?", (model, r))
+                row = conn.execute(f"SELECT {_EXP_COLS} FROM canary_experiments WHERE model = ? AND rollout = ?",
                                  (model, rollout)).fetchone()
         except StoreError:
             raise
@@ -499,11 +544,11 @@ class Store:
                          rows: dict[str, int], keep: int = 500) -> None:
         """Record one gate call; an experiment keeps its newest ``keep`` calls (a chatty client cannot fill the store)."""
         with self.transaction() as conn:
-            self._exec(conn, "INSERT INTO canary_events (model, rollout, at, gate, phase, verdict, baseline_rows, "
+            conn.execute("INSERT INTO canary_events (model, rollout, at, gate, phase, verdict, baseline_rows, "
                        "canary_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (model, rollout, at, gate, phase, verdict, int(rows.get("baseline", 0)),
                         int(rows.get("canary", 0))))
-            self._exec(conn, "DELETE FROM canary_events WHERE model = ? AND rollout = ? AND id NOT IN (SELECT id FROM "
+            conn.execute("DELETE FROM canary_events WHERE model = ? AND rollout = ? AND id NOT IN (SELECT id FROM "
                        "canary_events WHERE model = ? AND rollout = ? ORDER BY id DESC LIMIT ?)",
                        (model, rollout, model, rollout, keep))
 
@@ -526,14 +571,14 @@ class Store:
             groups: dict[tuple[Any, ...], list[tuple[int, WindowProfile]]] = {}
             for wid, m, v, var, src, cohort, start, blob in rows:
                 key = (m, v, var, src, cohort, int(start // bucket))
-                prof = decode_envelope(bytes(blob), max_bytes=1 << 30, trusted=True).profiles[0]
+                prof = _stored(blob)
                 groups.setdefault(key, []).append((int(wid), prof))
             for members in (chunk for g in groups.values() for chunk in _within_count(g)):
                 # windows where a column changed type cannot merge: each compatible group becomes one window
                 parts = compatible_groups([p for _, p in members])
                 with self.transaction() as conn:
                     for wid, _ in members:
-                        self._exec(conn, "DELETE FROM windows WHERE id = ?", (wid,))
+                        conn.execute("DELETE FROM windows WHERE id = ?", (wid,))
                     for idx in parts:
                         self._insert_window(conn, merge_all(members[i][1] for i in idx), now, coarser)
                 removed += len(members) - len(parts)

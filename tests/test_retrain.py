@@ -23,6 +23,7 @@ from prometheus_client import generate_latest
 from driftline.apps.demo.receiver import RetrainReceiver
 from driftline.service.app import Background, open_parts
 from driftline.service.retrain import Dispatcher, RetrainPolicy, build_request, render_payload
+from driftline.service.retrain.outbox import Outbox, PendingRequest
 from driftline.service.retrain.policy import format_duration
 from driftline.service.retrain.templates import headers
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
@@ -65,10 +66,24 @@ def test_policy_condition_cooldown_and_episode_keys() -> None:
     assert not p.wants_alert("resolved", {"driftline_action": "retrain", "model": "m"})
     assert not p.wants_alert("firing", {"driftline_action": "retrain"})
     assert not p.wants_alert("firing", {"model": "m", "severity": "critical"})
-    assert p.in_cooldown(1000, 4599) and not p.in_cooldown(1000, 4600) and not p.in_cooldown(None, 0)
     e1, e2 = p.alert_episode("fp", "t0", "m", "v1"), p.alert_episode("fp", "t1", "m", "v1")
     assert p.idempotency_key(e1, "a") == p.idempotency_key(e1, "a") != p.idempotency_key(e1, "b")
     assert p.idempotency_key(e1, "a") != p.idempotency_key(e2, "a")
+
+
+def test_outbox_cooldown_ends_exactly_after_cooldown_seconds() -> None:
+    """The cooldown is the outbox's one conditional upsert: a new episode 1 s early is refused, on time queued."""
+    store = Store("sqlite://")
+    try:
+        box = Outbox(store)
+        first = box.enqueue("m", [PendingRequest("e1", "a", "https://x", "{}")], 1000.0, 3600.0)
+        early = box.enqueue("m", [PendingRequest("e2", "a", "https://x", "{}")], 4599.0, 3600.0)
+        other = box.enqueue("n", [PendingRequest("e3", "a", "https://x", "{}")], 4599.0, 3600.0)
+        on_time = box.enqueue("m", [PendingRequest("e4", "a", "https://x", "{}")], 4600.0, 3600.0)
+        assert first.queued == ["a"] and early.cooldown == ["a"] and not early.queued
+        assert other.queued == ["a"] and on_time.queued == ["a"]
+    finally:
+        store.close()
 
 
 def test_templates_carry_the_request_and_the_signature_verifies() -> None:

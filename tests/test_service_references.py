@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from driftline.service.evaluation import Evaluator
-from driftline.service.retrain import Dispatcher, _payload, sign
+from driftline.service.retrain import Dispatcher, render_payload, sign
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
 from driftline.service.store import Store
 from driftline.wire import decode_envelope
@@ -36,9 +36,10 @@ def test_first_rows_of_a_version_become_its_reference(tmp_path) -> None:
     ref, source = ev.reference_for("m", "v1", now - 600, now)
     assert source == "first_window" and ref.rows == 1000  # the first five windows
     rep = ev.drift("m", "v1", since=now - 3600 + 10 * 60, until=now)
-    assert rep["reference_source"] == "first_window" and rep["dataset_drift"] is True
+    assert rep.reference_source == "first_window" and rep.report.dataset_drift is True
+    assert rep.to_dict()["reference_source"] == "first_window" and rep.to_dict()["dataset_drift"] is True
     early = ev.drift("m", "v1", since=now - 3600 + 5 * 60, until=now - 3600 + 10 * 60)
-    assert early["dataset_drift"] is False
+    assert early.report.dataset_drift is False
 
 
 def test_same_period_a_week_earlier_for_seasonal_traffic(tmp_path) -> None:
@@ -50,19 +51,19 @@ def test_same_period_a_week_earlier_for_seasonal_traffic(tmp_path) -> None:
     ev = Evaluator(store, ServiceSettings(database_url="sqlite://",
                                           evaluation=EvaluationSettings(seasonal_reference=True)))
     rep = ev.drift("m", "v1", since=now - 700, until=now)
-    assert rep["reference_source"] == "week_ago"
-    assert rep["dataset_drift"] is False  # the same season: no drift, although both differ from N(0, 1)
+    assert rep.reference_source == "week_ago"
+    assert rep.report.dataset_drift is False  # the same season: no drift, although both differ from N(0, 1)
 
 
 def test_retraining_payload_templates_and_signature() -> None:
     req = {"idempotency_key": "k", "model": "fraud", "version": "v3", "drifted_features": [{"name": "amount"}]}
-    gh = _payload(RetrainTarget(name="gh", url="https://x", kind="github_dispatch"), req)
+    gh = render_payload(RetrainTarget(name="gh", url="https://x", kind="github_dispatch"), req)
     assert gh["event_type"] == "driftline-retrain" and gh["client_payload"] == req
-    argo = _payload(RetrainTarget(name="a", url="https://x", kind="argo_workflows"), req)
+    argo = render_payload(RetrainTarget(name="a", url="https://x", kind="argo_workflows"), req)
     assert "model=fraud" in argo["submitOptions"]["parameters"]
-    events = _payload(RetrainTarget(name="e", url="https://x", kind="argo_events"), req)
+    events = render_payload(RetrainTarget(name="e", url="https://x", kind="argo_events"), req)
     assert events["data"] == req
-    assert _payload(RetrainTarget(name="w", url="https://x"), req) == req
+    assert render_payload(RetrainTarget(name="w", url="https://x"), req) == req
     body = json.dumps(req).encode()
     assert sign("s", "1700000000", body) != sign("s", "1700000001", body) != sign("t", "1700000000", body)
 

@@ -80,7 +80,8 @@ def test_a_type_change_is_reported_not_a_500_and_roll_up_keeps_both(store_url) -
         assert c.get("/").status_code == 200
         parts = app.state.parts
         app.state.background.run_once(now)
-        assert parts.evaluator.errors["drift"] == 0 and ("m", "v1") in parts.evaluator.states
+        snap = parts.evaluator.snapshot()
+        assert snap.errors.get("drift", 0) == 0 and ("m", "v1") in snap.models
         # roll-up keeps the numeric and the text windows apart instead of failing: nothing is lost
         before = c.get("/v1/models").json()["models"][0]["rows"]
         parts.store.roll_up(now + 10 * 86400, raw_days=1, hourly_days=30)
@@ -103,10 +104,10 @@ def test_one_broken_model_never_skips_another(store_url) -> None:
         bg = app.state.background
         bg.run_once(now)
         bg.run_once(now + 1)
-        ev = parts.evaluator
-        assert ("b_good", "v1") in ev.states and ev.states[("b_good", "v1")].drift is not None
-        assert ("a_bad", "v1") not in ev.states
-        assert ev.errors["drift"] == 2 and ev.errors["retention"] == 0  # roll-up ran on the first pass
+        snap = parts.evaluator.snapshot()
+        assert ("b_good", "v1") in snap.models and snap.models[("b_good", "v1")].drift is not None
+        assert ("a_bad", "v1") not in snap.models
+        assert snap.errors["drift"] == 2 and snap.errors.get("retention", 0) == 0  # roll-up ran on the first pass
         metrics = c.get("/metrics").text
         assert 'driftline_evaluation_errors_total{stage="drift"} 2.0' in metrics
         assert 'driftline_evaluation_errors_total{stage="retention"} 0.0' in metrics

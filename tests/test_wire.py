@@ -20,7 +20,9 @@ from driftline.wire import (
     MAGIC,
     Envelope,
     decode_envelope,
+    decode_profile,
     encode_envelope,
+    encode_profile,
     read_profile_file,
     write_profile_file,
 )
@@ -61,6 +63,21 @@ def test_uncompressed_round_trip_and_header_layout() -> None:
     assert length == len(data) - HEADER.size and crc == zlib.crc32(data[HEADER.size:])
     assert msgpack.unpackb(data[HEADER.size:])["profiles"][0]["model"] == "m"
     assert decode_envelope(data).profiles[0].to_dict() == env.profiles[0].to_dict()
+
+
+def test_a_profile_as_a_blob() -> None:
+    """The store's and spool's one-profile blob: the zero id and time, deterministic, exactly one profile."""
+    p = sample_profile(50)
+    blob = encode_profile(p)
+    # the bytes the store wrote by hand before encode_profile existed: stored windows stay readable
+    assert blob == encode_envelope(Envelope([p], envelope_id=str(uuid.UUID(int=0)), created_at=0.0))
+    assert blob == encode_profile(p.copy())
+    assert decode_profile(blob).to_dict() == p.to_dict()
+    assert decode_profile(blob, trusted=True).to_dict() == p.to_dict()
+    with pytest.raises(WireFormatError, match="expected one profile, the envelope holds 2"):
+        decode_profile(encode_envelope(Envelope([p, sample_profile(5, seed=1)])))
+    with pytest.raises(WireFormatError, match="expected one profile, the envelope holds 0"):
+        decode_profile(encode_envelope(Envelope([])))
 
 
 def test_profile_file_round_trip(tmp_path) -> None:

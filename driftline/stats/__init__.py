@@ -16,7 +16,9 @@ from .categorical import (
 from .decision import (
     CATEGORICAL_METHODS,
     DEFAULT_THRESHOLDS,
+    DRIFT_METHODS,
     NUMERIC_METHODS,
+    SCORE_METHODS,
     DriftConfig,
     benjamini_hochberg,
 )
@@ -35,7 +37,9 @@ __all__ = [
     "CATEGORICAL_METHODS",
     "DEFAULT_GUARDRAILS",
     "DEFAULT_THRESHOLDS",
+    "DRIFT_METHODS",
     "NUMERIC_METHODS",
+    "SCORE_METHODS",
     "SIGNALS",
     "CategoryCounts",
     "SketchCDF",

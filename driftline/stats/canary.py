@@ -14,8 +14,8 @@ every promotion-blocking guardrail's interval lies entirely within its tolerance
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as typed_dataclass
 
 from ..columns import CategoricalColumn, NumericColumn
+from ..errors import CanaryConfigError
 from ..profile import WindowProfile
 from .sequential import always_valid_p_value, dkw_uniform_epsilon, mean_cs_half_width
 
@@ -54,11 +55,11 @@ class Guardrail:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise ValueError(f"unknown canary metric {self.metric!r} (known: {', '.join(METRICS)})")
+            raise CanaryConfigError(f"unknown canary metric {self.metric!r} (known: {', '.join(METRICS)})")
         if self.direction not in ("increase", "decrease", "any"):
-            raise ValueError("direction must be 'increase', 'decrease' or 'any'")
+            raise CanaryConfigError("direction must be 'increase', 'decrease' or 'any'")
         if self.tolerance < 0:
-            raise ValueError("tolerance must be >= 0")
+            raise CanaryConfigError("tolerance must be >= 0")
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "direction": self.direction, "tolerance": self.tolerance,
@@ -103,38 +104,60 @@ class CanaryConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
-            raise ValueError("alpha must be in (0, 1)")
+            raise CanaryConfigError("alpha must be in (0, 1)")
         if self.baseline_version == self.canary_version:
-            raise ValueError("baseline_version and canary_version must differ")
+            raise CanaryConfigError("baseline_version and canary_version must differ")
         if len(self.guardrails) == 0:
-            raise ValueError("at least one guardrail is needed")
+            raise CanaryConfigError("at least one guardrail is needed")
         if self.max_duration_seconds < self.min_duration_seconds:
-            raise ValueError("max_duration_seconds must be >= min_duration_seconds")
+            raise CanaryConfigError("max_duration_seconds must be >= min_duration_seconds")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CanaryResult:
-    """The verdict, why, and every comparison with its always-valid interval."""
+    """The verdict, why, and every comparison with its always-valid interval (an immutable value)."""
 
     verdict: str
-    reasons: list[str]
-    rows: dict[str, int]
-    comparisons: list[dict[str, Any]]
+    reasons: tuple[str, ...]
+    rows: Mapping[str, int]
+    comparisons: tuple[Mapping[str, Any], ...]
     duration_s: float
     config: CanaryConfig
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (fresh lists and dicts: the caller may change them)."""
         return {
             "verdict": self.verdict,
-            "reasons": self.reasons,
+            "reasons": list(self.reasons),
             "baseline_version": self.config.baseline_version,
             "canary_version": self.config.canary_version,
-            "rows": self.rows,
+            "rows": dict(self.rows),
             "duration_seconds": round(self.duration_s, 3),
             "alpha": self.config.alpha,
-            "comparisons": self.comparisons,
+            "comparisons": [_plain(c) for c in self.comparisons],
         }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], config: CanaryConfig) -> CanaryResult:
+        """Read back :meth:`to_dict` (a stored decision) under the experiment's ``config``."""
+        return cls(str(raw["verdict"]), tuple(str(r) for r in raw.get("reasons", ())),
+                   {str(k): int(v) for k, v in (raw.get("rows") or {}).items()},
+                   tuple(dict(c) for c in raw.get("comparisons", ())), float(raw.get("duration_seconds", 0.0)),
+                   config)
+
+    def decided(self, verdict: str, reason: str) -> CanaryResult:
+        """The same result with another verdict and one more reason (the service's ``inconclusive``)."""
+        return replace(self, verdict=verdict, reasons=(*self.reasons, reason))
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of JSON-shaped data, so a caller changing its copy never changes the value."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ---- per-metric estimates: (baseline value, canary value, effect, interval(alpha)) --------------
@@ -281,7 +304,7 @@ def _estimate(metric: str, cfg: CanaryConfig, b: WindowProfile, c: WindowProfile
         if nb == 0 or nc == 0:
             return None
         return _bernoulli(mb, nb, mc, nc, cfg.t_star)
-    raise ValueError(f"unknown metric {metric}")
+    raise CanaryConfigError(f"unknown metric {metric}")
 
 
 def _judge(g: Guardrail, lo: float, hi: float) -> str:
@@ -354,4 +377,4 @@ def evaluate_canary(config: CanaryConfig, baseline: WindowProfile, canary: Windo
             reasons.append(f"waiting for {config.min_duration_seconds:.0f} s of traffic ({duration_s:.0f} s so far)")
         if unproven:
             reasons.append("not yet shown within tolerance: " + ", ".join(unproven))
-    return CanaryResult(verdict, reasons, rows, comparisons, duration_s, config)
+    return CanaryResult(verdict, tuple(reasons), rows, tuple(comparisons), duration_s, config)

@@ -29,7 +29,14 @@ from ..errors import ConfigError
 from .categorical import CATEGORICAL_METHODS
 from .numeric import NUMERIC_METHODS
 
-__all__ = ["CATEGORICAL_METHODS", "DEFAULT_THRESHOLDS", "NUMERIC_METHODS", "DriftConfig", "benjamini_hochberg"]
+__all__ = ["CATEGORICAL_METHODS", "DEFAULT_THRESHOLDS", "DRIFT_METHODS", "NUMERIC_METHODS", "SCORE_METHODS",
+           "DriftConfig", "benjamini_hochberg"]
+
+DRIFT_METHODS: tuple[str, ...] = tuple(dict.fromkeys((*NUMERIC_METHODS, *CATEGORICAL_METHODS)))
+"""Every effect-size method a column may be judged by: the one list config, thresholds and metrics share."""
+
+SCORE_METHODS: tuple[str, ...] = (*DRIFT_METHODS, "chi2_p_value")
+"""The scores exposed per column (``driftline_feature_drift_score{method}``): every method plus chi-square's p."""
 
 DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "ks": 0.1,
@@ -39,6 +46,8 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "hellinger": 0.1,
     "tvd": 0.05,
 }
+if set(DEFAULT_THRESHOLDS) != set(DRIFT_METHODS):  # pragma: no cover - a new method needs its threshold
+    raise ImportError("DEFAULT_THRESHOLDS must name every method of DRIFT_METHODS")
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,11 @@ class DriftConfig:
         for name, method in self.feature_methods.items():
             if method not in DEFAULT_THRESHOLDS:
                 raise ConfigError(f"unknown drift method {method!r} for column {name!r} "
-                                  f"(known: {', '.join(sorted(DEFAULT_THRESHOLDS))})")
+                                  f"(known: {', '.join(sorted(DRIFT_METHODS))})")
         unknown = sorted(set(self.thresholds) - set(DEFAULT_THRESHOLDS))
         if unknown:
             raise ConfigError(f"unknown drift method(s) in thresholds: {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(DEFAULT_THRESHOLDS))})")
+                              f"(known: {', '.join(sorted(DRIFT_METHODS))})")
         for key, value in [*self.thresholds.items(), *self.feature_thresholds.items()]:
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"threshold for {key!r} must be a finite number >= 0, got {value}")

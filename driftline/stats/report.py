@@ -9,13 +9,18 @@ The JSON shape of :meth:`DriftReport.to_dict` is the public contract shared by `
 
     item = {"name", "type", "drift_detected", "status", "method", "threshold", "effect",
             "p_value" (BH-adjusted), "scores": {...}, "rows": {"reference", "current"},
-            "missing_ratio": {"reference", "current"}, "critical": bool}
+            "missing_ratio": {"reference", "current"}, "critical": bool, "types" (only for a
+            ``type_change``: values per kind)}
+
+Both values are frozen: a report can be shared between threads (the service's newest results) and
+read without a lock; :meth:`DriftReport.to_dict` builds fresh JSON each time.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..columns import CategoricalColumn, Column, NumericColumn
@@ -28,9 +33,9 @@ from .quality import SIGNALS, column_issues, missing_ratio, schema_issues
 __all__ = ["ColumnResult", "DriftReport", "compare_profiles"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ColumnResult:
-    """The verdict for one feature or output."""
+    """The verdict for one feature or output (an immutable value)."""
 
     name: str
     kind: str
@@ -41,13 +46,23 @@ class ColumnResult:
     raw_p_value: float | None = None
     p_value: float | None = None
     drift_detected: bool = False
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: Mapping[str, float] = field(default_factory=dict)
     rows: tuple[int, int] = (0, 0)
     missing: tuple[float, float] = (0.0, 0.0)
     critical: bool = False
+    types: Mapping[str, int] | None = None  # a type_change: values of each kind in the current range
+
+    def clean_scores(self) -> dict[str, float | None]:
+        """The scores as every output shows them: a score that is not finite is ``None``."""
+        return {k: _clean(v) for k, v in self.scores.items()}
+
+    @property
+    def missing_current(self) -> float:
+        """The current window's missing share, as shown (6 decimals)."""
+        return round(self.missing[1], 6)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "type": self.kind,
             "drift_detected": self.drift_detected,
@@ -56,11 +71,14 @@ class ColumnResult:
             "threshold": self.threshold,
             "effect": _clean(self.effect),
             "p_value": _clean(self.p_value),
-            "scores": {k: _clean(v) for k, v in self.scores.items()},
+            "scores": self.clean_scores(),
             "rows": {"reference": self.rows[0], "current": self.rows[1]},
-            "missing_ratio": {"reference": round(self.missing[0], 6), "current": round(self.missing[1], 6)},
+            "missing_ratio": {"reference": round(self.missing[0], 6), "current": self.missing_current},
             "critical": self.critical,
         }
+        if self.types is not None:
+            out["types"] = dict(self.types)
+        return out
 
 
 def _clean(v: float | None) -> float | None:
@@ -69,13 +87,13 @@ def _clean(v: float | None) -> float | None:
     return float(v)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DriftReport:
-    """Per-column results, the dataset-level decision and data-quality findings."""
+    """Per-column results, the dataset-level decision and data-quality findings (an immutable value)."""
 
-    features: list[ColumnResult]
-    outputs: list[ColumnResult]
-    issues: list[dict[str, Any]]
+    features: tuple[ColumnResult, ...]
+    outputs: tuple[ColumnResult, ...]
+    issues: tuple[Mapping[str, Any], ...]
     reference_rows: int
     current_rows: int
     config: DriftConfig
@@ -90,6 +108,11 @@ class DriftReport:
         return sum(f.drift_detected for f in ev) / len(ev) if ev else 0.0
 
     @property
+    def shown_share(self) -> float:
+        """:attr:`drift_share` as every output shows it (6 decimals): JSON, metrics, webhooks."""
+        return round(self.drift_share, 6)
+
+    @property
     def dataset_drift(self) -> bool:
         return bool(self.evaluated) and self.drift_share >= self.config.drift_share_threshold
 
@@ -99,17 +122,23 @@ class DriftReport:
             return "insufficient_data"
         return "drift" if self.dataset_drift else "ok"
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def issue_counts(self) -> dict[str, int]:
+        """Issues per data-quality signal, every known signal present (0 when none)."""
         counts = {s: 0 for s in SIGNALS}
         for i in self.issues:
             counts[i["signal"]] = counts.get(i["signal"], 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = self.issue_counts
         return {
             "dataset_drift": self.dataset_drift,
-            "drift_share": round(self.drift_share, 6),
+            "drift_share": self.shown_share,
             "status": self.status,
             "features": [f.to_dict() for f in self.features],
             "outputs": [f.to_dict() for f in self.outputs],
-            "data_quality": {"issues": self.issues, "counts": counts},
+            "data_quality": {"issues": [dict(i) for i in self.issues], "counts": counts},
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
             "config": {
@@ -132,20 +161,16 @@ def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: s
                        threshold=cfg.threshold_for(name, method), critical=name in cfg.critical_features,
                        missing=(missing_ratio(ref), missing_ratio(cur)), rows=(ref.count, cur.count))
     if min(ref.count, cur.count) < cfg.min_rows:
-        res.status = "insufficient_data"
         issues.extend(column_issues(name, ref, cur, cfg, role=role))
-        return res
+        return replace(res, status="insufficient_data")
     if isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
         ns = numeric if numeric is not None else numeric_scores(ref, cur, bins=cfg.bins)
-        res.scores = ns.as_dict()
-        res.raw_p_value = ns.ks_p_value
-        res.effect = ns.effects[method]
+        res = replace(res, scores=ns.as_dict(), raw_p_value=ns.ks_p_value, effect=ns.effects[method])
         issues.extend(column_issues(name, ref, cur, cfg, role=role))
     elif isinstance(ref, CategoricalColumn) and isinstance(cur, CategoricalColumn):
         cs = categorical_scores(ref, cur)
-        res.scores = cs.as_dict()
-        res.raw_p_value = cs.chi2_p_value
-        res.effect = cs.as_dict()[method]
+        scores = cs.as_dict()
+        res = replace(res, scores=scores, raw_p_value=cs.chi2_p_value, effect=scores[method])
         issues.extend(column_issues(name, ref, cur, cfg, cs.new_category_rate, cs.new_categories, role=role))
     return res
 
@@ -195,8 +220,9 @@ def compare_profiles(reference: WindowProfile, current: WindowProfile, config: D
     tested = [r for r in features + outputs if r.raw_p_value is not None]
     raw = [r.raw_p_value if r.raw_p_value is not None and math.isfinite(r.raw_p_value) else 1.0 for r in tested]
     adjusted = benjamini_hochberg(raw) if cfg.correction == "bh" else raw
+    decided = {}
     for r, p in zip(tested, adjusted, strict=True):
-        r.p_value = float(p)
-        r.drift_detected = bool(p < cfg.alpha and r.effect is not None and r.effect >= r.threshold)
-        r.status = "drift" if r.drift_detected else "ok"
-    return DriftReport(features, outputs, issues, reference.rows, current.rows, cfg)
+        detected = bool(p < cfg.alpha and r.effect is not None and r.effect >= r.threshold)
+        decided[id(r)] = replace(r, p_value=float(p), drift_detected=detected, status="drift" if detected else "ok")
+    return DriftReport(tuple(decided.get(id(r), r) for r in features), tuple(decided.get(id(r), r) for r in outputs),
+                       tuple(issues), reference.rows, current.rows, cfg)

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from driftline.stats import CanaryConfig
 
 from ..errors import BadRequest
-from ..evaluation import RolloutRef, canary_config_dict
+from ..evaluation import Evaluator, RolloutRef, canary_config_dict
+from ..results import CanaryState
 from .deps import PartsDep, ReadAccess, WriteAccess
 
-__all__ = ["FlaggerPayload", "router"]
+__all__ = ["FlaggerPayload", "canary_answer", "router"]
 
 router = APIRouter(prefix="/v1/models", tags=["canary"])
 experiments_router = APIRouter(prefix="/v1/canary", tags=["canary"])
@@ -68,7 +69,12 @@ def flagger_ref(body: FlaggerPayload | None) -> RolloutRef:
 
 
 def _result(parts: Any, model: str, ref: RolloutRef, gate: str) -> dict[str, Any]:
-    return parts.evaluator.canary_gate(model, ref, gate)  # type: ignore[no-any-return]
+    return parts.evaluator.canary_gate(model, ref, gate).to_dict()  # type: ignore[no-any-return]
+
+
+def canary_answer(evaluator: Evaluator, state: CanaryState) -> dict[str, Any]:
+    """The JSON of one experiment's verdict with its gate-call history (the canary endpoints, the model page)."""
+    return {**state.to_dict(), "history": evaluator.canary_history(state)}
 
 
 def _gate(ok: bool, res: dict[str, Any]) -> JSONResponse:
@@ -86,7 +92,7 @@ def put_canary(parts: PartsDep, model: str, body: CanaryConfig = Body(..., examp
     raw = canary_config_dict(body)
     parts.store.put_canary(model, raw)
     parts.evaluator.start_experiment(model, RolloutRef("api", API_ROLLOUT), replace=True, config=body)
-    return parts.evaluator.canary(model, API_ROLLOUT)  # type: ignore[no-any-return]
+    return canary_answer(parts.evaluator, parts.evaluator.canary(model, API_ROLLOUT))
 
 
 @router.get("/{model}/canary", dependencies=[ReadAccess])
@@ -94,7 +100,7 @@ def get_canary(parts: PartsDep, model: str,
                rollout: Annotated[str | None, Query(max_length=255)] = None) -> dict[str, Any]:
     """One experiment's verdict (``continue``, ``promote``, ``rollback`` or ``inconclusive``), reasons,
     rows per arm, comparisons and gate-call history: the model's newest experiment unless ``rollout`` names one."""
-    return parts.evaluator.canary(model, rollout)  # type: ignore[no-any-return]
+    return canary_answer(parts.evaluator, parts.evaluator.canary(model, rollout))
 
 
 @router.get("/{model}/canary/experiments", dependencies=[ReadAccess])
@@ -113,8 +119,7 @@ def list_experiments(parts: PartsDep) -> list[dict[str, Any]]:
 def delete_canary(parts: PartsDep, model: str) -> dict[str, Any]:
     """Forget the model's canary defaults and experiments."""
     deleted = parts.store.delete_canary(model)
-    with parts.evaluator._lock:
-        parts.evaluator.canary_states.pop(model, None)
+    parts.evaluator.forget_canary(model)
     return {"model": model, "deleted": deleted}
 
 

@@ -1,4 +1,4 @@
-"""What every route needs: the running service's parts, and the access checks, one small function each.
+"""What every route needs: the running service's parts (:mod:`..parts`), and the access checks, one small function each.
 
 - :func:`require_write`: ``api_token`` on writes;
 - :func:`require_read`: ``read_token`` (or ``api_token``) on reads, when a read token is set;
@@ -9,40 +9,18 @@
 from __future__ import annotations
 
 import hmac
-import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated
 
 from fastapi import Depends, Request
 from pydantic import SecretStr
 
 from ..errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
-from ..evaluation import Evaluator
-from ..metrics import IngestStats
-from ..retrain import Dispatcher
-from ..settings import ServiceSettings
-from ..store import Store
+from ..parts import Parts
 
-__all__ = ["IngestIdentity", "Parts", "PartsDep", "RateLimit", "ReadAccess", "ReportAccess", "WriteAccess",
+__all__ = ["IngestIdentity", "PartsDep", "ReadAccess", "ReportAccess", "WriteAccess",
            "bearer", "check_device", "ingest_identity", "read_body", "require_read", "require_report",
            "require_write"]
-
-
-@dataclass
-class Parts:
-    """The service's parts, built once per app by the factory."""
-
-    settings: ServiceSettings
-    store: Store
-    evaluator: Evaluator
-    stats: IngestStats
-    dispatcher: Dispatcher
-    registry: Any = None
-    fleet: Any = None  # fleet.Fleet: leadership and fleet state rebuilt from the store
-    timings: Any = None  # observability.Timings: the duration histograms
-    report_limit: RateLimit | None = None
 
 
 def get_parts(request: Request) -> Parts:
@@ -100,29 +78,6 @@ def check_device(device: str | None, sources: Iterable[str]) -> None:
     others = sorted({src for src in sources if src != device})
     if others:
         raise Forbidden(f"the token of device {device!r} cannot write windows of {others[:5]}")
-
-
-class RateLimit:
-    """A token bucket: ``per_minute`` requests a minute, bursts of up to ``burst``; thread-safe."""
-
-    def __init__(self, per_minute: float, burst: int = 2, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.clock = clock
-        self._tokens = float(burst)
-        self._at = clock()
-        self._lock = threading.Lock()
-
-    def take(self) -> float:
-        """0 when a request may go now, else seconds until one may."""
-        with self._lock:
-            now = self.clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) / self.rate
 
 
 def require_report(request: Request, parts: PartsDep) -> None:

@@ -1,4 +1,4 @@
-"""``POST /v1/ingest``: envelopes from sidecars over HTTP, merged exactly once.
+"""``POST /v1/ingest``: envelopes from sidecars over HTTP, merged exactly once through :mod:`..ingest`.
 
 Decoding and the store transaction run in worker threads, never in the event loop, so a large
 envelope cannot stall ``/healthz`` or other requests; at most :data:`DECODE_SLOTS` envelopes decode
@@ -17,6 +17,7 @@ from driftline.errors import WireFormatError
 from driftline.wire import Envelope, decode_envelope
 
 from ..errors import BadRequest, Forbidden, LimitExceeded, ServiceError
+from ..ingest import Ingest, refusal
 from ..observability import current_model
 from .deps import IngestIdentity, PartsDep, check_device, read_body
 
@@ -49,32 +50,27 @@ async def ingest(request: Request, parts: PartsDep, device: IngestIdentity) -> d
     defective envelope is 400 and one that can never be stored 422: both are permanent, and a
     sender must not retry them; only 503 (the store is unavailable) is worth retrying.
     """
+    path = Ingest(parts, "http")
     limit = parts.settings.max_body_bytes
     body = await read_body(request, limit)
     try:
-        env = await decode_off_loop(request, body, limit)
+        env = await anyio.to_thread.run_sync(path.decode, body, limiter=_limiter(request))
     except WireFormatError as exc:
-        parts.stats.record("http", "rejected", len(body))
+        path.refused(len(body), "rejected")
         raise BadRequest("malformed envelope", str(exc)) from None
     try:
         check_device(device, (p.key.source for p in env.profiles))
     except Forbidden:
-        parts.stats.record("http", "forbidden", len(body))
+        path.refused(len(body), "forbidden")
         raise
     if env.profiles:
         current_model.set(env.profiles[0].key.model)  # for this request's log lines
-
-    def store() -> Any:
-        with parts.timings.ingest_batch("http"):
-            return parts.store.ingest(env, "http", raw=body)
-
     try:
-        res = await run_in_threadpool(store)
+        (res,) = await run_in_threadpool(path.store, [(env, body)])
     except ServiceError as exc:
-        if not exc.retriable:
-            parts.stats.record("http", "rejected", len(body))
+        if refusal(exc) is not None:  # permanent: refused and counted; a retriable one is the sender's to retry
+            path.refused(len(body), "rejected")
         raise
-    parts.stats.record("http", res.result, len(body), env.profiles, env.producer)
     if res.result == "limited":
         raise LimitExceeded(res.reason or "a configured limit was reached")
     return {"envelope_id": res.envelope_id, "result": res.result, "windows": res.windows}

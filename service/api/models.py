@@ -117,7 +117,7 @@ def get_reference(model: str, version: str, request: Request, parts: PartsDep) -
 def drift(parts: PartsDep, model: str, version: str | None = None, variant: str | None = None,
           since: float | None = Since, until: float | None = Until) -> dict[str, Any]:
     """Drift of the model's data over a time range against its reference (shape of ``driftline drift --json``)."""
-    return parts.evaluator.drift(model, version, variant, since, until)
+    return parts.evaluator.drift(model, version, variant, since, until).to_dict()
 
 
 @router.get("/{model}/drift/history", dependencies=[ReadAccess])

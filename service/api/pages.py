@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ...promtext import render_text
 from ..errors import NotFound, ServiceError
 from ..status import render_index, render_model
+from .canary import canary_answer
 from .deps import PartsDep, ReadAccess
 
 __all__ = ["router"]
@@ -37,7 +38,7 @@ def readyz(parts: PartsDep, request: Request) -> dict[str, Any] | JSONResponse:
     """Readiness: the store takes a write (this process's heartbeat row, not only ``SELECT 1``) and,
     with Kafka enabled, the consumer is consuming."""
     parts.store.probe_write()
-    out: dict[str, Any] = {"status": "ready", "store": parts.store.d.postgres and "postgresql" or "sqlite"}
+    out: dict[str, Any] = {"status": "ready", "store": parts.store.engine}
     consumer = getattr(request.app.state, "consumer", None)
     if consumer is not None:
         snap = consumer.snapshot()
@@ -57,11 +58,12 @@ def metrics(parts: PartsDep) -> Response:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=[ReadAccess])
 def index(parts: PartsDep) -> HTMLResponse:
     models = parts.store.models()
+    snap = parts.evaluator.snapshot()
     for m in models:
-        st = [s for (name, _v), s in parts.evaluator.states.items() if name == m["name"] and s.drift]
-        m["drift"] = max(st, key=lambda s: s.evaluated_at).drift if st else None
-        cs = parts.evaluator.canary_states.get(m["name"])
-        m["canary"] = cs.result if cs else None
+        newest = snap.newest_drift(m["name"])
+        m["drift"] = newest.to_dict() if newest is not None else None
+        cs = snap.canaries.get(m["name"])
+        m["canary"] = cs.to_dict() if cs is not None else None
     return HTMLResponse(render_index(models))
 
 
@@ -76,14 +78,14 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         if version is None:
             raise NotFound(f"no data and no reference for model {model!r}",
                            "point a sidecar at this service or upload a reference with `driftline reference upload`")
-        drift = ev.drift(model, version)
+        drift = ev.drift(model, version).to_dict()
         history = ev.history(model, version)
         devices = ev.devices(model, version)
     except NotFound as exc:
         drift, history, devices = None, [], []
         problem = (exc.message, str(exc.detail or ""))
     try:
-        canary = ev.canary(model)
+        canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,

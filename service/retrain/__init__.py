@@ -20,5 +20,3 @@ from .triggers import AlertView, from_alerts, from_evaluations
 
 __all__ = ["RESULTS", "AlertView", "Dispatcher", "Outbox", "RetrainPolicy", "build_request", "drift_details",
            "from_alerts", "from_evaluations", "render_payload", "sign"]
-
-_payload = render_payload  # the name older tests import

@@ -1,8 +1,8 @@
 """The durable outbox of retraining requests, in the service's store (SQLite or PostgreSQL, same SQL).
 
 A request is committed here before any delivery attempt, so a crash or restart loses nothing: the
-sender picks pending rows up again. Tables (created by :mod:`driftline.service.store`):
-``outbox`` (one row per request and target; ``dedup_key`` unique) and ``retrain_state`` (the time of
+sender picks pending rows up again. Tables (declared here, where their SQL lives, and created
+when an :class:`Outbox` is built on a store): ``outbox`` (one row per request and target; ``dedup_key`` unique) and ``retrain_state`` (the time of
 each model's last request, for the cooldown).
 
 Concurrency: :meth:`Outbox.enqueue` claims the model's cooldown with one conditional upsert, so two
@@ -20,7 +20,17 @@ from typing import Any
 
 from ..store import Store
 
-__all__ = ["EnqueueResult", "Outbox", "OutboxRow", "PendingRequest"]
+__all__ = ["SCHEMA", "EnqueueResult", "Outbox", "OutboxRow", "PendingRequest"]
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS outbox (
+        id {serial}, dedup_key TEXT NOT NULL UNIQUE, model TEXT NOT NULL, target TEXT NOT NULL,
+        url TEXT NOT NULL, body TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+        next_attempt_at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL, status TEXT NOT NULL,
+        last_error TEXT, delivered_at DOUBLE PRECISION)""",
+    """CREATE TABLE IF NOT EXISTS retrain_state (
+        model TEXT PRIMARY KEY, last_request_at DOUBLE PRECISION NOT NULL)""",
+]
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,11 @@ class EnqueueResult:
 
 
 class Outbox:
-    """SQL over the store's ``outbox`` and ``retrain_state`` tables; no HTTP, no clock."""
+    """SQL over the ``outbox`` and ``retrain_state`` tables (created here if missing); no HTTP, no clock."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        store.create_tables(SCHEMA)
 
     def enqueue(self, model: str, requests: Sequence[PendingRequest], now: float,
                 cooldown_seconds: float) -> EnqueueResult:
@@ -71,24 +82,24 @@ class Outbox:
             return res
         with self.store.transaction() as conn:
             marks = ", ".join("?" for _ in requests)
-            known = {str(k) for (k,) in self.store._exec(
-                conn, f"SELECT dedup_key FROM outbox WHERE dedup_key IN ({marks})",
+            known = {str(k) for (k,) in conn.execute(
+                f"SELECT dedup_key FROM outbox WHERE dedup_key IN ({marks})",
                 [r.dedup_key for r in requests]).fetchall()}
             fresh = [r for r in requests if r.dedup_key not in known]
             res.deduplicated = [r.target for r in requests if r.dedup_key in known]
             if not fresh:
                 return res
             if not known:  # a new episode: claim the model's cooldown, atomically
-                cur = self.store._exec(
-                    conn, "INSERT INTO retrain_state (model, last_request_at) VALUES (?, ?) "
+                cur = conn.execute(
+                    "INSERT INTO retrain_state (model, last_request_at) VALUES (?, ?) "
                     "ON CONFLICT (model) DO UPDATE SET last_request_at = excluded.last_request_at "
                     "WHERE retrain_state.last_request_at <= ?", (model, now, now - cooldown_seconds))
                 if cur.rowcount == 0:
                     res.cooldown = [r.target for r in fresh]
                     return res
             for r in fresh:
-                cur = self.store._exec(
-                    conn, "INSERT INTO outbox (dedup_key, model, target, url, body, created_at, next_attempt_at, "
+                cur = conn.execute(
+                    "INSERT INTO outbox (dedup_key, model, target, url, body, created_at, next_attempt_at, "
                     "attempts, status) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (dedup_key) DO NOTHING",
                     (r.dedup_key, model, r.target, r.url, r.body, now, now))
                 (res.queued if cur.rowcount else res.deduplicated).append(r.target)

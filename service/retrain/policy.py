@@ -77,10 +77,6 @@ class RetrainPolicy:
         """Alertmanager path: a firing alert routed to retraining that names a model."""
         return status == "firing" and labels.get(ACTION_LABEL) == ACTION_VALUE and bool(labels.get("model"))
 
-    def in_cooldown(self, last_request_at: float | None, now: float) -> bool:
-        """Was a retraining for this model requested less than ``cooldown_seconds`` ago?"""
-        return last_request_at is not None and now - last_request_at < self.cooldown_seconds
-
     # ---- episodes: what makes two triggers the same retraining -----------------------------------
     @staticmethod
     def alert_episode(fingerprint: str, starts_at: str, model: str, version: str) -> str:

@@ -12,16 +12,15 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound
 from ..evaluation import Evaluator
+from ..results import DriftResult
 
 __all__ = ["MAX_FEATURES", "build_request", "drift_details"]
 
 MAX_FEATURES = 50
 
 
-def _report(evaluator: Evaluator, model: str, version: str) -> dict[str, Any] | None:
-    with evaluator._lock:
-        st = evaluator.states.get((model, version)) if version else None
-        cached = st.drift if st is not None else None
+def _report(evaluator: Evaluator, model: str, version: str) -> DriftResult | None:
+    cached = evaluator.snapshot().drift(model, version) if version else None
     if cached is not None:
         return cached
     try:
@@ -32,22 +31,23 @@ def _report(evaluator: Evaluator, model: str, version: str) -> dict[str, Any] | 
 
 def drift_details(evaluator: Evaluator, model: str, version: str) -> dict[str, Any]:
     """``drift``, ``drifted_features`` and ``reference`` for a request about ``model`` ``version``."""
-    rep = _report(evaluator, model, version)
-    if rep is None:
+    res = _report(evaluator, model, version)
+    if res is None:
         return {"drift": None, "drifted_features": [], "reference": None}
-    drifted = [f for f in rep["features"] if f["drift_detected"]]
-    drifted.sort(key=lambda f: (-(f.get("effect") or 0.0), f["name"]))
-    features = [{"name": f["name"], "type": f.get("type"), "method": f.get("method"), "effect": f.get("effect"),
-                 "threshold": f.get("threshold"), "p_value": f.get("p_value"), "critical": bool(f.get("critical")),
+    rep = res.report
+    drifted = [f.to_dict() for f in rep.features if f.drift_detected]  # the JSON a webhook carries
+    drifted.sort(key=lambda f: (-(f["effect"] or 0.0), f["name"]))
+    features = [{"name": f["name"], "type": f["type"], "method": f["method"], "effect": f["effect"],
+                 "threshold": f["threshold"], "p_value": f["p_value"], "critical": bool(f["critical"]),
                  "scores": f["scores"]} for f in drifted[:MAX_FEATURES]]
     return {
-        "drift": {"dataset_drift": rep["dataset_drift"], "drift_share": rep["drift_share"],
-                  "drifted": len(drifted), "features": len(rep["features"]),
-                  "since": rep.get("since"), "until": rep.get("until"),
-                  "current_rows": rep.get("current_rows"), "reference_rows": rep.get("reference_rows")},
+        "drift": {"dataset_drift": rep.dataset_drift, "drift_share": rep.shown_share,
+                  "drifted": len(drifted), "features": len(rep.features),
+                  "since": res.since, "until": res.until,
+                  "current_rows": rep.current_rows, "reference_rows": rep.reference_rows},
         "drifted_features": features,
-        "reference": {"model": model, "version": rep.get("version", version), "source": rep.get("reference_source"),
-                      "rows": rep.get("reference_rows")},
+        "reference": {"model": model, "version": res.version, "source": res.reference_source,
+                      "rows": rep.reference_rows},
     }
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..evaluation import Evaluator, ModelState
+from ..evaluation import Evaluator
+from ..results import ModelState
 from .dispatcher import Dispatcher
 from .request import drift_details
 
