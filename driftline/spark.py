@@ -67,6 +67,30 @@ def _type_plan(dtype: Any) -> tuple[str, str] | None:
     return "categorical", "object"  # binary, arrays, maps, structs: labels or wrong-typed values
 
 
+def _check_names(names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ProfileError(f"the DataFrame has duplicate column names: {', '.join(dup)}")
+
+
+def _arrow_ready(dtype: Any) -> bool:
+    """Whether Spark hands this type to Python as Arrow (others, such as intervals of months or
+    variants, are cast to text first: labels, not a failed job)."""
+    from pyspark.sql import types as T
+
+    simple = (T.NumericType, T.StringType, T.VarcharType, T.CharType, T.BooleanType, T.BinaryType, T.DateType,
+              T.TimestampType, T.TimestampNTZType, T.DayTimeIntervalType, T.NullType)
+    if isinstance(dtype, simple):
+        return True
+    if isinstance(dtype, T.ArrayType):
+        return _arrow_ready(dtype.elementType)
+    if isinstance(dtype, T.MapType):
+        return _arrow_ready(dtype.keyType) and _arrow_ready(dtype.valueType)
+    if isinstance(dtype, T.StructType):
+        return all(_arrow_ready(f.dataType) for f in dtype.fields)
+    return False
+
+
 def column_plans(df: Any) -> dict[str, tuple[str, str]]:
     """Each column's (kind, conversion) for the whole DataFrame; text columns cost one aggregate.
 
@@ -75,10 +99,7 @@ def column_plans(df: Any) -> dict[str, tuple[str, str]]:
     categorical; an all-null text column is left ``unknown``, as in a file.
     """
     F = _pyspark()
-    names = [f.name for f in df.schema.fields]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ProfileError(f"the DataFrame has duplicate column names: {', '.join(dup)}")
+    _check_names(df.columns)
     plans: dict[str, tuple[str, str] | None] = {f.name: _type_plan(f.dataType) for f in df.schema.fields}
     text = [n for n, p in plans.items() if p is None]
     if text:
@@ -107,6 +128,7 @@ class _PartitionProfiler:
     outputs: frozenset[str]
     start: float
     end: float
+    names: tuple[str, ...] = ()  # the columns' real names, by position
 
     def empty(self, seed_offset: int = 0) -> WindowProfile:
         cfg = replace(self.config, seed=self.config.seed + seed_offset)
@@ -129,7 +151,7 @@ class _PartitionProfiler:
         for rb in batches:
             if rb.num_rows == 0:
                 continue
-            cols = {str(n): _convert(rb.column(i), self.plans[str(n)]) for i, n in enumerate(rb.schema.names)}
+            cols = {n: _convert(rb.column(i), self.plans[n]) for i, n in enumerate(self.names)}
             feats = {k: v for k, v in cols.items() if k not in self.outputs}
             outs = {k: v for k, v in cols.items() if k in self.outputs}
             prof.update(feats, outs or None)
@@ -170,24 +192,29 @@ def profile_dataframe(
     Columns named in ``outputs`` become model outputs; ``exclude`` drops columns (ids). The window is
     ``[start, end)`` (both default to now: a reference). ``merge="tree"`` combines the partitions'
     profiles with ``treeAggregate(depth=depth)`` on the executors, so the driver receives one;
-    ``merge="driver"`` collects them (one encoded profile per partition, typically 10-200 KB each)
+    ``merge="driver"`` collects them (one encoded profile per partition, typically tens of KB)
     and merges them on the driver, which also works over Spark Connect.
     """
-    _pyspark()
     if merge not in MERGES:
         raise ProfileError(f"merge must be one of {', '.join(MERGES)}, got {merge!r}")
     skip, outs = set(exclude), frozenset(outputs)
     missing = outs - set(df.columns)
     if missing:
         raise DataFileError(f"output column(s) not found: {', '.join(sorted(missing))}")
-    kept = [c for c in df.columns if c not in skip]
-    df = df.select(*[_quoted(c) for c in kept])
+    _check_names(df.columns)
+    F = _pyspark()
+    df = df.select(*[F.col(_quoted(f.name)) if _arrow_ready(f.dataType)
+                     else F.col(_quoted(f.name)).cast("string").alias(f.name)
+                     for f in df.schema.fields if f.name not in skip])
     now = time.time()
     start = now if start is None else float(start)
+    names = tuple(df.columns)
     profiler = _PartitionProfiler(key, config or ProfileConfig(), column_plans(df), outs,
-                                  start, start if end is None else float(end))
+                                  start, start if end is None else float(end), names)
     out = profiler.empty()
-    rows = df.mapInArrow(profiler, "profile binary")
+    # positional names for the trip to Python: mapInArrow resolves `a.b` as a nested field
+    safe = df.select(*[F.col(_quoted(n)).alias(f"_{i}") for i, n in enumerate(names)])
+    rows = safe.mapInArrow(profiler, "profile binary")
     if merge == "driver":
         # collect, not toLocalIterator: that runs one job per partition, one after another
         for row in rows.collect():

@@ -192,6 +192,19 @@ def test_window_profile_with_its_window_and_a_reservoir(spark) -> None:
     assert {r["b"] for r in prof.reservoir.rows} <= {f"l{i}" for i in range(7)}
 
 
+def test_awkward_names_and_types(spark) -> None:
+    from driftline.spark import profile_dataframe
+
+    df = spark.sql("SELECT id * 0.5 AS `a.b`, make_interval(0, 0, 0, CAST(id % 3 AS INT)) AS `iv`, "
+                   "CAST(id AS DECIMAL(20, 2)) AS `dec`, named_struct('x', id) AS `st` FROM range(1000)")
+    prof = profile_dataframe(df, KEY)
+    assert prof.features["a.b"].count == 1000 and prof.features["a.b"].max == 499.5
+    iv = prof.features["iv"]  # calendar intervals: no Arrow form, profiled as text labels
+    assert isinstance(iv, CategoricalColumn) and len(iv.frequencies()) == 3 and iv.count == 1000
+    assert isinstance(prof.features["dec"], NumericColumn) and prof.features["dec"].sum == sum(range(1000))
+    assert prof.features["st"].invalid == 1000  # a struct is no label: counted as wrong-typed
+
+
 def test_empty_dataframe_keeps_its_columns(spark) -> None:
     from driftline.spark import profile_dataframe
 
@@ -218,9 +231,10 @@ def test_bad_input_is_a_typed_error(spark, tmp_path: Path) -> None:
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], capture_output=True, text=True,
-                          timeout=280, env={**os.environ, **(env or {})})
+                          timeout=540, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.timeout(600)  # a second JVM: ~30 s alone, minutes on a loaded 2-core machine
 def test_cli_engine_spark_builds_a_reference_the_service_accepts(parquet: Path, single: WindowProfile,
                                                                  tmp_path: Path) -> None:
     from driftline.service.settings import ServiceSettings
