@@ -29,8 +29,8 @@ NOT_CORE = (*SHELLS, "driftline.apps", "driftline.dashboards")
 # The core's I/O helpers, named as such in their docstrings: they read data files, profile files,
 # settings files and the environment. Everything else in the core is pure.
 IO_HELPERS = {"driftline.arrowfiles", "driftline.datafiles", "driftline.profiling", "driftline.settings",
-              "driftline.wire"}
-IMPURE = {"asyncio", "fastapi", "http", "httpx", "kafka", "os", "psycopg", "shutil", "signal", "socket",
+              "driftline.spark", "driftline.wire"}
+IMPURE = {"asyncio", "fastapi", "http", "httpx", "kafka", "os", "psycopg", "pyspark", "shutil", "signal", "socket",
           "sqlite3", "subprocess", "threading", "urllib", "uvicorn"}
 
 

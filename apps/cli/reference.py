@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "records which columns are outputs and each column's kind, so `driftline drift ref.dlp data.csv` "
         "needs no --output, and keeps a bounded sample of raw rows for drill-down reports.",
     )
-    b.add_argument("data", help="training data: .csv, .parquet or .jsonl")
+    b.add_argument("data", help="training data: .csv, .parquet or .jsonl (with --engine spark: Parquet "
+                   "file, directory, glob or URI)")
     b.add_argument("--model", required=True, help="model name")
     b.add_argument("--version", required=True, dest="model_version", help="model version")
     b.add_argument("--out", required=True, help="profile file to write")
@@ -43,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"(default {DEFAULT_RESERVOIR}; 0 turns it off)")
     b.add_argument("--no-reservoir", dest="reservoir", action="store_const", const=0,
                    help="keep no raw rows (same as --reservoir 0)")
+    b.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: this process (default); spark: one profile per Spark partition, merged "
+                   "(needs the spark extra; master from spark-submit or PYSPARK_SUBMIT_ARGS, else local[*])")
     add_profile_config_args(b)
     reference_remote.add_upload_options(b)
     b.set_defaults(func=_build)
@@ -54,17 +58,17 @@ def _build(args: argparse.Namespace) -> int:
 
     if args.reservoir < 0:
         raise ConfigError(f"--reservoir must be >= 0, got {args.reservoir}")
-    data = DataFile(args.data)
     key = StreamKey.of(args.model, args.model_version, variant="reference", source="training")
-    with ProgressBar(data.total, f"profiling {data.path.name}", unit=data.unit) as bar:
-        prof = profile_file(
-            data,
-            key,
-            replace(profile_config_from_args(args), reservoir_size=args.reservoir),
-            outputs=args.output,
-            exclude=column_list(args.exclude),
-            on_progress=bar.update_to,
-        )
+    config = replace(profile_config_from_args(args), reservoir_size=args.reservoir)
+    if args.engine == "spark":
+        from driftline.spark import profile_parquet
+
+        prof = profile_parquet(args.data, key, config, outputs=args.output, exclude=column_list(args.exclude))
+    else:
+        data = DataFile(args.data)
+        with ProgressBar(data.total, f"profiling {data.path.name}", unit=data.unit) as bar:
+            prof = profile_file(data, key, config, outputs=args.output, exclude=column_list(args.exclude),
+                                on_progress=bar.update_to)
     size = write_profile_file(args.out, prof)
     print(
         f"wrote {args.out}: {prof.rows} rows, {len(prof.features)} features, "
