@@ -381,7 +381,7 @@ def test_offline_device_says_its_input_changed_and_the_cloud_agrees_after(tmp_pa
             stored = app.state.parts.store.windows("m", "1")
             assert len(stored) >= 5 and all(r.profile.verdict is not None for r in stored)
             for r in stored:
-                svc = app.state.parts.evaluator.drift("m", "1", since=r.end - 1e-6, until=r.end, source="cam-7")
+                svc = app.state.parts.evaluator.drift("m", "1", since=r.end - 1e-6, until=r.end, source="cam-7").to_dict()
                 assert svc["windows"] == 1
                 assert (r.profile.verdict["dataset_drift"], r.profile.verdict["drift_share"]) == \
                     (svc["dataset_drift"], svc["drift_share"])

@@ -33,7 +33,7 @@ th{background:#eef1f5;font-weight:600}
 .heat th{padding:4px 2px;font-size:11px;white-space:nowrap}
 .heat th.feat{position:sticky;left:0;background:#fff;padding:2px 8px;max-width:220px;overflow-wrap:anywhere;white-space:normal}
 .muted{color:#6b7585}.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(420px,100%),1fr));gap:16px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(640px,100%),1fr));gap:16px}
 .card{background:#fff;padding:12px 16px;box-shadow:0 1px 2px #0001;min-width:0}
 .notice{border-left:4px solid #c98a00;margin:8px 0}
 ul.versions{display:flex;flex-wrap:wrap;gap:4px 18px;list-style:none;padding:0;margin:4px 0 8px}
