@@ -163,6 +163,8 @@ def test_health_and_metrics_read_live_state(sidecar: Sidecar, receiver: Envelope
     request(port, "POST", "/v1/observe", json.dumps(rows).encode())
     request(port, "POST", "/v1/observe", b"garbage")
     assert wait_until(lambda: receiver.rows() == 30)
+    # the receiver counts the rows before its answer reaches the shipper, which then frees the window
+    assert wait_until(lambda: request(port, "GET", "/healthz")[1]["spool"]["pending"] == 0)
     status, health = request(port, "GET", "/healthz")
     assert status == 200 and health["status"] == "ok" and health["device"] == "dev-7"
     assert health["observed_rows"] == 30 and health["spool"]["pending"] == 0

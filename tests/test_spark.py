@@ -230,7 +230,7 @@ def test_bad_input_is_a_typed_error(spark, tmp_path: Path) -> None:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "driftline.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", *args], capture_output=True, text=True,
                           timeout=540, env={**os.environ, **(env or {})})
 
 
@@ -265,7 +265,7 @@ def test_cli_engine_spark_builds_a_reference_the_service_accepts(parquet: Path, 
 
 
 def test_cli_without_pyspark_names_the_extra(tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['pyspark'] = None; from driftline.cli.main import main; "
+    code = ("import sys; sys.modules['pyspark'] = None; from driftline.apps.cli.main import main; "
             f"sys.exit(main(['reference', 'build', {str(tmp_path / 'x.parquet')!r}, '--engine', 'spark', "
             "'--model', 'm', '--version', 'v', '--out', 'o.dlp']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
