@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from driftline.errors import WireFormatError
 from driftline.wire import Envelope, decode_envelope
 
-__all__ = ["EnvelopeReceiver", "ModelServer", "binary_infer_body"]
+__all__ = ["EnvelopeReceiver", "ModelServer", "binary_infer_body", "wait_until"]
 
 _NP = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}
 
@@ -235,3 +236,12 @@ class EnvelopeReceiver(_Server):
         with self.lock:
             return [p for env in self.envelopes.values() for p in env.profiles]
 
+
+def wait_until(cond: Any, timeout: float = 20.0) -> bool:
+    """Poll ``cond`` every 50 ms for at most ``timeout`` seconds (a bounded loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False

@@ -25,7 +25,7 @@ from driftline.edge_sidecar.transport.http import HttpTransport
 from driftline.profile import StreamKey, WindowProfile
 from driftline.wire import Envelope, encode_envelope
 from tests.harness.ports import free_port
-from tests.sidecar_support import EnvelopeReceiver
+from tests.sidecar_support import EnvelopeReceiver, wait_until
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
@@ -39,15 +39,6 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
         conn.close()
     ctype = resp.getheader("Content-Type") or ""
     return resp.status, json.loads(data) if ctype.startswith("application/json") else data.decode()
-
-
-def wait_until(cond: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from driftline.stats import DriftConfig
 from driftline.wire import Envelope, decode_envelope, encode_envelope
 from tests.harness.ports import free_port
 from tests.service_support import serving
+from tests.sidecar_support import wait_until
 
 FEATURES = ("a", "b", "c")
 
@@ -58,15 +59,6 @@ def ref_bytes(p: WindowProfile) -> bytes:
 def svc_settings(db: Path, **kw: Any) -> ServiceSettings:
     return ServiceSettings(database_url=f"sqlite:///{db}", port=kw.pop("port", 0),
                            evaluation=EvaluationSettings(current_window_seconds=3600, interval_seconds=3600), **kw)
-
-
-def wait_until(cond: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class ActionReceiver:
