@@ -92,6 +92,9 @@ class Sidecar:
             "open_windows": snap["open_windows"],
             "open_rows": snap["open_rows"],
             "buffered_rows": snap["buffered_rows"],
+            # closed windows the spool has not taken yet (a full disk keeps them here, retried each tick)
+            "unspooled_windows": snap["pending_windows"], "spool_write_errors": snap["sink_errors"],
+            "windows_dropped": snap["windows_dropped"],
             "observed_rows": sum(snap["observed"].values()),
             "rejected": snap["rejected"],
             "spool": {"path": str(self.spool.root), "pending": st.pending, "pending_rows": st.pending_rows, "bytes": st.bytes,
