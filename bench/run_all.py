@@ -65,6 +65,9 @@ BENCHES: tuple[Bench, ...] = (
           quick=("--max-rows", "20000")),
     Bench("spark", "bench_spark.py", "driftline.spark in local mode vs the single-process build",
           quick=("--rows", "50000")),
+    Bench("system", "bench_system.py", "the whole pipeline (20 sidecars, Kafka, 2 replicas, PostgreSQL): the highest "
+          "steady rate without growing lag, each part's CPU and memory, a broker outage's backlog",
+          args=("--outage", "180"), quick=("--sidecars", "4", "--rows", "50,200", "--seconds", "10")),
 )
 
 

@@ -210,22 +210,23 @@ class TmpfsMount:
     def fill(self) -> int:
         """Write a filler file until the filesystem refuses (ENOSPC); returns its size."""
         written = 0
-        chunk = b"\0" * (1 << 16)
-        with open(self._filler, "ab") as fh:
-            try:
+        try:
+            fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError:
+            return 0  # already full
+        try:
+            for size in (1 << 16, 4096, 512):
+                chunk = b"\0" * size
                 while True:
-                    fh.write(chunk)
-                    fh.flush()
-                    written += len(chunk)
-            except OSError:
-                pass
-            try:  # the last partial block
-                while True:
-                    fh.write(b"\0" * 512)
-                    fh.flush()
-                    written += 512
-            except OSError:
-                pass
+                    try:
+                        n = os.write(fd, chunk)
+                    except OSError:
+                        break
+                    if n <= 0:
+                        break
+                    written += n
+        finally:
+            os.close(fd)
         return written
 
     def free(self) -> None:
@@ -246,7 +247,7 @@ class Feeder:
     """
 
     def __init__(self, sidecars: list[SidecarProc], rows_per_post: int, interval: float, seed: int = 0,
-                 threads: int = 4) -> None:
+                 threads: int = 4, reuse_payloads: bool = False) -> None:
         self.sidecars = sidecars
         self.rows_per_post = rows_per_post
         self.interval = interval
@@ -260,6 +261,8 @@ class Feeder:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self.threads = max(1, min(threads, len(sidecars)))
+        self.reuse_payloads = reuse_payloads
+        self._payloads: dict[str, bytes] = {}
         self._threads: list[threading.Thread] = []
 
     def start(self) -> Feeder:
@@ -294,9 +297,15 @@ class Feeder:
         """One post to one sidecar; returns the rows it acknowledged (0 if it did not answer)."""
         with self.lock:
             shift = self.shift[s.model]
-        cols = rows_of(self.rngs[s.device], self.rows_per_post, shift)
+        if self.reuse_payloads:  # load runs: one payload per sidecar, sent again and again (no clean run)
+            if s.device not in self._payloads:
+                self._payloads[s.device] = as_ndjson(rows_of(self.rngs[s.device], self.rows_per_post), s.model)
+            cols, payload = None, self._payloads[s.device]
+        else:
+            cols = rows_of(self.rngs[s.device], self.rows_per_post, shift)
+            payload = as_ndjson(cols, s.model)
         try:
-            status, body = _http(s.port, "POST", "/v1/observe", as_ndjson(cols, s.model), timeout=10,
+            status, body = _http(s.port, "POST", "/v1/observe", payload, timeout=10,
                                  headers={"Content-Type": "application/x-ndjson"})
         except OSError:
             status, body = 0, b""
@@ -309,7 +318,8 @@ class Feeder:
             if accepted != self.rows_per_post:
                 raise HarnessError(f"{s.device} accepted {accepted} of {self.rows_per_post} valid rows: {body[:300]!r}")
             self.acked[s.device] += accepted
-            self.kept[s.model].append(cols)
+            if cols is not None:
+                self.kept[s.model].append(cols)
             return accepted
 
     def _run(self, mine: list[SidecarProc]) -> None:
@@ -465,7 +475,7 @@ class System:
         if i < self.small_spool:
             max_bytes = 60_000  # room for a few windows: a long outage makes it merge
         elif i < self.small_spool + self.tmpfs_spool:
-            mount = TmpfsMount(Path(f"/tmp/driftline-sysspool-{uuid.uuid4().hex[:8]}"), "2m").mount()
+            mount = TmpfsMount(Path(f"/tmp/driftline-sysspool-{uuid.uuid4().hex[:8]}"), "8m").mount()
             self.spool_mounts[device] = mount
             spool = mount.path / "spool"
         port = free_port()
