@@ -256,6 +256,11 @@ def _missing(v: Any) -> bool:
 
 
 # ---- estimates ------------------------------------------------------------------------------------
+def _finite(v: float | None) -> float | None:
+    """JSON has no NaN: a metric or error the window does not define is null."""
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricEstimate:
     """One estimated metric with its band; ``value`` is ``None`` where the window does not define it."""
@@ -272,8 +277,8 @@ class MetricEstimate:
         return self.lower is not None and self.upper is not None and self.lower <= x <= self.upper
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "lower": self.lower, "upper": self.upper, "sampling_sd": self.sampling_sd,
-                "calibration_sd": self.calibration_sd, "rank_bound": self.rank_bound}
+        return {k: _finite(getattr(self, k))
+                for k in ("value", "lower", "upper", "sampling_sd", "calibration_sd", "rank_bound")}
 
 
 @dataclass(frozen=True, slots=True)
