@@ -177,6 +177,10 @@ class CalibrationBuilder:
             raise EstimateError("threshold must be finite")
         self.output, self.label, self.threshold = output, label, float(threshold)
         self.positive = _label(positive)
+        try:  # a numeric positive label compares with numeric label columns as a number (1 == 1.0 == True)
+            self._positive_number: float | None = float(self.positive)
+        except ValueError:
+            self._positive_number = None
         self.edges = edges
         self.rows = np.zeros(edges.size + 1, dtype=np.int64)
         self.pos = np.zeros(edges.size + 1, dtype=np.int64)
@@ -196,15 +200,22 @@ class CalibrationBuilder:
     def update(self, scores: Any, labels: Any) -> CalibrationBuilder:
         """Fold one batch; ``labels`` are compared with ``positive`` as canonical labels (``1``, ``1.0``
         and ``"1"`` are the same). Returns ``self``."""
-        s = np.asarray(scores, dtype=np.float64) if not _is_object(scores) else _as_float(scores)
-        y = np.asarray(labels, dtype=object)
+        raw = np.asarray(scores)
+        s = raw.astype(np.float64) if raw.dtype.kind in "iufb" else _as_float(raw.ravel()).reshape(raw.shape)
+        y = np.asarray(labels)
         if s.shape != y.shape or s.ndim != 1:
             raise EstimateError(f"scores and labels differ in shape: {s.shape} vs {y.shape}")
-        present = np.array([not _missing(v) for v in y.tolist()], dtype=bool)
-        ok = np.isfinite(s) & present
+        if y.dtype.kind in "iufb" and self._positive_number is not None:  # numeric labels: vectorised
+            yf = y.astype(np.float64)
+            ok = np.isfinite(s) & ~np.isnan(yf)
+            hit = yf[ok] == self._positive_number
+        else:
+            yo = y.astype(object)
+            present = np.array([not _missing(v) for v in yo.tolist()], dtype=bool)
+            ok = np.isfinite(s) & present
+            hit = np.array([_label(v) == self.positive for v in yo[ok].tolist()], dtype=bool)
         self.skipped += int(s.size - np.count_nonzero(ok))
         s = s[ok]
-        hit = np.array([_label(v) == self.positive for v in y[ok].tolist()], dtype=bool)
         idx = np.searchsorted(self.edges, s, side="left")
         size = self.rows.size
         self.rows += np.bincount(idx, minlength=size)
@@ -220,6 +231,9 @@ class CalibrationBuilder:
             raise EstimateError(f"calibration needs at least {MIN_ROWS} labelled rows, got {total}")
         n, pos, sums = self.rows[keep], self.pos[keep], self.sums[keep]
         x = sums / n
+        for i in range(1, x.size):  # disjoint bins have increasing means; guard the last bit of rounding
+            if x[i] <= x[i - 1]:
+                x[i] = np.nextafter(x[i - 1], np.inf)
         fit, block = _pav(pos / n, n.astype(np.float64))
         nb = int(block.max()) + 1
         b_rows = np.bincount(block, weights=n, minlength=nb).astype(np.int64)
@@ -228,10 +242,6 @@ class CalibrationBuilder:
         return Calibration(self.output, self.threshold, tuple(x.tolist()), tuple(np.clip(fit, 0, 1).tolist()),
                            tuple(block.tolist()), tuple(b_rows.tolist()), tuple(b_pos.tolist()), total,
                            label=self.label, positive=self.positive)
-
-
-def _is_object(v: Any) -> bool:
-    return isinstance(v, np.ndarray) and v.dtype.kind == "O" or isinstance(v, list | tuple)
 
 
 def _as_float(v: Any) -> np.ndarray:
