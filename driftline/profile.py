@@ -261,6 +261,7 @@ class WindowProfile:
     runtime: RuntimeStats | None = None
     reservoir: Reservoir | None = None
     verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
+    calibration: dict[str, Any] | None = None  # a reference's score calibration (driftline/estimate.py), optional
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -422,6 +423,8 @@ class WindowProfile:
         if other.verdict is not None and (self.verdict is None or float(other.verdict.get("evaluated_at", 0.0))
                                           >= float(self.verdict.get("evaluated_at", 0.0))):
             self.verdict = dict(other.verdict)  # a merged window carries its newest device verdict
+        if self.calibration != other.calibration:  # it describes one labelled data set: kept only if both agree
+            self.calibration = None
         return self
 
     def copy(self) -> WindowProfile:
@@ -517,6 +520,8 @@ class WindowProfile:
             d["reservoir"] = self.reservoir.to_dict()
         if self.verdict is not None:
             d["verdict"] = dict(self.verdict)
+        if self.calibration is not None:
+            d["calibration"] = dict(self.calibration)
         return d
 
     @classmethod
@@ -554,6 +559,8 @@ class WindowProfile:
             prof.reservoir = Reservoir.from_dict(d["reservoir"])
         if isinstance(d.get("verdict"), Mapping):
             prof.verdict = {k: d["verdict"][k] for k in VERDICT_KEYS if k in d["verdict"]}
+        if isinstance(d.get("calibration"), Mapping):
+            prof.calibration = dict(d["calibration"])
         return prof
 
 

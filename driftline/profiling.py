@@ -45,3 +45,40 @@ def profile_file(
     if missing and prof.rows:
         raise DataFileError(f"{data.path}: output column(s) not found: {', '.join(sorted(missing))}")
     return prof
+
+
+def calibrate_file(data: DataFile, prof: WindowProfile, score: str | None, label: str, *, threshold: float = 0.5,
+                   positive: str = "1", bins: int = 64, batch_rows: int = 65536) -> dict[str, object]:
+    """Fit the score calibration of ``prof`` (a reference just profiled from ``data``) on its labels.
+
+    A second pass over the file folds (score, label) into quantile bins of the profile's own score
+    sketch (bounded memory); returns the calibration's dict form, for ``prof.calibration``.
+    ``score`` defaults to the profile's only numeric output.
+    """
+    from .columns import NumericColumn
+    from .estimate import CalibrationBuilder, EstimateError
+
+    numeric = [k for k, c in prof.outputs.items() if isinstance(c, NumericColumn)]
+    if score is None:
+        if len(numeric) != 1:
+            raise DataFileError(f"--label needs --score: the outputs have {len(numeric)} numeric columns "
+                                f"({', '.join(numeric) or 'none'})")
+        score = numeric[0]
+    if score not in numeric:
+        raise DataFileError(f"score column {score!r} is not a numeric output (outputs: {', '.join(prof.outputs)})")
+    col = prof.outputs[score]
+    assert isinstance(col, NumericColumn)
+    try:
+        builder = CalibrationBuilder.from_column(score, col, bins, threshold=threshold, positive=positive,
+                                                 label=label)
+        seen = False
+        for cols, _ in data.batches(batch_rows):
+            if label not in cols or score not in cols:
+                continue
+            seen = True
+            builder.update(cols[score], cols[label])
+        if not seen and prof.rows:
+            raise DataFileError(f"{data.path}: label column {label!r} not found")
+        return builder.fit().to_dict()
+    except EstimateError as exc:
+        raise DataFileError(f"{data.path}: {exc}") from None

@@ -304,6 +304,9 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
         _check_reservoir(_map(p["reservoir"], f"{what} reservoir"), f"{what} reservoir")
     if p.get("verdict") is not None:
         _check_verdict(_map(p["verdict"], f"{what} verdict", MAX_VERDICT_ENTRIES), f"{what} verdict")
+    if p.get("calibration") is not None:
+        _check_calibration(_map(p["calibration"], f"{what} calibration", MAX_CALIBRATION_ENTRIES),
+                           f"{what} calibration")
     return slots
 
 
@@ -409,3 +412,30 @@ def _check_reservoir(r: Mapping[str, Any], what: str) -> None:
             check_name(k, f"{what} row key", empty=False, limit=MAX_NAME_CHARS + 7)  # "output:" prefix
             if v is not None and type(v) not in (str, int, float, bool):
                 raise WireFormatError(f"{what} row value for {k!r} is {type(v).__name__}, expected a scalar")
+
+
+MAX_CALIBRATION_ENTRIES = 16
+MAX_CALIBRATION_KNOTS = 256
+
+
+def _check_calibration(c: Mapping[str, Any], what: str) -> None:
+    """A reference's optional score calibration (driftline/estimate.py): bounded arrays of plain
+    numbers, then the map's own rules (monotone, probabilities in [0, 1], consistent pools)."""
+    for key in ("x", "p", "block", "block_rows", "block_pos"):
+        for v in _list(c.get(key), f"{what}.{key}", MAX_CALIBRATION_KNOTS):
+            if type(v) not in (int, float) or not math.isfinite(v):
+                raise WireFormatError(f"{what}.{key} holds {v!r}, expected finite numbers")
+    for key in ("block", "block_rows", "block_pos"):
+        if any(type(v) is not int for v in c[key]):
+            raise WireFormatError(f"{what}.{key} must hold integers")
+    check_name(c.get("output"), f"{what}.output", empty=False)
+    check_name(c.get("label", ""), f"{what}.label")
+    check_name(c.get("positive", "1"), f"{what}.positive")
+    _float(c, "threshold", what)
+    _count(c, "rows", what)
+    from .estimate import Calibration, EstimateError
+
+    try:
+        Calibration.from_dict(c)
+    except EstimateError as exc:
+        raise WireFormatError(f"{what}: {exc}") from None

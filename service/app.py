@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftline import __version__
 
-from .api import alertmanager, canary, ingest, models, pages
+from .api import alertmanager, canary, estimate, ingest, models, pages
 from .api.openapi import install_docs, install_openapi
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
@@ -66,6 +66,8 @@ class Background:
         result = "error"
         try:
             states = p.evaluator.evaluate_all(now)
+            if p.estimates is not None:
+                p.estimates.refresh(now)  # each model version's failure is counted and logged inside
             if p.settings.retrain.internal_policy:
                 try:
                     from_evaluations(p.dispatcher, p.evaluator, states, now)
@@ -118,6 +120,10 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
     dispatcher.on_delivery = parts.timings.on_delivery
+    from .estimate import EstimateCollector, Estimates
+
+    parts.estimates = Estimates(evaluator, settings.cohort_top_n)
+    parts.registry.register(EstimateCollector(parts.estimates, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
@@ -181,7 +187,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
-              pages.router):
+              pages.router, estimate.router):
         app.include_router(r)
     install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

@@ -271,6 +271,7 @@ def render_model(
     versions: Sequence[Mapping[str, Any]] = (),
     problem: tuple[str, str] | None = None,
     experiments: Sequence[Mapping[str, Any]] = (),
+    extra: str = "",
 ) -> str:
     """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
 
@@ -315,4 +316,5 @@ def render_model(
         for i in issues
     )
     body.append(f"<h2>Data quality</h2><ul>{items or '<li>no data-quality issues</li>'}</ul>")
+    body.append(extra)  # cards of other rooms (the label-free performance estimate), already escaped HTML
     return _page(model, "".join(body))
