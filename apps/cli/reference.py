@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local: this process (default); spark: one profile per Spark partition, merged "
                    "(needs the spark extra; master from spark-submit or PYSPARK_SUBMIT_ARGS, else local[*])")
+    b.add_argument("--reconstruction", action="store_true",
+                   help="also fit a PCA of the numeric features and store it with the reference, for "
+                   "multivariate (data-reconstruction) drift on sidecars and the service (docs/statistics.md)")
+    b.add_argument("--reconstruction-variance", type=float, default=0.65, metavar="SHARE",
+                   help="share of the standardised variance the kept components explain (default 0.65)")
     add_profile_config_args(b)
     reference_remote.add_upload_options(b)
     b.set_defaults(func=_build)
@@ -60,6 +65,10 @@ def _build(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reservoir must be >= 0, got {args.reservoir}")
     key = StreamKey.of(args.model, args.model_version, variant="reference", source="training")
     config = replace(profile_config_from_args(args), reservoir_size=args.reservoir)
+    if args.reconstruction and args.engine == "spark":
+        raise ConfigError("--reconstruction needs --engine local (it reads the file twice more)")
+    if not 0.0 < args.reconstruction_variance <= 1.0:
+        raise ConfigError(f"--reconstruction-variance must be in (0, 1], got {args.reconstruction_variance}")
     if args.engine == "spark":
         from driftline.spark import profile_parquet
 
@@ -69,6 +78,10 @@ def _build(args: argparse.Namespace) -> int:
         with ProgressBar(data.total, f"profiling {data.path.name}", unit=data.unit) as bar:
             prof = profile_file(data, key, config, outputs=args.output, exclude=column_list(args.exclude),
                                 on_progress=bar.update_to)
+        if args.reconstruction:
+            from driftline.profiling import attach_reconstruction
+
+            attach_reconstruction(data, prof, variance=args.reconstruction_variance)
     size = write_profile_file(args.out, prof)
     print(
         f"wrote {args.out}: {prof.rows} rows, {len(prof.features)} features, "
@@ -76,4 +89,9 @@ def _build(args: argparse.Namespace) -> int:
         f"{size} bytes",
         file=sys.stdout,
     )
+    if prof.reconstruction is not None:
+        model = prof.reconstruction.decoded_model()
+        assert model is not None
+        print(f"reconstruction model {model.digest}: {len(model.features)} numeric features, {model.k} "
+              f"components ({model.explained:.0%} of the variance)", file=sys.stdout)
     return reference_remote.upload_after_build(args, args.out) if args.upload else 0
