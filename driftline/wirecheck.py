@@ -308,7 +308,7 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
     if p.get("verdict") is not None:
         _check_verdict(_map(p["verdict"], f"{what} verdict", MAX_VERDICT_ENTRIES), f"{what} verdict")
     if p.get("reconstruction") is not None:
-        _check_reconstruction(_map(p["reconstruction"], f"{what} reconstruction", 8), f"{what} reconstruction")
+        _check_reconstruction(_map(p["reconstruction"], f"{what} reconstruction", 8), f"{what} reconstruction", profiled)
     return slots
 
 
@@ -416,14 +416,17 @@ def _check_reservoir(r: Mapping[str, Any], what: str) -> None:
                 raise WireFormatError(f"{what} row value for {k!r} is {type(v).__name__}, expected a scalar")
 
 
-def _check_reconstruction(r: Mapping[str, Any], what: str) -> None:
+def _check_reconstruction(r: Mapping[str, Any], what: str, profiled: int) -> None:
     """The optional reconstruction-error sketch (driftline/reconstruction.py): a digest, one numeric
-    column whose counts add up on their own, and on a reference the model's bytes (bounded)."""
+    column of at most ``rows_profiled`` errors (rows folded before the model was known have none),
+    and on a reference the model's bytes (bounded)."""
     check_name(r.get("digest"), f"{what}.digest", empty=False, limit=64)
     col = _map(r.get("error"), f"{what}.error")
     if col.get("kind") != "numeric":
         raise WireFormatError(f"{what}.error must be a numeric column")
     total = sum(_count(col, key, f"{what}.error") for key in KINDS["numeric"])
+    if total > profiled:
+        raise WireFormatError(f"{what}.error counts {total} rows, more than rows_profiled {profiled}")
     _check_column(col, f"{what}.error", total)
     if r.get("model") is not None and len(_bin(r, "model", what)) > MAX_RECONSTRUCTION_MODEL_BYTES:
         raise WireFormatError(f"{what}.model is over {MAX_RECONSTRUCTION_MODEL_BYTES} bytes")

@@ -88,5 +88,7 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
+    mv = parts.multivariate.snapshot().get((model, version)) if parts.multivariate is not None else None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
-                                     problem=problem, experiments=ev.experiments(model)))
+                                     problem=problem, experiments=ev.experiments(model),
+                                     multivariate=mv.to_dict() if mv is not None else None))
