@@ -32,6 +32,8 @@ __all__ = ["DomainResult", "domain_classifier"]
 
 MIN_ROWS = 50
 """Rows each side needs before a classifier is trained."""
+MAX_ROWS = 5000
+"""Rows per side the classifier trains on (a seeded uniform subsample beyond): bounds a request's CPU."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ def domain_classifier(reference_rows: Sequence[Mapping[str, Any]], current_rows:
                       folds: int = 3, z: float = 3.0, min_auc: float = 0.55, seed: int = 0,
                       trees: int = 40) -> DomainResult:
     """Train reference-vs-current on raw rows; cross-validated ROC AUC, its H0 bound, feature importances."""
+    rng = np.random.default_rng(seed)
+    if len(reference_rows) > MAX_ROWS:
+        reference_rows = [reference_rows[i] for i in sorted(rng.choice(len(reference_rows), MAX_ROWS, replace=False))]
+    if len(current_rows) > MAX_ROWS:
+        current_rows = [current_rows[i] for i in sorted(rng.choice(len(current_rows), MAX_ROWS, replace=False))]
     n_r, n_c = len(reference_rows), len(current_rows)
     if min(n_r, n_c) < MIN_ROWS:
         raise BadRequest(f"the domain classifier needs {MIN_ROWS} sample rows on each side, "

@@ -128,3 +128,40 @@ def test_a_correlation_flip_seen_by_a_real_sidecar_is_flagged_by_the_service_onl
             assert "Multivariate" in page
     finally:
         sc.stop()
+
+
+def test_the_monitor_sketches_errors_on_the_batch_and_row_paths_and_survives_a_broken_model(tmp_path: Path) -> None:
+    from driftline.edge_sidecar.judge import ReferenceSource
+    from driftline.edge_sidecar.monitor import Monitor
+    from driftline.edge_sidecar.monitorconfig import MonitorConfig
+    from driftline.edge_sidecar.settings import JudgeSettings
+    from driftline.reconstruction import ErrorSketch
+    from driftline.wire import write_profile_file
+
+    rng = np.random.default_rng(9)
+    cols = draw(rng, 2000, 0.8)
+    good = WindowProfile(StreamKey.of("m", "1", "reference", "training"), 0.0, 0.0).update(cols)
+    model, good.reconstruction = fit_reconstruction(cols)
+    bad = WindowProfile(StreamKey.of("m", "2", "reference", "training"), 0.0, 0.0).update(cols)
+    bad.reconstruction = ErrorSketch("v1-broken", model=b"\xc1 not a model")
+    paths = [tmp_path / "good.dlp", tmp_path / "bad.dlp"]
+    write_profile_file(paths[0], good)
+    write_profile_file(paths[1], bad)
+    refs = ReferenceSource(JudgeSettings(enabled=True, reference_files=paths), None)
+    assert refs.reconstruction(StreamKey.of("m", "2")) is None  # logged, never raised
+    assert refs.reconstruction(StreamKey.of("m", "1")).digest == model.digest  # type: ignore[union-attr]
+    assert refs.reconstruction(StreamKey.of("m", "3")) is None  # no reference at all
+    mon = Monitor(MonitorConfig(model="m", window_seconds=3600, lateness_seconds=3600))
+    mon.set_reconstruction(refs.reconstruction)
+    batch = draw(rng, 300, -0.8)
+    mon.observe(batch, model_version="1")  # the batch path
+    single = draw(rng, 50, 0.8)
+    for row in rows_of(single):  # the row path
+        mon.observe_row(row, model_version="1")
+    mon.observe(batch, model_version="2")  # a broken model: rows still counted, no errors sketched
+    mon.close()
+    closed = {w.profile.key.model_version: w.profile for w in mon.take_closed()}
+    one = closed["1"].reconstruction
+    assert one is not None and one.digest == model.digest and one.column.count == 350 and one.model is None
+    assert np.isclose(one.column.sum, model.errors(batch).sum() + model.errors(single).sum())
+    assert closed["2"].rows == 300 and closed["2"].reconstruction is None
