@@ -57,6 +57,7 @@ __all__ = [
     "ReconstructionResult",
     "evaluate_reconstruction",
     "fit_reconstruction",
+    "numeric_scaling",
 ]
 
 MODEL_FORMAT = 1
@@ -258,7 +259,7 @@ class ReconstructionFitter:
         return out
 
 
-def numeric_scaling(cols: Mapping[str, NumericColumn]) -> tuple[list[str], list[float], list[float]]:
+def numeric_scaling(cols: Mapping[str, Any]) -> tuple[list[str], list[float], list[float]]:
     """Features a model can cover (numeric, >= 2 finite values, not constant) with their mean and std."""
     names, mean, scale = [], [], []
     for name in sorted(cols):
