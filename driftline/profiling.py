@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterable
 from .datafiles import DataFile
 from .errors import DataFileError
 from .profile import ProfileConfig, StreamKey, WindowProfile
+from .reconstruction import DEFAULT_VARIANCE, ErrorSketch, ReconstructionFitter, numeric_scaling
 
-__all__ = ["profile_file"]
+__all__ = ["attach_reconstruction", "profile_file"]
 
 
 def profile_file(
@@ -82,3 +83,28 @@ def calibrate_file(data: DataFile, prof: WindowProfile, score: str | None, label
         return builder.fit().to_dict()
     except EstimateError as exc:
         raise DataFileError(f"{data.path}: {exc}") from None
+def attach_reconstruction(data: DataFile, prof: WindowProfile, *, variance: float = DEFAULT_VARIANCE,
+                          batch_rows: int = 65536) -> WindowProfile:
+    """Fit a reconstruction model on ``data``'s numeric features and keep it, with the reference's own
+    per-row errors, in ``prof.reconstruction`` (``docs/statistics.md``); returns ``prof``.
+
+    Two more passes over the file: the profile's columns already hold each feature's exact mean and
+    standard deviation, the first pass sums the standardised Gram matrix, the second sketches every
+    row's cross-fitted error (docs/statistics.md). Categorical features, outputs and constant features are left out.
+    """
+    names, mean, scale = numeric_scaling(prof.features)
+    if not names:
+        raise DataFileError(f"{data.path}: no numeric feature with spread to fit a reconstruction model on")
+    fitter = ReconstructionFitter(names, mean, scale)
+    for cols, _done in data.batches(batch_rows):
+        fitter.update(cols, _rows(cols))
+    model = fitter.model(variance)
+    sketch = ErrorSketch(model.digest, model=model.to_bytes())
+    for cols, _done in data.batches(batch_rows):
+        sketch.update(fitter.reference_errors(cols, _rows(cols)))
+    prof.reconstruction = sketch
+    return prof
+
+
+def _rows(cols: dict) -> int:  # type: ignore[type-arg]
+    return len(next(iter(cols.values()))) if cols else 0

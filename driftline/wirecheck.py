@@ -30,6 +30,7 @@ __all__ = [
     "MAX_MAP_LEN",
     "MAX_NAME_CHARS",
     "MAX_PRODUCER_ENTRIES",
+    "MAX_RECONSTRUCTION_MODEL_BYTES",
     "MAX_PROFILES",
     "MAX_RESERVOIR",
     "MAX_STR_BYTES",
@@ -66,6 +67,8 @@ MAX_VERDICT_NAMES = 16
 """Drifted feature names a window's device verdict may list."""
 MAX_VERDICT_ENTRIES = 16
 VERDICT_STATUSES = ("ok", "drift", "insufficient_data")
+MAX_RECONSTRUCTION_MODEL_BYTES = 3 * 1024 * 1024
+"""Largest reconstruction model a reference may carry (512 features, all components: about 2 MiB)."""
 SKETCH_SLOT_BUDGET = 2**23
 """Slots the categorical sketches of one envelope may ask for in all: 2**lg_cur per frequent-items
 sketch (allocated when it is read) plus 2**lg_k per HLL sketch (allocated when it is merged)."""
@@ -307,6 +310,8 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
     if p.get("calibration") is not None:
         _check_calibration(_map(p["calibration"], f"{what} calibration", MAX_CALIBRATION_ENTRIES),
                            f"{what} calibration")
+    if p.get("reconstruction") is not None:
+        _check_reconstruction(_map(p["reconstruction"], f"{what} reconstruction", 8), f"{what} reconstruction", profiled)
     return slots
 
 
@@ -439,3 +444,17 @@ def _check_calibration(c: Mapping[str, Any], what: str) -> None:
         Calibration.from_dict(c)
     except EstimateError as exc:
         raise WireFormatError(f"{what}: {exc}") from None
+def _check_reconstruction(r: Mapping[str, Any], what: str, profiled: int) -> None:
+    """The optional reconstruction-error sketch (driftline/reconstruction.py): a digest, one numeric
+    column of at most ``rows_profiled`` errors (rows folded before the model was known have none),
+    and on a reference the model's bytes (bounded)."""
+    check_name(r.get("digest"), f"{what}.digest", empty=False, limit=64)
+    col = _map(r.get("error"), f"{what}.error")
+    if col.get("kind") != "numeric":
+        raise WireFormatError(f"{what}.error must be a numeric column")
+    total = sum(_count(col, key, f"{what}.error") for key in KINDS["numeric"])
+    if total > profiled:
+        raise WireFormatError(f"{what}.error counts {total} rows, more than rows_profiled {profiled}")
+    _check_column(col, f"{what}.error", total)
+    if r.get("model") is not None and len(_bin(r, "model", what)) > MAX_RECONSTRUCTION_MODEL_BYTES:
+        raise WireFormatError(f"{what}.model is over {MAX_RECONSTRUCTION_MODEL_BYTES} bytes")

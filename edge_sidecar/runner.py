@@ -50,6 +50,8 @@ class Sidecar:
                                backoff_max=s.shipper.backoff_max_seconds)
         self.judge: Judge | None = Judge.from_settings(s) if s.judge.enabled else None
         self.monitor = Monitor(MonitorConfig.from_settings(s), sink=self._spool_window)
+        if self.judge is not None:  # multivariate drift: the reference's reconstruction model, per batch
+            self.monitor.set_reconstruction(self.judge.references.reconstruction)
         self.proxy: InferenceProxy | None = None
         if s.proxy.enabled:
             p = s.proxy

@@ -120,3 +120,4 @@ class Parts:
     timings: Any = None  # observability.Timings: the duration histograms
     report_limit: RateLimit | None = None
     estimates: Any = None  # estimate.Estimates: label-free performance estimates, refreshed by the background pass
+    multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -190,7 +192,7 @@ def test_hostile_input_while_running(system: System) -> None:
     from kafka import KafkaProducer
 
     from tests.fuzz_support import cases
-    from tests.harness.system import _http
+    from tests.harness.system import WRITE_TOKEN, _http
 
     rng = random.Random(7)
     now = time.time()
@@ -203,18 +205,43 @@ def test_hostile_input_while_running(system: System) -> None:
                 producer.send(system.topic, key=b"hostile", value=case.data)
             else:
                 statuses.append(_http(system.replicas[i % 4 // 2].port, "POST", "/v1/ingest", case.data,
-                                      headers={"Content-Type": "application/octet-stream"})[0])
+                                      headers={"Content-Type": "application/octet-stream",
+                                               "Authorization": f"Bearer {WRITE_TOKEN}"})[0])
         producer.flush(30)
     finally:
         producer.close(5)
     big = rng.randbytes(5 * 1024 * 1024)
-    statuses.append(_http(system.replicas[0].port, "POST", "/v1/ingest", big)[0])
+    auth = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+    statuses.append(_http(system.replicas[0].port, "POST", "/v1/ingest", big, headers=auth)[0])
+    assert _http(system.replicas[1].port, "POST", "/v1/ingest", fuzz[0].data)[0] == 401  # no token
+    assert _http(system.replicas[1].port, "POST", "/v1/ingest", fuzz[0].data,
+                 headers={"Authorization": "Bearer wrong"})[0] in (401, 403)
     # wrong types through the sidecars' local API, for a model of their own (its rows are not the fleet's)
     wrong = (b'{"model": "odd", "features": {"x0": "not a number", "x1": [1, 2]}, "outputs": {"score": {}}}\n'
              b'{"model": "odd", "features": 7}\n{"features": {"x0": 1}}\nnot json at all\n[1, 2]\n')
     side = []
     for s in system.sidecars[:5]:
         side.append(_http(s.port, "POST", "/v1/observe", wrong, headers={"Content-Type": "application/x-ndjson"})[0])
+    # the OIP proxy: wrong types, shapes and bodies reach the model server, which refuses them; the
+    # proxy passes its answers through and counts what it could not capture
+    proxied = system.sidecars[2]
+    rejected_before = sum(proxied.health()["rejected"].values())
+    bad_oip = [b"{not json", b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": ["a", "b"]}]}',
+               b'{"inputs": [{"name": "x", "shape": [3, 2], "datatype": "FP32", "data": [1, 2]}]}',
+               b'{"inputs": "nope"}', b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", '
+               b'"parameters": {"binary_data_size": 999}}]}']
+    proxy_status = [_http(system.proxy_port, "POST", "/v2/models/odd/infer", body,
+                          headers={"Content-Type": "application/json"})[0] for body in bad_oip]
+    assert all(400 <= st < 500 for st in proxy_status), proxy_status
+    wait_until(lambda: sum(proxied.health()["rejected"].values()) >= rejected_before + 1, 20,
+               "the proxy counting the requests it could not capture")
+    # schemathesis over HTTP against a live replica, without and with the write token: no 5xx
+    for headers in ([], ["-H", f"Authorization: Bearer {WRITE_TOKEN}"]):
+        run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{system.replicas[0].url}/openapi.json",
+                              "-c", "not_a_server_error", "-n", "3", "--phases", "examples,fuzzing", "--seed", "7",
+                              "--request-timeout", "20", *headers], capture_output=True, text=True, timeout=400,
+                             check=False)
+        assert run.returncode == 0, (headers, run.stdout[-4000:], run.stderr[-2000:])
     assert statuses and all(st < 500 for st in statuses), statuses
     assert 413 in statuses
     assert all(st < 500 for st in side), side

@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local: this process (default); spark: one profile per Spark partition, merged "
                    "(needs the spark extra; master from spark-submit or PYSPARK_SUBMIT_ARGS, else local[*])")
+    b.add_argument("--reconstruction", action="store_true",
+                   help="also fit a PCA of the numeric features and store it with the reference, for "
+                   "multivariate (data-reconstruction) drift on sidecars and the service (docs/statistics.md)")
+    b.add_argument("--reconstruction-variance", type=float, default=0.65, metavar="SHARE",
+                   help="share of the standardised variance the kept components explain (default 0.65)")
     add_profile_config_args(b)
     _add_calibration_args(b)
     reference_remote.add_upload_options(b)
@@ -63,6 +68,10 @@ def _build(args: argparse.Namespace) -> int:
     config = replace(profile_config_from_args(args), reservoir_size=args.reservoir)
     if args.label and args.engine == "spark":
         raise ConfigError("--label needs --engine local (the calibration pass reads the file here)")
+    if args.reconstruction and args.engine == "spark":
+        raise ConfigError("--reconstruction needs --engine local (it reads the file twice more)")
+    if not 0.0 < args.reconstruction_variance <= 1.0:
+        raise ConfigError(f"--reconstruction-variance must be in (0, 1], got {args.reconstruction_variance}")
     if args.engine == "spark":
         from driftline.spark import profile_parquet
 
@@ -76,6 +85,10 @@ def _build(args: argparse.Namespace) -> int:
         if args.label:
             prof.calibration = calibrate_file(data, prof, args.score, args.label, threshold=args.threshold,
                                               positive=args.positive, bins=args.calibration_bins)
+        if args.reconstruction:
+            from driftline.profiling import attach_reconstruction
+
+            attach_reconstruction(data, prof, variance=args.reconstruction_variance)
     size = write_profile_file(args.out, prof)
     print(
         f"wrote {args.out}: {prof.rows} rows, {len(prof.features)} features, "
@@ -84,6 +97,11 @@ def _build(args: argparse.Namespace) -> int:
                            f"rows" if prof.calibration else ""),
         file=sys.stdout,
     )
+    if prof.reconstruction is not None:
+        model = prof.reconstruction.decoded_model()
+        assert model is not None
+        print(f"reconstruction model {model.digest}: {len(model.features)} numeric features, {model.k} "
+              f"components ({model.explained:.0%} of the variance)", file=sys.stdout)
     return reference_remote.upload_after_build(args, args.out) if args.upload else 0
 
 

@@ -88,9 +88,11 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
+    mv = parts.multivariate.snapshot().get((model, version)) if parts.multivariate is not None else None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
                                      problem=problem, experiments=ev.experiments(model),
-                                     extra=_estimate_card(parts, model, version)))
+                                     extra=_estimate_card(parts, model, version),
+                                     multivariate=mv.to_dict() if mv is not None else None))
 
 
 def _estimate_card(parts: Any, model: str, version: str | None) -> str:

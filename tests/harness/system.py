@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("fraud", "churn")
 NUMERIC = ("x0", "x1", "x2", "x3")
 CITIES = ("oslo", "bergen", "tromso", "stavanger")
+WRITE_TOKEN = "system-test-write-token"  # the replicas' api_token: writes need it, reads are open
 
 
 def rows_of(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict[str, np.ndarray]:
@@ -371,6 +372,8 @@ class System:
         self._paused = False
         self._rows_per_post = rows_per_post
         self._interval = interval
+        self.model_server: Any = None  # the OIP v2 model server behind one sidecar's proxy
+        self.proxy_port = 0
 
     # ---- start / stop -----------------------------------------------------------------------------
     def start(self) -> System:
@@ -382,6 +385,9 @@ class System:
         for r in self.replicas:
             self._wait_replica(r)
         self._upload_references()
+        from tests.sidecar_support import ModelServer
+
+        self.model_server = ModelServer().start()
         for i in range(self.n_sidecars):
             self._add_sidecar(i)
         for s in self.sidecars:
@@ -406,6 +412,8 @@ class System:
                 srv.stop()
         if self.pg is not None:
             self.pg.stop()
+        if self.model_server is not None:
+            self.model_server.stop()
         for m in [*self.spool_mounts.values(), *([self.db_mount] if self.db_mount else [])]:
             m.unmount()
 
@@ -428,6 +436,7 @@ class System:
             "DRIFTLINE_KAFKA__HEALTH_INTERVAL_SECONDS": "2", "DRIFTLINE_KAFKA__REQUEST_TIMEOUT_MS": "4000",
             "DRIFTLINE_EVALUATION__INTERVAL_SECONDS": "2", "DRIFTLINE_EVALUATION__CURRENT_WINDOW_SECONDS": "20",
             "DRIFTLINE_DATABASE_TIMEOUT_SECONDS": "2", "DRIFTLINE_LOG_FORMAT": "text",
+            "DRIFTLINE_API_TOKEN": WRITE_TOKEN,
         })
         return env
 
@@ -460,7 +469,8 @@ class System:
             p = WindowProfile(StreamKey.of(model, "1", "reference", "training"), 0.0, 1.0)
             p.update({f: cols[f] for f in (*NUMERIC, "city")}, {"score": cols["score"]})
             body = encode_envelope(Envelope([p], producer={"name": "system-test"}))
-            status, text = _http(self.replicas[0].port, "PUT", f"/v1/models/{model}/versions/1/reference", body)
+            status, text = _http(self.replicas[0].port, "PUT", f"/v1/models/{model}/versions/1/reference", body,
+                                 headers={"Authorization": f"Bearer {WRITE_TOKEN}"})
             if status != 200:
                 raise HarnessError(f"reference upload for {model}: {status} {text[:300]!r}")
             self.references[model] = p
@@ -480,7 +490,12 @@ class System:
             spool = mount.path / "spool"
         port = free_port()
         cfg = d / "sidecar.yaml"
-        cfg.write_text(yaml.safe_dump({
+        proxy: dict[str, Any] = {}
+        if i == self.small_spool + self.tmpfs_spool and self.model_server is not None:
+            self.proxy_port = free_port()
+            proxy = {"proxy": {"enabled": True, "port": self.proxy_port, "upstream": self.model_server.url,
+                               "model_version": "1", "timeout_seconds": 10}}
+        cfg.write_text(yaml.safe_dump({**proxy,
             "device": device, "model_version": "1",
             "window": {"seconds": self.window_seconds, "lateness_seconds": 0, "tick_seconds": 0.1},
             "spool": {"path": str(spool), "max_bytes": max_bytes},
