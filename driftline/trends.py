@@ -258,7 +258,7 @@ def mann_whitney_greater(recent: Sequence[float] | np.ndarray, baseline: Sequenc
 
 
 def latency_regression(p95s: Sequence[float] | np.ndarray, *, recent: int = 6, min_baseline: int = 12,
-                       max_baseline: int = 48, alpha: float = 0.01, min_increase: float = 0.2,
+                       max_baseline: int = 48, alpha: float = 0.001, min_increase: float = 0.2,
                        ) -> LatencyRegression | None:
     """The newest ``recent`` window p95s against up to ``max_baseline`` before them (oldest first in).
 

@@ -16,7 +16,8 @@ samples of bounded series, :meth:`DeviceHealth.refresh` (the background pass) wr
 * **Hostile or broken devices.** Numbers that do not parse are skipped and counted; a sample time far
   from the receive time is replaced by the receive time; a series takes at most one sample per
   ``min_sample_interval_seconds``; at most ``max_devices`` devices are tracked and at most
-  ``max_samples`` newest samples per series are fitted; at most ``exposed_devices`` devices get
+  ``max_samples`` newest samples per series are kept, thinned evenly to ``fit_points`` for the
+  fit (Theil-Sen costs n² pairs); at most ``exposed_devices`` devices get
   series on ``/metrics`` (flagged ones first), the rest are counted.
 * **Restarts of a device.** A leak is a trend within one life of a process: only samples of the
   newest ``started_at`` are fitted, so a restart (memory back to its floor) is not a negative leak.
@@ -246,7 +247,7 @@ class DeviceHealth:
             pts.sort()
             if series in PROCESSES:
                 life = pts[-1][1]
-                cur = [p for p in pts if p[1] == life][-s.max_samples:]
+                cur = _thin([p for p in pts if p[1] == life][-s.max_samples:], s.fit_points)
                 t = [p[0] for p in cur]
                 mem = theil_sen(t, [p[2] for p in cur], s.confidence)
                 rt, rate = rate_series(t, [p[3] for p in cur])
@@ -272,6 +273,14 @@ class DeviceHealth:
         ranked = sorted(score, key=lambda d: (-score[d][0], -score[d][1], d))
         return DeviceHealthSnapshot(tuple(foot), tuple(lats), len(tracked),
                                     frozenset(ranked[: s.exposed_devices]), now)
+
+
+def _thin(pts: list[Any], k: int) -> list[Any]:
+    """At most ``k`` points evenly spread over the series, first and last kept: Theil-Sen costs n^2."""
+    if len(pts) <= k:
+        return pts
+    step = (len(pts) - 1) / (k - 1)
+    return [pts[round(i * step)] for i in range(k)]
 
 
 def _num(v: float) -> float:

@@ -317,3 +317,34 @@ def test_the_service_flags_the_device_whose_host_leaks_at_a_known_rate(tmp_path:
     assert flags[(("device", "steady-3"), ("process", "host"), ("resource", "memory"))] == 0.0
     slope = _samples(text, "driftline_device_memory_slope_bytes_per_hour")[(("device", "leaky-7"), ("process", "host"))]
     assert slope == pytest.approx(per_hour, rel=0.25)
+
+
+def test_two_replicas_on_postgresql_write_samples_and_only_the_leader_fits(postgres_server: Any) -> None:
+    from driftline.service.fleet import Leadership
+
+    url = str(postgres_server.new_database(f"device_health_{int(time.time() * 1000) % 10**8}"))
+    cfg = DeviceHealthSettings(min_sample_interval_seconds=0, leak_min_samples=10)
+    stores = [Store(url), Store(url)]
+    leads = [Leadership(url), Leadership(url)]
+    try:
+        assert leads[0].check() and not leads[1].check()
+        replicas = [DeviceHealth(s, cfg, lead.check) for s, lead in zip(stores, leads, strict=True)]
+        t0 = 1_800_000_000.0
+        for i in range(30):  # each replica takes every other envelope; a duplicate delivery is one sample
+            prod = {"device": "pg-1", "rss_bytes": 10 * MIB + i * 2 * MIB, "cpu_seconds": i, "started_at": 5,
+                    "sampled_at": t0 + 60 * i}
+            replicas[i % 2].observe([], prod, now=t0 + 60 * i)
+            if i % 5 == 0:
+                replicas[(i + 1) % 2].observe([], prod, now=t0 + 60 * i)
+        assert not replicas[1].refresh(t0 + 1800, force=True) and replicas[1].snapshot.footprints == ()
+        assert replicas[0].refresh(t0 + 1800, force=True)
+        (fp,) = replicas[0].snapshot.footprints
+        assert fp.memory.n == 30 and fp.leak and fp.memory.slope == pytest.approx(120 * MIB, rel=1e-9)
+        leads[0].close()  # the leader goes: the other replica takes over with the same samples
+        assert leads[1].check() and replicas[1].refresh(t0 + 1800, force=True)
+        assert replicas[1].snapshot.footprints[0].memory == fp.memory
+    finally:
+        for lead in leads:
+            lead.close()
+        for s in stores:
+            s.close()
