@@ -213,19 +213,19 @@ class DeviceHealth:
         if not self.s.enabled:
             return False
         now = time.time() if now is None else now
+        cutoff = now - self.s.horizon_seconds
+        with self._lock:  # forget rate-limit marks of series that aged out (every replica)
+            self._q.last = {k: v for k, v in self._q.last.items() if v >= cutoff}
         self.flush()
         if not self.is_leader():
             return False
         if not force and now < self._next_fit:
             return False
         self._next_fit = now + self.s.interval_seconds
-        cutoff = now - self.s.horizon_seconds
         self.store.execute("DELETE FROM device_samples WHERE at < ?", (cutoff,))
         rows = self.store.query("SELECT device, series, model, at, life, value, value2 FROM device_samples "
                                 "WHERE at >= ? ORDER BY device, series, model, at", (cutoff,))
         self.snapshot = self.fit(rows, now)
-        with self._lock:  # forget rate-limit marks of series that aged out
-            self._q.last = {k: v for k, v in self._q.last.items() if v >= cutoff}
         return True
 
     def fit(self, rows: Iterable[tuple[Any, ...]], now: float) -> DeviceHealthSnapshot:

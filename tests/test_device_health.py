@@ -348,3 +348,20 @@ def test_two_replicas_on_postgresql_write_samples_and_only_the_leader_fits(postg
             lead.close()
         for s in stores:
             s.close()
+
+
+def test_hostile_producer_maps_are_counted_and_bounded(tmp_path: Path) -> None:
+    h = _health(tmp_path, max_devices=2, max_queued_samples=5, min_sample_interval_seconds=10)
+    now = 1_800_000_000.0
+    for bad in ({"rss_bytes": "inf", "cpu_seconds": "1"}, {"rss_bytes": "-5", "cpu_seconds": "1"},
+                {"rss_bytes": "12", "cpu_seconds": None}):
+        h.observe([], {"device": "d0", **bad}, now=now)
+    assert h.skipped["malformed"] == 3
+    h.observe([], {"device": "x" * 500, "rss_bytes": 1, "cpu_seconds": 1}, now=now)  # a name past the bound
+    for i in range(12):  # 12 devices: the rate-limit table holds max_devices * 4 series, the rest counted
+        h.observe([], {"device": f"d{i}", "rss_bytes": 1, "cpu_seconds": 1, "host_rss_bytes": 2,
+                       "host_cpu_seconds": 2}, now=now)
+    h.observe([], {"device": "d1", "rss_bytes": 1, "cpu_seconds": 1}, now=now + 1)  # too soon after the last
+    assert h.skipped["devices"] == 16 and h.skipped["rate"] == 1
+    assert h.skipped["queue"] == 3 and h.flush() == 5  # the store was "down": only the newest 5 are held
+    h.store.close()
