@@ -195,7 +195,14 @@ def test_a_latency_regression_is_named_on_metrics_and_survives_a_restart(tmp_pat
                 body = encode_envelope(Envelope([_window(device, "ranker", t0 + 60 * i, lat, rng)],
                                                 producer={"name": "test", "device": device}))
                 _post(url, "/v1/ingest", body)
-        text = _until(lambda: m if 'model="ranker"' in (m := _get(url, "/metrics")) else None, 20)
+        health = app.state.parts.device_health
+
+        def all_windows_fit() -> bool:  # a fit may run mid-ingest: wait for one that saw all 30 windows
+            lats = health.snapshot.latencies
+            return len(lats) == 2 and all(lat.result.n_baseline + lat.result.n_recent == 30 for lat in lats)
+
+        _until(all_windows_fit, 20)
+        text = _get(url, "/metrics")
     regs = _samples(text, "driftline_device_latency_regression")
     assert regs == {(("device", "fine-1"), ("model", "ranker")): 0.0, (("device", "slow-1"), ("model", "ranker")): 1.0}
     assert _samples(text, "driftline_device_latency_p95_ratio")[(("device", "slow-1"), ("model", "ranker"))] > 1.5
@@ -341,7 +348,8 @@ def test_two_replicas_on_postgresql_write_samples_and_only_the_leader_fits(postg
         (fp,) = replicas[0].snapshot.footprints
         assert fp.memory.n == 30 and fp.leak and fp.memory.slope == pytest.approx(120 * MIB, rel=1e-9)
         leads[0].close()  # the leader goes: the other replica takes over with the same samples
-        assert leads[1].check() and replicas[1].refresh(t0 + 1800, force=True)
+        _until(leads[1].check, 20)  # the server ends the old session (and its lock) on its own time
+        assert replicas[1].refresh(t0 + 1800, force=True)
         assert replicas[1].snapshot.footprints[0].memory == fp.memory
     finally:
         for lead in leads:
