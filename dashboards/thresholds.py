@@ -14,6 +14,7 @@ from driftline.stats.canary import CanaryConfig
 from driftline.stats.decision import DEFAULT_THRESHOLDS, DriftConfig
 
 __all__ = ["ALERTS", "CANARY_ALPHA", "DRIFT_SHARE", "KS", "PSI", "SERVICE_ALERTS", "SIDECAR_ONLY_ALERTS",
+           "DEVICE_HEALTH_ALERTS",
            "SIDECAR_RSS_BUDGET_BYTES",
            "AlertThreshold"]
 
@@ -62,6 +63,9 @@ ALERTS: dict[str, AlertThreshold] = {a.alert: a for a in (
 # rule over Prometheus's own `up` of the service (when it fires, the dashboards have nothing to show).
 SIDECAR_ONLY_ALERTS = frozenset({"DriftlineSidecarSpoolBacklog"})
 SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
+# Rules that name one device (service/device_health.py): read in the alert and its runbook, no panel yet.
+DEVICE_HEALTH_ALERTS = frozenset({"DriftlineDeviceMemoryLeak", "DriftlineDeviceCpuCreep",
+                                  "DriftlineDeviceLatencyRegression"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)

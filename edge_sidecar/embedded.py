@@ -9,6 +9,7 @@ up and delivers what a dead one left behind.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from driftline import __version__
@@ -45,6 +46,7 @@ def producer_map(name: str, device: str, spool: Spool) -> dict[str, str]:
         "rss_bytes": str(fp.rss_bytes),
         "cpu_seconds": f"{fp.cpu_seconds:.3f}",
         "started_at": f"{fp.started_at:.2f}",
+        "sampled_at": f"{time.time():.3f}",  # when the footprint was read: the time axis of its trend
     }
 
 

@@ -24,6 +24,7 @@ from ..promtext import render_text
 from .errors import REJECT_REASONS
 
 if TYPE_CHECKING:
+    from .hostwatch import HostWatch
     from .monitor import Monitor
     from .proxy import InferenceProxy
     from .shipper import Shipper
@@ -108,3 +109,21 @@ def sidecar_registry(collector: SidecarCollector) -> CollectorRegistry:
 def render(registry: CollectorRegistry) -> bytes:
     """The text exposition format of ``registry`` (:func:`driftline.promtext.render_text`)."""
     return render_text(registry)
+
+
+class HostWatchCollector(Collector):
+    """The watched host process (``watch_pid``): its footprint now, and how often it could not be read."""
+
+    def __init__(self, watch: HostWatch) -> None:
+        self.watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        fp = self.watch.read()
+        if fp is not None:
+            yield GaugeMetricFamily("driftline_sidecar_host_resident_memory_bytes",
+                                    "Resident memory of the watched host process.", value=fp.rss_bytes)
+            yield CounterMetricFamily("driftline_sidecar_host_cpu_seconds", "CPU seconds of the watched host "
+                                      "process (its current life).", value=fp.cpu_seconds)
+        yield CounterMetricFamily("driftline_sidecar_host_read_failures", "Readings of the watched host process "
+                                  "that failed (pid gone, pid file missing or garbage, no /proc).",
+                                  value=self.watch.failures)

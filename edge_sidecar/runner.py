@@ -20,9 +20,10 @@ from driftline import __version__
 from driftline.profile import WindowProfile
 
 from .embedded import producer_map
+from .hostwatch import HostWatch
 from .ingest_http import LocalApi
 from .judge import Judge, JudgeCollector
-from .metrics import SidecarCollector, render, sidecar_registry
+from .metrics import HostWatchCollector, SidecarCollector, render, sidecar_registry
 from .monitor import Monitor
 from .monitorconfig import MonitorConfig
 from .proxy import InferenceProxy
@@ -70,11 +71,17 @@ class Sidecar:
                             routes=routes)
         self._stopping = threading.Event()
         self._stopped = False
+        self.hostwatch = HostWatch(s.watch_pid, s.watch_pid_file)
+        if self.hostwatch.enabled:
+            self.registry.register(HostWatchCollector(self.hostwatch))
 
     # ---- wiring ----------------------------------------------------------------------------------
     def producer(self) -> dict[str, str]:
         """The envelope producer map: who sent it, and the device's backlog and footprint right now."""
-        return producer_map("driftline-sidecar", self.settings.device, self.spool)
+        out = producer_map("driftline-sidecar", self.settings.device, self.spool)
+        if getattr(self, "hostwatch", None) is not None:  # the spool asks for a map before __init__ ends
+            out.update(self.hostwatch.producer_keys())
+        return out
 
     def _spool_window(self, profile: WindowProfile, reason: str) -> None:
         if self.judge is not None:

@@ -254,6 +254,10 @@ class SidecarSettings(EnvFirstSettings):
     api: ApiSettings = ApiSettings()
     proxy: ProxySettings = ProxySettings()
     judge: JudgeSettings = JudgeSettings()
+    watch_pid: int | None = Field(default=None, gt=0, description="host process (the model server) whose RSS "
+                                  "and CPU travel in the producer map as host_* keys (edge_sidecar/hostwatch.py)")
+    watch_pid_file: Path | None = Field(default=None, description="or read the host's pid from this file on every "
+                                        "sample (follows a restarted host); wins over watch_pid")
 
     @field_validator("cohort")
     @classmethod

@@ -24,6 +24,7 @@ from driftline import __version__
 
 from .api import alertmanager, canary, estimate, ingest, models, multivariate, pages
 from .api.openapi import install_docs, install_openapi
+from .device_health import DeviceHealth, DeviceHealthCollector
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
@@ -62,6 +63,7 @@ class Background:
         p.store.probe_write(now)  # keeps the store's health current for /healthz and /readyz
         if p.fleet is not None and not p.fleet.leadership.check():
             p.fleet.refresh(now)  # a follower only writes its device reports
+            self._device_health(now)
             return
         t0 = time.perf_counter()
         result = "error"
@@ -85,11 +87,23 @@ class Background:
                     p.evaluator.failed("retention", "roll-up", exc)
             if p.fleet is not None:
                 p.fleet.refresh(now)
+            self._device_health(now)
             result = "ok"
         finally:
             if p.timings is not None:
                 p.timings.evaluation.labels(result).observe(time.perf_counter() - t0)
         self.passes += 1
+
+    def _device_health(self, now: float) -> None:
+        """Write the device samples; on the leader, fit the leak and latency trends (fails on its own)."""
+        p = self.parts
+        if p.device_health is None:
+            return
+        try:
+            p.device_health.refresh(now)
+            p.evaluator.succeeded("device_health", "trends")
+        except Exception as exc:
+            p.evaluator.failed("device_health", "trends", exc)
 
     def _run(self) -> None:
         interval = self.parts.settings.evaluation.interval_seconds
@@ -131,6 +145,9 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.estimates = Estimates(evaluator, settings.cohort_top_n)
     parts.registry.register(EstimateCollector(parts.estimates, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
+    parts.device_health = DeviceHealth(store, settings.device_health, parts.fleet.leadership.check)
+    parts.registry.register(DeviceHealthCollector(parts.device_health, parts.fleet.exposes))
+    parts.device_health.refresh(force=True)  # trends from the stored samples before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
             store.put_canary(c.model, c.config_dict())
@@ -169,6 +186,10 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
                 bg.stop()
                 dispatcher.stop()
             parts.fleet.flush()
+            try:
+                parts.device_health.flush()
+            except Exception as exc:  # noqa: BLE001 - the store is gone at shutdown: samples are replaced soon
+                log.warning("device samples not written at shutdown: %s", exc)
             parts.fleet.leadership.close()
             store.close()
 

@@ -68,6 +68,8 @@ class Ingest:
             results = self.parts.store.ingest_many(items, self.transport)
         for (env, raw), res in zip(items, results, strict=True):
             self.parts.stats.record(self.transport, res.result, len(raw), env.profiles, env.producer)
+            if res.result == "accepted" and self.parts.device_health is not None:
+                self.parts.device_health.observe(env.profiles, env.producer)
         return results
 
     def refused(self, nbytes: int, result: str) -> None:

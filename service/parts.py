@@ -121,3 +121,4 @@ class Parts:
     report_limit: RateLimit | None = None
     estimates: Any = None  # estimate.Estimates: label-free performance estimates, refreshed by the background pass
     multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift
+    device_health: Any = None  # device_health.DeviceHealth: leak and latency trends per device

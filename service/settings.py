@@ -23,6 +23,7 @@ _DRIFT_DEFAULTS = DriftConfig()  # the decision rule's defaults live in one plac
 
 __all__ = [
     "CanarySettings",
+    "DeviceHealthSettings",
     "EvaluationSettings",
     "KafkaSettings",
     "LimitSettings",
@@ -187,6 +188,35 @@ class LimitSettings(_Section):
     max_cohort_values: int = Field(50, ge=1, description="distinct values per cohort label per model")
 
 
+class DeviceHealthSettings(_Section):
+    """Leaks and latency regressions per device (service/device_health.py, docs/statistics.md)."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(300.0, gt=0, description="how often the leader fits the trends")
+    horizon_seconds: float = Field(21600.0, gt=0, description="samples are kept and fitted this long")
+    min_sample_interval_seconds: float = Field(60.0, ge=0, description="at most one sample per series this often")
+    max_samples: int = Field(720, ge=8, le=100_000, description="newest samples per series that are kept")
+    fit_points: int = Field(120, ge=8, le=2000, description="samples thinned evenly to this many for a fit "
+                            "(Theil-Sen costs n^2)")
+    max_devices: int = Field(2000, ge=1, description="devices tracked; the least recently seen beyond are dropped")
+    exposed_devices: int = Field(100, ge=0, description="devices with series on /metrics (flagged first); "
+                                 "the rest are counted")
+    max_queued_samples: int = Field(100_000, ge=1, description="samples held while the store is down")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="two-sided level of the slope's interval")
+    leak_min_bytes_per_hour: float = Field(16 * 1024 * 1024, ge=0, description="a leak: the memory slope's lower "
+                                           "bound above this")
+    cpu_min_cores_per_hour: float = Field(0.05, ge=0, description="CPU creep: the CPU-use slope's lower bound "
+                                          "above this")
+    leak_min_samples: int = Field(20, ge=3, description="no leak or creep is called on fewer samples")
+    latency_recent_windows: int = Field(6, ge=1)
+    latency_min_baseline: int = Field(12, ge=2)
+    latency_max_baseline: int = Field(48, ge=2)
+    latency_alpha: float = Field(0.001, gt=0, lt=1, description="one-sided Mann-Whitney level (per device and "
+                                 "fit: a fleet tests many)")
+    latency_min_increase: float = Field(0.2, ge=0, description="and the recent median p95 at least this much "
+                                        "above the baseline median (0.2: 20 %)")
+
+
 class ServiceSettings(EnvFirstSettings):
     """Everything ``driftline service`` needs; safe defaults on loopback."""
 
@@ -222,6 +252,7 @@ class ServiceSettings(EnvFirstSettings):
     kafka: KafkaSettings = KafkaSettings()
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
+    device_health: DeviceHealthSettings = DeviceHealthSettings()
 
 
 def _loopback(host: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -308,6 +309,10 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     js = JudgeSettings(enabled=True)
     judge = Judge(js, ReferenceSource(js, None), ActionRunner(js))
     registry.register(JudgeCollector(judge))  # the judge's families (judge.enabled) are catalogued too
+    from driftline.edge_sidecar.hostwatch import HostWatch
+    from driftline.edge_sidecar.metrics import HostWatchCollector
+
+    registry.register(HostWatchCollector(HostWatch(os.getpid())))  # and the host's (watch_pid)
     text = generate_latest(registry).decode()
     exposed = {fam.name + ("_total" if fam.type == "counter" else "")
                for fam in text_string_to_metric_families(text)}
