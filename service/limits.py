@@ -58,11 +58,16 @@ def entries(profiles: Iterable[WindowProfile]) -> set[Entry]:
     """Every catalog entry the windows need."""
     out: set[Entry] = set()
     for p in profiles:
-        out |= _entries_of(p.key.model, p.key.model_version, p.key.cohort, tuple(p.features), tuple(p.outputs))
+        k = p.key
+        shape = (k.model, k.model_version, k.cohort, tuple(p.features), tuple(p.outputs))
+        # only small shapes are cached (128 of up to 128 columns): a hostile stream of ever-new shapes costs ~25 MB at most
+        out |= _entries_cached(*shape) if len(shape[3]) + len(shape[4]) <= _CACHED_COLUMNS else _entries_of(*shape)
     return out
 
 
-@functools.lru_cache(maxsize=4096)
+_CACHED_COLUMNS = 128
+
+
 def _entries_of(model: str, version: str, cohort: tuple[tuple[str, str], ...], features: tuple[str, ...],
                 outputs: tuple[str, ...]) -> frozenset[Entry]:
     """The entries of one window's names: the same few shapes arrive again and again (a device sends
@@ -75,6 +80,9 @@ def _entries_of(model: str, version: str, cohort: tuple[tuple[str, str], ...], f
         out.add(("cohort_labels", model, label))
         out.add(("cohort_values", f"{model}\x1f{label}", value))
     return frozenset(out)
+
+
+_entries_cached = functools.lru_cache(maxsize=128)(_entries_of)
 
 
 class Catalog:
