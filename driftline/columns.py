@@ -8,6 +8,7 @@ profile. ``absent`` counts rows of merged-in profiles that did not have the colu
 from __future__ import annotations
 
 import math
+import operator
 import re
 import struct
 from typing import Any
@@ -261,19 +262,24 @@ class NumericColumn:
     def from_dict(cls, d: dict[str, Any], kll_items: str = KLL_DOUBLES) -> NumericColumn:
         """Rebuild from the dict form; ``kll_items="floats"`` reads a wire format 1 sketch (widened)."""
         col = cls.__new__(cls)
-        raw = bytes(d["kll"])
+        raw, count, missing, nan, inf, invalid, absent, vmin, vmax, vsum, vsumsq = _numeric_fields(d)  # one lookup
+        raw = bytes(raw)
         col.kll = kll_doubles_sketch.deserialize(widen_kll_floats(raw) if kll_items == KLL_FLOATS else raw)
-        col.count = int(d["count"])
-        col.missing = int(d["missing"])
-        col.nan = int(d["nan"])
-        col.inf = int(d["inf"])
-        col.invalid = int(d["invalid"])
-        col.absent = int(d["absent"])
-        col.min = math.inf if d["min"] is None else float(d["min"])
-        col.max = -math.inf if d["max"] is None else float(d["max"])
-        col.sum = float(d["sum"])
-        col.sumsq = float(d["sumsq"])
+        col.count = int(count)
+        col.missing = int(missing)
+        col.nan = int(nan)
+        col.inf = int(inf)
+        col.invalid = int(invalid)
+        col.absent = int(absent)
+        col.min = math.inf if vmin is None else float(vmin)
+        col.max = -math.inf if vmax is None else float(vmax)
+        col.sum = float(vsum)
+        col.sumsq = float(vsumsq)
         return col
+
+
+_numeric_fields = operator.itemgetter("kll", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max",
+                                      "sum", "sumsq")
 
 
 _NUMERIC_LABEL = re.compile(r"[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")

@@ -94,18 +94,38 @@ def object_budget(limit_bytes: int) -> int:
 
 def max_depth_ok(obj: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether built containers nest at most ``limit`` levels (what :func:`scan_msgpack` enforces on
-    the bytes); walks containers only, so a body of blobs and scalars costs little."""
+    the bytes); walks containers only, so a body of blobs and scalars costs little.
+
+    A numeric column's map inside a profile's ``features`` or ``outputs`` (most of a body) is not
+    walked when it holds exactly the numeric column's keys: :func:`check_body` checks each of those
+    values as a scalar or a binary, so a container under one of them is refused there.
+    """
     if type(obj) not in (dict, list) or not obj:
         return True
-    stack = [(obj, 1)]  # (a non-empty container, its level); the scan counts non-empty ones only
+    # (a non-empty container, its level, its place: 1 the body, 2 its profiles, 3 a profile,
+    # 4 a profile's column map, 0 anywhere else); the scan counts non-empty containers only
+    stack = [(obj, 1, 1)]
     while stack:
-        node, level = stack.pop()
-        for child in (node.values() if type(node) is dict else node):
+        node, level, place = stack.pop()
+        for key, child in (node.items() if type(node) is dict else enumerate(node)):
             if type(child) in (dict, list) and child:
                 if level + 1 > limit:
                     return False
-                stack.append((child, level + 1))
+                if place == 4 and type(child) is dict and child.keys() == _NUMERIC_KEYS:
+                    continue
+                sub = 0
+                if place == 1 and key == "profiles" and type(node) is dict:
+                    sub = 2
+                elif place == 2:
+                    sub = 3
+                elif place == 3 and key in ("features", "outputs") and type(node) is dict:
+                    sub = 4
+                stack.append((child, level + 1, sub))
     return True
+
+
+_NUMERIC_KEYS = frozenset(("kind", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max", "sum",
+                           "sumsq", "kll"))
 
 
 def scan_msgpack(buf: bytes, max_objects: int, max_bin: int) -> None:

@@ -15,6 +15,7 @@ models the service has never seen without touching the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import Counter
@@ -58,15 +59,30 @@ def entries(profiles: Iterable[WindowProfile]) -> set[Entry]:
     out: set[Entry] = set()
     for p in profiles:
         k = p.key
-        out.add(("models", "", k.model))
-        out.add(("versions", k.model, k.model_version))
-        for name in (*p.features, *p.outputs):
-            out.add(("features", k.model, name))
-            out.add(("feature_series", "", f"{k.model}\x1f{k.model_version}\x1f{name}"))
-        for label, value in k.cohort:
-            out.add(("cohort_labels", k.model, label))
-            out.add(("cohort_values", f"{k.model}\x1f{label}", value))
+        shape = (k.model, k.model_version, k.cohort, tuple(p.features), tuple(p.outputs))
+        # only small shapes are cached (128 of up to 128 columns): a hostile stream of ever-new shapes costs ~25 MB at most
+        out |= _entries_cached(*shape) if len(shape[3]) + len(shape[4]) <= _CACHED_COLUMNS else _entries_of(*shape)
     return out
+
+
+_CACHED_COLUMNS = 128
+
+
+def _entries_of(model: str, version: str, cohort: tuple[tuple[str, str], ...], features: tuple[str, ...],
+                outputs: tuple[str, ...]) -> frozenset[Entry]:
+    """The entries of one window's names: the same few shapes arrive again and again (a device sends
+    the same columns every window), so each is built once, not per envelope."""
+    out: set[Entry] = {("models", "", model), ("versions", model, version)}
+    for name in (*features, *outputs):
+        out.add(("features", model, name))
+        out.add(("feature_series", "", f"{model}\x1f{version}\x1f{name}"))
+    for label, value in cohort:
+        out.add(("cohort_labels", model, label))
+        out.add(("cohort_values", f"{model}\x1f{label}", value))
+    return frozenset(out)
+
+
+_entries_cached = functools.lru_cache(maxsize=128)(_entries_of)
 
 
 class Catalog:

@@ -79,6 +79,17 @@ class Tx:
         """Run one statement; the cursor has ``rowcount``, ``fetchone`` and ``fetchall``."""
         return self._conn.execute(self.dialect.sql(sql), tuple(params))
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many parameter rows: SQLite's C loop, PostgreSQL's pipeline (one round trip
+        for the lot instead of one per row)."""
+        if not rows:
+            return
+        if self.dialect.postgres:
+            with self._conn.cursor() as cur:
+                cur.executemany(self.dialect.sql(sql), [tuple(r) for r in rows])
+        else:
+            self._conn.executemany(self.dialect.sql(sql), [tuple(r) for r in rows])
+
 
 SCHEMA = [  # the tables whose SQL lives here; other modules declare theirs (Store.create_tables)
     """CREATE TABLE IF NOT EXISTS envelopes (
@@ -185,6 +196,12 @@ class StoreHealth:
         with self._lock:
             return 0.0 if self.failing_since is None else max(0.0, now - self.failing_since)
 
+
+_INSERT_WINDOW = ("INSERT INTO windows (model, version, variant, source, cohort, start_ts, end_ts, rows_observed, "
+                  "received_at, resolution, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_IDS_PER_STATEMENT = 500
+"""Envelope ids inserted by one statement: 2,000 parameters, far below SQLite's (32,766) and
+PostgreSQL's (65,535) limits."""
 
 STORED_MAX_BYTES = 1 << 30  # a rolled-up window of this service's own making: no wire cap applies
 
@@ -386,13 +403,13 @@ class Store:
         names: list[Any] = []
         try:
             with self.transaction() as conn:
+                fresh = self._record_ids(conn, items, now, transport)
+                windows: list[tuple[Any, ...]] = []
                 for env, raw in items:
-                    cur = conn.execute("INSERT INTO envelopes (envelope_id, received_at, transport, producer) "
-                                     "VALUES (?, ?, ?, ?) ON CONFLICT (envelope_id) DO NOTHING",
-                                     (env.envelope_id, now, transport, json.dumps(env.producer)))
-                    if cur.rowcount == 0:
+                    if env.envelope_id not in fresh:  # known before, or an earlier copy in this batch
                         out.append(IngestResult(env.envelope_id, "duplicate", 0))
                         continue
+                    fresh.discard(env.envelope_id)
                     refused, new = self.catalog.admit(conn, env.profiles)
                     if refused is not None:  # not merged: the same id may come back once the cap is raised
                         conn.execute("DELETE FROM envelopes WHERE envelope_id = ?", (env.envelope_id,))
@@ -400,21 +417,36 @@ class Store:
                         continue
                     names += new
                     single = raw if raw is not None and len(env.profiles) == 1 else None
-                    for p in env.profiles:
-                        self._insert_window(conn, p, now, "raw", blob=single)
+                    windows.extend(self._window_row(p, now, "raw", single) for p in env.profiles)
                     out.append(IngestResult(env.envelope_id, "accepted", len(env.profiles)))
+                conn.executemany(_INSERT_WINDOW, windows)  # one statement for the batch's windows
         except StoreError as exc:
             raise StoreError(f"could not store {len(items)} envelope(s): {exc.message}", outage=exc.outage) from exc
         self.catalog.committed(names)
         return out
 
+    def _record_ids(self, conn: Tx, items: Sequence[tuple[Envelope, bytes | None]], now: float,
+                    transport: str) -> set[str]:
+        """Insert the batch's envelope ids in a few statements; the ids that were new (the ledger's
+        primary key decides: a known id, or a second copy within the batch, inserts nothing)."""
+        fresh: set[str] = set()
+        for i in range(0, len(items), _IDS_PER_STATEMENT):
+            chunk = items[i:i + _IDS_PER_STATEMENT]
+            sql = ("INSERT INTO envelopes (envelope_id, received_at, transport, producer) VALUES "
+                   + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                   + " ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id")
+            params = [v for env, _ in chunk for v in (env.envelope_id, now, transport, json.dumps(env.producer))]
+            fresh.update(str(r[0]) for r in conn.execute(sql, params).fetchall())
+        return fresh
+
+    @staticmethod
+    def _window_row(p: WindowProfile, now: float, resolution: str, blob: bytes | None) -> tuple[Any, ...]:
+        return (p.key.model, p.key.model_version, p.key.variant, p.key.source,
+                json.dumps(p.key.cohort_dict, sort_keys=True), p.start, p.end, p.rows, now, resolution,
+                encode_profile(p) if blob is None else blob)
+
     def _insert_window(self, conn: Tx, p: WindowProfile, now: float, resolution: str, blob: bytes | None = None) -> None:
-        if blob is None:
-            blob = encode_profile(p)
-        conn.execute("INSERT INTO windows (model, version, variant, source, cohort, start_ts, end_ts, "
-                   "rows_observed, received_at, resolution, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (p.key.model, p.key.model_version, p.key.variant, p.key.source,
-                    json.dumps(p.key.cohort_dict, sort_keys=True), p.start, p.end, p.rows, now, resolution, blob))
+        conn.execute(_INSERT_WINDOW, self._window_row(p, now, resolution, blob))
 
     # ---- reading windows --------------------------------------------------------------------------
     def windows(self, model: str, version: str | None = None, variant: str | None = None,

@@ -246,9 +246,9 @@ def _pair_grid(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> dict[str, np
 
 def _compact(mask: np.ndarray, x: np.ndarray, cum: np.ndarray) -> RowCDFs:
     """The entries of each row where ``mask`` holds, end to end, as a :class:`RowCDFs`."""
-    count = mask.sum(axis=1)
-    sel = mask.ravel()
-    return RowCDFs(x.ravel()[sel], cum.ravel()[sel], np.cumsum(count) - count, count, cum[:, -1].copy())
+    count = np.count_nonzero(mask, axis=1)
+    sel = np.flatnonzero(mask)  # indices once, then two takes: several times faster than two boolean masks
+    return RowCDFs(x.ravel().take(sel), cum.ravel().take(sel), np.cumsum(count) - count, count, cum[:, -1].copy())
 
 
 def _score_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], bins: int) -> list[NumericScores]:

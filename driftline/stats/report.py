@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..columns import CategoricalColumn, Column, NumericColumn
@@ -157,22 +157,34 @@ class DriftReport:
 def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: str,
                   issues: list[dict[str, Any]], numeric: NumericScores | None = None) -> ColumnResult:
     method = cfg.method_for(name, ref.kind)
-    res = ColumnResult(name=name, kind=ref.kind, status="ok", method=method,
-                       threshold=cfg.threshold_for(name, method), critical=name in cfg.critical_features,
-                       missing=(missing_ratio(ref), missing_ratio(cur)), rows=(ref.count, cur.count))
+    status, scores, raw_p, effect = "ok", {}, None, None
     if min(ref.count, cur.count) < cfg.min_rows:
         issues.extend(column_issues(name, ref, cur, cfg, role=role))
-        return replace(res, status="insufficient_data")
-    if isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
+        status = "insufficient_data"
+    elif isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
         ns = numeric if numeric is not None else numeric_scores(ref, cur, bins=cfg.bins)
-        res = replace(res, scores=ns.as_dict(), raw_p_value=ns.ks_p_value, effect=ns.effects[method])
+        scores, raw_p, effect = ns.as_dict(), ns.ks_p_value, ns.effects[method]
         issues.extend(column_issues(name, ref, cur, cfg, role=role))
     elif isinstance(ref, CategoricalColumn) and isinstance(cur, CategoricalColumn):
         cs = categorical_scores(ref, cur)
         scores = cs.as_dict()
-        res = replace(res, scores=scores, raw_p_value=cs.chi2_p_value, effect=scores[method])
+        raw_p, effect = cs.chi2_p_value, scores[method]
         issues.extend(column_issues(name, ref, cur, cfg, cs.new_category_rate, cs.new_categories, role=role))
-    return res
+    # built once (a frozen dataclass's replace() costs a whole __init__ per change)
+    return ColumnResult(name=name, kind=ref.kind, status=status, method=method,
+                        threshold=cfg.threshold_for(name, method), effect=effect, raw_p_value=raw_p, scores=scores,
+                        rows=(ref.count, cur.count), missing=(missing_ratio(ref), missing_ratio(cur)),
+                        critical=name in cfg.critical_features)
+
+
+def _decided(r: ColumnResult, p_value: float, detected: bool) -> ColumnResult:
+    """``r`` with its adjusted p-value and decision: ``dataclasses.replace`` without re-running the
+    frozen ``__init__`` (one per column of every report), by copying the fields of a finished value."""
+    out = object.__new__(ColumnResult)
+    fields = out.__dict__
+    fields.update(r.__dict__)
+    fields.update(p_value=p_value, drift_detected=detected, status="drift" if detected else "ok")
+    return out
 
 
 def _compare_side(ref: dict[str, Column], cur: dict[str, Column], cfg: DriftConfig, role: str,
@@ -223,6 +235,6 @@ def compare_profiles(reference: WindowProfile, current: WindowProfile, config: D
     decided = {}
     for r, p in zip(tested, adjusted, strict=True):
         detected = bool(p < cfg.alpha and r.effect is not None and r.effect >= r.threshold)
-        decided[id(r)] = replace(r, p_value=float(p), drift_detected=detected, status="drift" if detected else "ok")
+        decided[id(r)] = _decided(r, float(p), detected)
     return DriftReport(tuple(decided.get(id(r), r) for r in features), tuple(decided.get(id(r), r) for r in outputs),
                        tuple(issues), reference.rows, current.rows, cfg)
