@@ -24,6 +24,7 @@ from driftline import __version__
 
 from .api import alertmanager, canary, ingest, models, pages
 from .api.openapi import install_docs, install_openapi
+from .conformance import ConformanceBook, ConformanceCollector
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
@@ -118,6 +119,9 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
     dispatcher.on_delivery = parts.timings.on_delivery
+    parts.conformance = ConformanceBook(store, lim.max_versions_per_model)
+    parts.registry.register(ConformanceCollector(parts.conformance, settings.conformance_cohorts,
+                                                 settings.cohort_top_n, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():

@@ -218,6 +218,9 @@ class ServiceSettings(EnvFirstSettings):
     kafka: KafkaSettings = KafkaSettings()
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
+    conformance_cohorts: list[str] = Field(["firmware", "runtime", "driver"], max_length=8,
+                                           description="cohort labels the driftline_edge_conformance_* series "
+                                           "and the status page break golden-set results down by")
 
 
 def _loopback(host: str) -> bool:

@@ -271,6 +271,7 @@ def render_model(
     versions: Sequence[Mapping[str, Any]] = (),
     problem: tuple[str, str] | None = None,
     experiments: Sequence[Mapping[str, Any]] = (),
+    conformance: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
 
@@ -315,4 +316,8 @@ def render_model(
         for i in issues
     )
     body.append(f"<h2>Data quality</h2><ul>{items or '<li>no data-quality issues</li>'}</ul>")
+    if conformance is not None:
+        from .conformance import render_conformance
+
+        body.append(render_conformance(conformance))
     return _page(model, "".join(body))
