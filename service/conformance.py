@@ -155,6 +155,7 @@ def conformance_summary(book: ConformanceBook, model: str, cohort_labels: Sequen
             "failing_devices": [{"device": d, "result": _result(e), "max_abs_diff": e.get("max_abs_diff"),
                                  "top1_agreement": e.get("top1_agreement"), "score_ks": e.get("score_ks"),
                                  "error": e.get("error"), "evaluated_at": e.get("evaluated_at"),
+                                 "trigger": e.get("trigger"),
                                  "cohort": entry_cohort(e)} for d, e in failing[:20]],
         })
     return out
