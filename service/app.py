@@ -119,7 +119,7 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
     dispatcher.on_delivery = parts.timings.on_delivery
-    parts.conformance = ConformanceBook(store, lim.max_versions_per_model)
+    parts.conformance = ConformanceBook(store, lim.max_versions_per_model, settings.conformance_max_age_seconds)
     parts.registry.register(ConformanceCollector(parts.conformance, settings.conformance_cohorts,
                                                  settings.cohort_top_n, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -61,9 +62,12 @@ def _result(entry: dict[str, Any]) -> str:
 class ConformanceBook:
     """Newest golden-set results per device, written through to the store."""
 
-    def __init__(self, store: Store, max_versions_per_model: int = 50) -> None:
+    def __init__(self, store: Store, max_versions_per_model: int = 50, max_age_seconds: float = 7 * 86400.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.max_versions = max_versions_per_model
+        self.max_age = max_age_seconds
+        self.clock = clock
         self.dropped = 0  # entries refused: a model the envelope has no windows of, or past the version cap
         self.errors = 0  # store writes that failed (the windows are stored; the next envelope tries again)
         self._seen: dict[tuple[str, str, str, str], float] = {}
@@ -114,12 +118,13 @@ class ConformanceBook:
         return len(rows)
 
     def newest(self, model: str | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """(model, version, device, entry): each device's newest entry per model version."""
-        sql = "SELECT model, version, source, evaluated_at, entry FROM conformance_results"
-        params: Sequence[Any] = ()
+        """(model, version, device, entry): each device's newest entry per model version, among results
+        that arrived within ``max_age_seconds``."""
+        sql = "SELECT model, version, source, evaluated_at, entry FROM conformance_results WHERE received_at >= ?"
+        params: Sequence[Any] = (self.clock() - self.max_age,)
         if model is not None:
-            sql += " WHERE model = ?"
-            params = (model,)
+            sql += " AND model = ?"
+            params = (*params, model)
         best: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         for m, v, src, at, raw in self.store.query(sql + " ORDER BY model, version, source", params):
             k = (m, v, src)

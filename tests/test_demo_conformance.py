@@ -17,10 +17,16 @@ pytest.importorskip("sklearn")
 
 
 def test_the_quantising_driver_fails_its_first_golden_run_and_the_others_pass(tmp_path: Path) -> None:
-    from driftline.apps.demo.fleet import plan_fleet
-    from driftline.apps.demo.golden import BAD_DRIVER, QUANTISED_PIXEL, apply_driver, build_golden, device_predict
     from sklearn.naive_bayes import GaussianNB
 
+    from driftline.apps.demo.fleet import plan_fleet
+    from driftline.apps.demo.golden import (
+        BAD_DRIVER,
+        QUANTISED_PIXEL,
+        apply_driver,
+        build_golden,
+        device_predict,
+    )
     from driftline.apps.demo.model import DigitModel, load_digits_split
     from driftline.apps.demo.view import render_summary, summarise
     from driftline.edge_sidecar.golden import GoldenRunner
