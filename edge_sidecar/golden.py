@@ -177,12 +177,15 @@ class GoldenRunner:
 
     # ---- one run ---------------------------------------------------------------------------------
     def run_one(self, golden: GoldenSet, trigger: str) -> dict[str, Any]:
-        """Run one golden set now and keep its result; returns the wire entry (never raises)."""
+        """Run one golden set now and keep its result; returns the wire entry (never raises; ``{}`` when
+        the runner stopped part-way, which keeps no result)."""
         assert trigger in CONFORMANCE_TRIGGERS
         now = self.clock()
         try:
             collected: dict[str, list[np.ndarray]] = {}
             for i in range(0, golden.cases, self.batch_size):
+                if self._stop.is_set():  # stopping: no more requests, and a half run is no result
+                    return {}
                 batch = {k: v[i : i + self.batch_size] for k, v in golden.inputs.items()}
                 try:
                     out = self.predict(golden, batch)
