@@ -209,7 +209,7 @@ def _pick(golden: GoldenSet) -> tuple[str | None, str | None]:
     if top1 is None:
         wide = [n for n in floats if outs[n].ndim == 2 and outs[n].shape[1] >= 2]
         labels = [n for n, a in outs.items() if a.ndim == 1 and a.dtype.kind in "iubOUS"]
-        top1 = (wide or labels or [None])[0]
+        top1 = (wide + labels)[0] if wide or labels else None
     score = golden.score_output or (floats[0] if floats else None)
     return score, top1
 
@@ -367,7 +367,9 @@ def decode_golden(data: bytes, *, max_bytes: int = MAX_GOLDEN_BYTES) -> GoldenSe
                 raise GoldenSetError(f"golden set {group} is not a list of at most {MAX_TENSORS} tensors")
             tensors[group] = dict(_tensor(t, f"{group[:-1]} #{i}") for i, t in enumerate(items))
         created = doc.get("created_at", 0.0)
-        return GoldenSet(doc.get("model"), doc.get("model_version"), tensors["inputs"], tensors["outputs"], tol,
+        model: Any = doc.get("model")  # GoldenSet checks every field's type
+        version: Any = doc.get("model_version")
+        return GoldenSet(model, version, tensors["inputs"], tensors["outputs"], tol,
                          doc.get("name", "golden"), doc.get("score_output"), doc.get("top1_output"),
                          float(created) if type(created) in (int, float) else 0.0)
     except GoldenSetError:
@@ -427,7 +429,7 @@ def check_conformance_entries(raw: Any) -> list[dict[str, Any]]:
             raise WireFormatError(f"{what} trigger must be one of {', '.join(CONFORMANCE_TRIGGERS)}")
         if type(e.get("passed")) is not bool:
             raise WireFormatError(f"{what} passed must be a boolean")
-        at = e.get("evaluated_at")
+        at: Any = e.get("evaluated_at")
         if type(at) not in (int, float) or not math.isfinite(at):
             raise WireFormatError(f"{what} evaluated_at must be a finite number")
         for key in _ENTRY_FLOATS:
