@@ -34,6 +34,7 @@ from .columns import (
     column_from_dict,
 )
 from .errors import ProfileError, SchemaConflictError
+from .reconstruction import ErrorSketch
 
 __all__ = [
     "ANY",
@@ -261,6 +262,8 @@ class WindowProfile:
     runtime: RuntimeStats | None = None
     reservoir: Reservoir | None = None
     verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
+    calibration: dict[str, Any] | None = None  # a reference's score calibration (driftline/estimate.py), optional
+    reconstruction: ErrorSketch | None = None  # per-row reconstruction errors (and a reference's model), optional
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -422,6 +425,12 @@ class WindowProfile:
         if other.verdict is not None and (self.verdict is None or float(other.verdict.get("evaluated_at", 0.0))
                                           >= float(self.verdict.get("evaluated_at", 0.0))):
             self.verdict = dict(other.verdict)  # a merged window carries its newest device verdict
+        if self.calibration != other.calibration:  # it describes one labelled data set: kept only if both agree
+            self.calibration = None
+        if other.reconstruction is not None:
+            if self.reconstruction is None:
+                self.reconstruction = ErrorSketch(other.reconstruction.digest, model=other.reconstruction.model)
+            self.reconstruction.merge_into(other.reconstruction)
         return self
 
     def copy(self) -> WindowProfile:
@@ -517,6 +526,10 @@ class WindowProfile:
             d["reservoir"] = self.reservoir.to_dict()
         if self.verdict is not None:
             d["verdict"] = dict(self.verdict)
+        if self.calibration is not None:
+            d["calibration"] = dict(self.calibration)
+        if self.reconstruction is not None:
+            d["reconstruction"] = self.reconstruction.to_dict()
         return d
 
     @classmethod
@@ -554,6 +567,10 @@ class WindowProfile:
             prof.reservoir = Reservoir.from_dict(d["reservoir"])
         if isinstance(d.get("verdict"), Mapping):
             prof.verdict = {k: d["verdict"][k] for k in VERDICT_KEYS if k in d["verdict"]}
+        if isinstance(d.get("calibration"), Mapping):
+            prof.calibration = dict(d["calibration"])
+        if isinstance(d.get("reconstruction"), Mapping):
+            prof.reconstruction = ErrorSketch.from_dict(d["reconstruction"], kll_items)
         return prof
 
 

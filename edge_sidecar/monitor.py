@@ -419,3 +419,9 @@ class Monitor:
                 "sink_errors": self.sink_errors,
                 "windows_dropped": self.windows_dropped,
             }
+
+    def set_reconstruction(self, lookup: Callable[[StreamKey], Any] | None) -> None:
+        """Sketch each folded batch's reconstruction errors with the model ``lookup`` gives for its stream
+        (the judge's references carry it; ``None`` turns it off)."""
+        with self._lock:
+            self._folder.reconstruction = lookup

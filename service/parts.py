@@ -119,4 +119,6 @@ class Parts:
     fleet: Any = None  # fleet.Fleet: leadership and fleet state rebuilt from the store
     timings: Any = None  # observability.Timings: the duration histograms
     report_limit: RateLimit | None = None
+    estimates: Any = None  # estimate.Estimates: label-free performance estimates, refreshed by the background pass
+    multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift
     conformance: Any = None  # conformance.ConformanceBook: the devices' newest golden-set results

@@ -95,5 +95,18 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
             conformance = conformance_summary(parts.conformance, model, parts.settings.conformance_cohorts)
         except Exception:  # noqa: BLE001 - a store hiccup hides this section, not the page
             conformance = None
+    mv = parts.multivariate.snapshot().get((model, version)) if parts.multivariate is not None else None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
-                                     problem=problem, experiments=ev.experiments(model), conformance=conformance))
+                                     problem=problem, experiments=ev.experiments(model),
+                                     extra=_estimate_card(parts, model, version),
+                                     multivariate=mv.to_dict() if mv is not None else None,
+                                     conformance=conformance))
+
+
+def _estimate_card(parts: Any, model: str, version: str | None) -> str:
+    """The label-free performance estimate's card, when the version's reference has a calibration."""
+    from ..estimate import render_estimates
+
+    if parts.estimates is None or version is None:
+        return ""
+    return render_estimates(parts.estimates.snapshot().get((model, version)))
