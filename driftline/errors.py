@@ -11,6 +11,7 @@ HTTP 4xx, never a traceback::
     │   ├── SchemaConflictError    one column is numeric in one profile and categorical in another
     │   └── BatchError             a batch of observations that cannot be read at all
     ├── DataFileError          a training or log file that cannot be read (CLI input)
+    │   └── GoldenSetError     a golden set (conformance inputs and outputs) that cannot be built or read
     ├── MissingExtraError      an optional dependency (an ``extra``) is not installed
     └── ConfigError            invalid settings
         └── CanaryConfigError  an invalid canary configuration (also a ``ValueError``, so pydantic
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "DataFileError",
     "DriftlineError",
+    "GoldenSetError",
     "MissingExtraError",
     "ProfileError",
     "SchemaConflictError",
@@ -101,3 +103,7 @@ class CanaryConfigError(ConfigError, ValueError):
     Also a ``ValueError``: raised inside a pydantic dataclass, pydantic turns it into a validation
     error that names the field, as for a bad type or bound.
     """
+
+
+class GoldenSetError(DataFileError):
+    """A golden set that cannot be built or read (``driftline golden build``, the sidecar's conformance runs)."""

@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 from .columns import KLL_DOUBLES, KLL_FLOATS
+from .conformance import check_conformance_entries
 from .errors import DataFileError, DriftlineError, UnsupportedVersionError, WireFormatError
 from .profile import WindowProfile
 from .wirecheck import (
@@ -78,6 +79,8 @@ class Envelope:
     producer: dict[str, str] = field(default_factory=dict)
     envelope_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created_at: float = field(default_factory=time.time)
+    conformance: list[dict[str, Any]] = field(default_factory=list)
+    """The device's newest golden-set results (optional body key ``conformance``, driftline/conformance.py)."""
 
     @property
     def rows(self) -> int:
@@ -86,14 +89,14 @@ class Envelope:
 
 def encode_envelope(env: Envelope, *, compress: bool = True) -> bytes:
     """Encode an envelope to bytes (deterministic for equal inputs)."""
-    body = msgpack.packb(
-        {
-            "producer": dict(env.producer),
-            "created_at": float(env.created_at),
-            "profiles": [p.to_dict() for p in env.profiles],
-        },
-        use_bin_type=True,
-    )
+    doc: dict[str, Any] = {
+        "producer": dict(env.producer),
+        "created_at": float(env.created_at),
+        "profiles": [p.to_dict() for p in env.profiles],
+    }
+    if env.conformance:  # only when present: envelopes without it keep their bytes
+        doc["conformance"] = [dict(e) for e in env.conformance]
+    body = msgpack.packb(doc, use_bin_type=True)
     flags = 0
     if compress:
         body = zlib.compress(body, 1)
@@ -172,6 +175,7 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
         producer={k: str(v) for k, v in (obj.get("producer") or {}).items()},
         envelope_id=str(uuid.UUID(bytes=raw_id)),
         created_at=float(obj.get("created_at", 0.0)),
+        conformance=check_conformance_entries(obj["conformance"]) if obj.get("conformance") is not None else [],
     )
 
 

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from driftline import __version__
@@ -21,6 +22,7 @@ from driftline.profile import WindowProfile
 
 from .embedded import producer_map
 from .hostwatch import HostWatch
+from .golden import GoldenCollector, GoldenRunner, Predict
 from .ingest_http import LocalApi
 from .judge import Judge, JudgeCollector
 from .metrics import HostWatchCollector, SidecarCollector, render, sidecar_registry
@@ -40,15 +42,21 @@ log = logging.getLogger("driftline.sidecar")
 class Sidecar:
     """Everything ``driftline sidecar`` runs; also usable in-process (``start()`` / ``stop()``)."""
 
-    def __init__(self, settings: SidecarSettings, *, transport: Transport | None = None) -> None:
+    def __init__(self, settings: SidecarSettings, *, transport: Transport | None = None,
+                 golden_predict: Predict | None = None,
+                 golden_version: Callable[[str], str | None] | None = None) -> None:
         s = self.settings = settings
+        # golden-set conformance (edge_sidecar/golden.py): the OIP upstream, or the SDK callback given here
+        self.golden: GoldenRunner | None = (GoldenRunner.from_settings(s, golden_predict, golden_version)
+                                            if s.golden.enabled else None)
         self.spool = Spool(s.spool.path, int(s.spool.max_bytes), fsync=s.spool.fsync, producer=self.producer,
                            rejected_max_files=s.spool.rejected_max_files)
         self.transport = transport or make_transport(s.transport)
         self.shipper = Shipper(self.spool, self.transport, producer=self.producer,
                                batch_windows=s.shipper.batch_windows,
                                backoff_initial=s.shipper.backoff_initial_seconds,
-                               backoff_max=s.shipper.backoff_max_seconds)
+                               backoff_max=s.shipper.backoff_max_seconds,
+                               conformance=self.golden.entries if self.golden is not None else None)
         self.judge: Judge | None = Judge.from_settings(s) if s.judge.enabled else None
         self.monitor = Monitor(MonitorConfig.from_settings(s), sink=self._spool_window)
         if self.judge is not None:  # multivariate drift: the reference's reconstruction model, per batch
@@ -66,6 +74,8 @@ class Sidecar:
         if self.judge is not None:
             self.registry.register(JudgeCollector(self.judge))
             routes["/v1/drift"] = self._drift
+        if self.golden is not None:
+            self.registry.register(GoldenCollector(self.golden))
         self.api = LocalApi(self.monitor, s.api.host, s.api.port, observe=s.api.observe,
                             max_body_bytes=int(s.api.max_body_bytes), max_rows=s.api.max_rows_per_request,
                             routes=routes)
@@ -115,6 +125,8 @@ class Sidecar:
         if self.proxy is not None:
             body["proxy"] = {"port": self.proxy.port, "requests": dict(self.proxy.requests),
                              "captured": self.proxy.captured}
+        if self.golden is not None:
+            body["golden"] = self.golden.health()
         return 200, "application/json", json.dumps(body).encode()
 
     def _drift(self) -> tuple[int, str, bytes]:
@@ -140,6 +152,8 @@ class Sidecar:
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.0001))
             self.proxy.start()
         self.api.start()
+        if self.golden is not None:
+            self.golden.start()  # after the proxy: its first run is the "start" run
         return self
 
     def stop(self, grace: float | None = None) -> bool:
@@ -148,6 +162,8 @@ class Sidecar:
             return self.spool.stats().pending == 0
         self._stopped = True
         self._stopping.set()
+        if self.golden is not None:
+            self.golden.stop()
         if self.proxy is not None:
             self.proxy.stop()
         self.api.stop()

@@ -23,6 +23,7 @@ from .errors import SettingsError
 
 __all__ = [
     "ApiSettings",
+    "GoldenSettings",
     "HttpTransportSettings",
     "JudgeSettings",
     "KafkaTransportSettings",
@@ -231,6 +232,37 @@ class JudgeSettings(_Section):
                            critical_features=frozenset(self.critical_features.get(model, [])))
 
 
+class GoldenSettings(_Section):
+    """Golden-set conformance: the sidecar runs golden sets through the local model server (docs/sidecar.md)."""
+
+    enabled: bool = False
+    paths: list[Path] = Field(default=[], description="golden set files (driftline golden build), one per "
+                              "model version; at most 16")
+    upstream: str | None = Field(default=None, description="OIP v2 model server the sets run through; default: "
+                                 "proxy.upstream (an SDK callback given to Sidecar() wins)")
+    interval_seconds: float = Field(default=3600.0, gt=0, description="a scheduled run this often")
+    check_seconds: float = Field(default=30.0, gt=0, description="how often the served model version is "
+                                 "checked; a change runs every set again")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="per request to the model server")
+    batch_size: int = Field(default=64, ge=1, le=100_000, description="cases per inference request")
+    max_bytes: ByteSize = ByteSize(64 * 1024 * 1024)
+
+    @field_validator("upstream")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("http://"):
+            raise ValueError(f"must be an http:// URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _has_sets(self) -> GoldenSettings:
+        if self.enabled and not self.paths:
+            raise ValueError("golden.enabled needs at least one file in golden.paths")
+        if len(self.paths) > 16:
+            raise ValueError("golden.paths holds at most 16 golden sets")
+        return self
+
+
 class SidecarSettings(EnvFirstSettings):
     """Everything ``driftline sidecar`` needs; defaults are safe on loopback."""
 
@@ -258,6 +290,7 @@ class SidecarSettings(EnvFirstSettings):
                                   "and CPU travel in the producer map as host_* keys (edge_sidecar/hostwatch.py)")
     watch_pid_file: Path | None = Field(default=None, description="or read the host's pid from this file on every "
                                         "sample (follows a restarted host); wins over watch_pid")
+    golden: GoldenSettings = GoldenSettings()
 
     @field_validator("cohort")
     @classmethod

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from driftline.errors import WireFormatError
 from driftline.wire import decode_envelope, encode_envelope
@@ -47,6 +48,7 @@ class Shipper:
         backoff_initial: float = 0.5,
         backoff_max: float = 60.0,
         seed: int | None = None,
+        conformance: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.spool = spool
         self.transport = transport
@@ -67,6 +69,7 @@ class Shipper:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._ratelog = RateLimitedLog(log)
+        self.conformance = conformance  # the golden runner's newest results, stamped like the producer map
 
     def start(self) -> Shipper:
         if self._thread is None:
@@ -152,6 +155,8 @@ class Shipper:
                 continue
             if producer is not None:
                 env.producer = dict(producer)
+            if self.conformance is not None:
+                env.conformance = self.conformance()
             source = env.profiles[0].key.source if env.profiles else ""
             batch.append(Outgoing(record_key(lease.model, source or str((producer or env.producer).get("device", ""))),
                                   encode_envelope(env), lease.envelope_id))

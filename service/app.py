@@ -25,6 +25,7 @@ from driftline import __version__
 from .api import alertmanager, canary, estimate, ingest, models, multivariate, pages
 from .api.openapi import install_docs, install_openapi
 from .device_health import DeviceHealth, DeviceHealthCollector
+from .conformance import ConformanceBook, ConformanceCollector
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
@@ -144,6 +145,9 @@ def open_parts(settings: ServiceSettings) -> Parts:
 
     parts.estimates = Estimates(evaluator, settings.cohort_top_n)
     parts.registry.register(EstimateCollector(parts.estimates, parts.fleet.exposes))
+    parts.conformance = ConformanceBook(store, lim.max_versions_per_model, settings.conformance_max_age_seconds)
+    parts.registry.register(ConformanceCollector(parts.conformance, settings.conformance_cohorts,
+                                                 settings.cohort_top_n, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     parts.device_health = DeviceHealth(store, settings.device_health, parts.fleet.leadership.check)
     parts.registry.register(DeviceHealthCollector(parts.device_health, parts.fleet.exposes))

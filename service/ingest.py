@@ -10,6 +10,7 @@ What each transport does with a refusal (a status code, a dead-letter topic) sta
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from driftline.errors import UnsupportedVersionError, WireFormatError
@@ -70,6 +71,9 @@ class Ingest:
             self.parts.stats.record(self.transport, res.result, len(raw), env.profiles, env.producer)
             if res.result == "accepted" and self.parts.device_health is not None:
                 self.parts.device_health.observe(env.profiles, env.producer)
+        if self.parts.conformance is not None:  # device state, so a re-sent (duplicate) envelope counts too
+            self.parts.conformance.record([env for (env, _), res in zip(items, results, strict=True)
+                                           if res.result in ("accepted", "duplicate")], time.time())
         return results
 
     def refused(self, nbytes: int, result: str) -> None:

@@ -122,3 +122,4 @@ class Parts:
     estimates: Any = None  # estimate.Estimates: label-free performance estimates, refreshed by the background pass
     multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift
     device_health: Any = None  # device_health.DeviceHealth: leak and latency trends per device
+    conformance: Any = None  # conformance.ConformanceBook: the devices' newest golden-set results

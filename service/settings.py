@@ -253,6 +253,12 @@ class ServiceSettings(EnvFirstSettings):
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
     device_health: DeviceHealthSettings = DeviceHealthSettings()
+    conformance_cohorts: list[str] = Field(["firmware", "runtime", "driver"], max_length=8,
+                                           description="cohort labels the driftline_edge_conformance_* series "
+                                           "and the status page break golden-set results down by")
+    conformance_max_age_seconds: float = Field(7 * 86400.0, gt=0, description="a device's golden-set result "
+                                               "counts this long after it arrived (a retired device's last "
+                                               "result stops counting)")
 
 
 def _loopback(host: str) -> bool:

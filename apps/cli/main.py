@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "service",
     "dashboards",
     "demo",
+    "golden",
 ]
 
 

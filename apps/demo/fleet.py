@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .golden import BAD_DRIVER, GOOD_DRIVER, apply_driver
 from .model import FEATURES, DigitModel, camera_change
 
 __all__ = ["Device", "DevicePlan", "Fleet", "plan_fleet"]
@@ -23,14 +24,16 @@ class DevicePlan:
     site: str
     hardware: str
     camera_change_at: float | None  # seconds after start, or None
+    driver: str = GOOD_DRIVER  # the camera driver (apps/demo/golden.py): one device's quantises a pixel
 
     @property
     def cohort(self) -> dict[str, str]:
-        return {"site": self.site, "hardware": self.hardware}
+        return {"site": self.site, "hardware": self.hardware, "driver": self.driver}
 
 
 def plan_fleet(n_devices: int, duration: float) -> list[DevicePlan]:
-    """Deterministic roles: a third of the fleet (at least one device) gets a new camera part-way."""
+    """Deterministic roles: a third of the fleet (at least one device) gets a new camera part-way; the
+    last device's camera driver quantises a pixel (caught by its first golden-set run)."""
     n = max(n_devices, 2)
     n_camera = max(1, n // 3)
     return [
@@ -39,6 +42,7 @@ def plan_fleet(n_devices: int, duration: float) -> list[DevicePlan]:
             site=SITES[i % len(SITES)],
             hardware="cam-v2" if i < n_camera else "cam-v1",
             camera_change_at=round(duration * 0.3, 1) if i < n_camera else None,
+            driver=BAD_DRIVER if i == n - 1 else GOOD_DRIVER,  # the last device: no camera change, a bad driver
         )
         for i in range(n)
     ]
@@ -69,6 +73,7 @@ class Device:
         self.camera_active = at is not None and elapsed >= at
         if self.camera_active:
             x = camera_change(x, self.rng)
+        x = apply_driver(self.plan.driver, x)
         to_canary = self.rng.random(batch) < self.canary_share
         for version, variant, mask in (("v1", "baseline", ~to_canary), ("v2", "canary", to_canary)):
             if not mask.any():

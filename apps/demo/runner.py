@@ -24,6 +24,7 @@ from driftline.wire import Envelope, encode_envelope
 
 from .api import ApiError, ServiceClient
 from .fleet import Device, Fleet, plan_fleet
+from .golden import build_golden, device_predict
 from .model import FEATURES, load_digits_split, train_models
 from .receiver import RetrainReceiver
 from .view import render_live, render_summary, summarise
@@ -100,10 +101,12 @@ def _service_settings(opts: DemoOptions, data: Path, receiver: RetrainReceiver, 
     )
 
 
-def _sidecar(opts: DemoOptions, data: Path, url: str, plan: Any) -> Any:
+def _sidecar(opts: DemoOptions, data: Path, url: str, plan: Any, golden: Path | None = None,
+             models: Any = None) -> Any:
     from driftline.edge_sidecar.runner import Sidecar
     from driftline.edge_sidecar.settings import (
         ApiSettings,
+        GoldenSettings,
         HttpTransportSettings,
         ProfileSettings,
         ShipperSettings,
@@ -121,8 +124,13 @@ def _sidecar(opts: DemoOptions, data: Path, url: str, plan: Any) -> Any:
         transport=TransportSettings(kind="http", http=HttpTransportSettings(url=url, timeout_seconds=5)),
         shipper=ShipperSettings(backoff_initial_seconds=0.2, backoff_max_seconds=2.0, shutdown_grace_seconds=3.0),
         api=ApiSettings(port=0),
+        golden=GoldenSettings(enabled=golden is not None, paths=[golden] if golden is not None else []),
     )
-    return Sidecar(settings).start()
+    if golden is None:
+        return Sidecar(settings).start()
+    # golden runs go through the device's own inference path (its driver, then its model): the SDK callback
+    return Sidecar(settings, golden_predict=device_predict(plan.driver, models),
+                   golden_version=lambda _model: "v1").start()
 
 
 def _reference(model: Any, x: np.ndarray, version: str) -> bytes:
@@ -133,7 +141,7 @@ def _reference(model: Any, x: np.ndarray, version: str) -> bytes:
     return encode_envelope(Envelope([prof], producer={"name": "driftline-demo"}))
 
 
-def _poll(client: ServiceClient, receiver: RetrainReceiver, devices: list[Device]) -> dict[str, Any]:
+def _poll(client: ServiceClient, receiver: RetrainReceiver, devices: list[Device], app: Any = None) -> dict[str, Any]:
     snap: dict[str, Any] = {"model": MODEL, "rows": sum(d.rows for d in devices)}
     snap["windows"] = sum(d.sidecar.shipper.deliveries.get("ok", 0) for d in devices)
     for key, path in (("drift", f"/v1/models/{MODEL}/drift?version=v1"), ("canary", f"/v1/models/{MODEL}/canary"),
@@ -143,9 +151,23 @@ def _poll(client: ServiceClient, receiver: RetrainReceiver, devices: list[Device
             snap[key] = val["devices"] if key == "devices" else val
         except ApiError:
             snap[key] = None
+    snap["conformance"] = _conformance(app)
     snap["retrain_requests"] = len(receiver.requests)
     snap["retrain_payloads"] = [r["payload"] for r in receiver.requests]
     return snap
+
+
+def _conformance(app: Any) -> list[dict[str, Any]]:
+    """The service's golden-set conformance of the model (what its status page shows), read in process."""
+    parts = getattr(getattr(app, "state", None), "parts", None)
+    if parts is None or parts.conformance is None:
+        return []
+    from driftline.service.conformance import conformance_summary
+
+    try:
+        return conformance_summary(parts.conformance, MODEL, parts.settings.conformance_cohorts)
+    except Exception:  # noqa: BLE001 - a busy store leaves this poll without it
+        return []
 
 
 class _Stop:
@@ -226,6 +248,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
         x_train, y_train, x_serve, _ = load_digits_split(opts.seed)
         models = train_models(x_train, y_train, opts.seed, opts.bad_canary)
         client = ServiceClient(base)
+        golden = build_golden(models["v1"], MODEL, x_serve, data / "golden-v1.dlg")
         for version, m in models.items():
             client.put_bytes(f"/v1/models/{MODEL}/versions/{version}/reference", _reference(m, x_train, version))
         client.put_json(f"/v1/models/{MODEL}/canary", {
@@ -234,7 +257,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
         plans = plan_fleet(opts.devices, opts.duration)
         rng = np.random.default_rng(opts.seed)
         for plan in plans:
-            sc = _sidecar(opts, data, base, plan)
+            sc = _sidecar(opts, data, base, plan, golden, models)
             devices.append(Device(plan, models, x_serve, sc, np.random.default_rng(rng.integers(1 << 31)),
                                   canary_share=opts.canary_share))
         fleet = Fleet(devices, rows_per_second=opts.rows_per_second).start()
@@ -245,7 +268,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
         while (opts.forever or time.monotonic() - start < opts.duration) and not stop.requested:
             time.sleep(0.5)
             elapsed = time.monotonic() - start
-            snap = _poll(client, receiver, devices)
+            snap = _poll(client, receiver, devices, service.app)
             camera_on = any(d.camera_active for d in devices)
             snap["phase"] = "camera replaced" if camera_on else "stable traffic"
             line = render_live(snap, elapsed, None if opts.forever else opts.duration)
@@ -265,8 +288,9 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sys.stde
             d.sidecar.stop(grace=3.0)
         time.sleep(1.5)
         service.app.state.background.run_once()
-        snap = _poll(client, receiver, devices)
+        snap = _poll(client, receiver, devices, service.app)
         snap["expected_drifted_devices"] = [p.device for p in plans if p.camera_change_at is not None]
+        snap["expected_nonconforming_devices"] = [p.device for p in plans if p.driver != plans[0].driver]
         summary = summarise(snap, urls)
         if opts.json:
             import json

@@ -57,8 +57,24 @@ def summarise(snap: Snapshot, urls: Mapping[str, str]) -> dict[str, Any]:
             "reasons": canary.get("reasons", []),
         },
         "retraining_requests": snap.get("retrain_payloads", []),
+        "conformance": _conformance(snap),
         "urls": dict(urls),
     }
+
+
+def _conformance(snap: Snapshot) -> dict[str, Any]:
+    """Golden-set results of the production version: devices, how many pass, which fail and why."""
+    items = [c for c in snap.get("conformance") or [] if c.get("version") == "v1"]
+    if not items:
+        return {"devices": 0, "passing": 0, "failing_devices": [],
+                "expected_failing": snap.get("expected_nonconforming_devices", [])}
+    it = items[0]
+    failing = [{"device": d["device"], "result": d["result"], "cohort": d.get("cohort", {}),
+                "max_abs_diff": float(d.get("max_abs_diff") or 0.0), "top1_agreement": float(d.get("top1_agreement") or 0.0),
+                "score_ks": d.get("score_ks"), "error": d.get("error"), "trigger": d.get("trigger")}
+               for d in it.get("failing_devices", [])]
+    return {"devices": it["devices"], "passing": it.get("pass", 0), "failing_devices": failing,
+            "expected_failing": snap.get("expected_nonconforming_devices", [])}
 
 
 def render_summary(summary: Mapping[str, Any]) -> str:
@@ -81,6 +97,15 @@ def render_summary(summary: Mapping[str, Any]) -> str:
     lines.append(f"canary {c['canary_version']} vs {c['baseline_version']}: {str(c['verdict']).upper()}")
     for r in c["reasons"][:5]:
         lines.append(f"  - {r}")
+    conf = summary.get("conformance") or {}
+    if conf.get("devices"):
+        bad = conf["failing_devices"]
+        lines.append(f"golden-set conformance: {conf['passing']} of {conf['devices']} devices compute the cloud's "
+                     "outputs" + ("; FAILING: " + ", ".join(
+                         f"{d['device']} ({', '.join(f'{k}={v}' for k, v in d['cohort'].items() if k == 'driver')}; "
+                         f"max abs diff {d['max_abs_diff']:.3g}, top-1 {d['top1_agreement']:.3f})" for d in bad)
+                         if bad else "")
+                     + f"   (bad driver on: {', '.join(conf['expected_failing']) or 'none'})")
     reqs = summary["retraining_requests"]
     if reqs:
         first = reqs[0]

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...promtext import render_text
+from ..conformance import conformance_summary
 from ..errors import NotFound, ServiceError
 from ..status import render_index, render_model
 from .canary import canary_answer
@@ -88,11 +89,18 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
+    conformance = None
+    if parts.conformance is not None:
+        try:
+            conformance = conformance_summary(parts.conformance, model, parts.settings.conformance_cohorts)
+        except Exception:  # noqa: BLE001 - a store hiccup hides this section, not the page
+            conformance = None
     mv = parts.multivariate.snapshot().get((model, version)) if parts.multivariate is not None else None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
                                      problem=problem, experiments=ev.experiments(model),
                                      extra=_estimate_card(parts, model, version),
-                                     multivariate=mv.to_dict() if mv is not None else None))
+                                     multivariate=mv.to_dict() if mv is not None else None,
+                                     conformance=conformance))
 
 
 def _estimate_card(parts: Any, model: str, version: str | None) -> str:

@@ -273,6 +273,7 @@ def render_model(
     experiments: Sequence[Mapping[str, Any]] = (),
     extra: str = "",
     multivariate: Mapping[str, Any] | None = None,
+    conformance: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
 
@@ -320,6 +321,10 @@ def render_model(
     body.append(extra)  # cards of other rooms (the label-free performance estimate), already escaped HTML
     if multivariate is not None:
         body.append(_multivariate(multivariate))
+    if conformance is not None:
+        from .conformance import render_conformance
+
+        body.append(render_conformance(conformance))
     return _page(model, "".join(body))
 
 
