@@ -21,8 +21,8 @@ from driftline import __version__
 from driftline.profile import WindowProfile
 
 from .embedded import producer_map
-from .hostwatch import HostWatch
 from .golden import GoldenCollector, GoldenRunner, Predict
+from .hostwatch import HostWatch
 from .ingest_http import LocalApi
 from .judge import Judge, JudgeCollector
 from .metrics import HostWatchCollector, SidecarCollector, render, sidecar_registry

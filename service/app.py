@@ -24,8 +24,8 @@ from driftline import __version__
 
 from .api import alertmanager, canary, estimate, ingest, models, multivariate, pages
 from .api.openapi import install_docs, install_openapi
-from .device_health import DeviceHealth, DeviceHealthCollector
 from .conformance import ConformanceBook, ConformanceCollector
+from .device_health import DeviceHealth, DeviceHealthCollector
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
