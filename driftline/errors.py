@@ -12,9 +12,11 @@ HTTP 4xx, never a traceback::
     │   └── BatchError             a batch of observations that cannot be read at all
     ├── DataFileError          a training or log file that cannot be read (CLI input)
     ├── MissingExtraError      an optional dependency (an ``extra``) is not installed
-    └── ConfigError            invalid settings
-        └── CanaryConfigError  an invalid canary configuration (also a ``ValueError``, so pydantic
-                               reports it as a validation error that names the field)
+    ├── ConfigError            invalid settings
+    │   └── CanaryConfigError  an invalid canary configuration (also a ``ValueError``, so pydantic
+    │                          reports it as a validation error that names the field)
+    └── PerformanceError       a performance summary that cannot be built, read or merged
+        └── LabelError         a label (or its prediction) that cannot be joined or folded
 
 Each shell's own family derives from :class:`DriftlineError` too: ``driftline.service.errors.ServiceError``
 and ``driftline.edge_sidecar.errors``.
@@ -30,7 +32,9 @@ __all__ = [
     "ConfigError",
     "DataFileError",
     "DriftlineError",
+    "LabelError",
     "MissingExtraError",
+    "PerformanceError",
     "ProfileError",
     "SchemaConflictError",
     "UnsupportedVersionError",
@@ -101,3 +105,15 @@ class CanaryConfigError(ConfigError, ValueError):
     Also a ``ValueError``: raised inside a pydantic dataclass, pydantic turns it into a validation
     error that names the field, as for a bad type or bound.
     """
+
+
+class PerformanceError(DriftlineError):
+    """A performance summary that cannot be built, read or merged; the message says why."""
+
+
+class LabelError(PerformanceError):
+    """A delayed label (or the prediction it names) that cannot be used; ``reason`` is its counter."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason

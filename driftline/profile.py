@@ -261,6 +261,7 @@ class WindowProfile:
     runtime: RuntimeStats | None = None
     reservoir: Reservoir | None = None
     verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
+    performance: Any = None  # PerformanceSummary of delayed labels joined to this window (docs/wire-format.md)
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -422,6 +423,9 @@ class WindowProfile:
         if other.verdict is not None and (self.verdict is None or float(other.verdict.get("evaluated_at", 0.0))
                                           >= float(self.verdict.get("evaluated_at", 0.0))):
             self.verdict = dict(other.verdict)  # a merged window carries its newest device verdict
+        if other.performance is not None:  # labels joined later to this window's predictions
+            self.performance = other.performance.copy() if self.performance is None else \
+                self.performance.merge(other.performance)
         return self
 
     def copy(self) -> WindowProfile:
@@ -517,6 +521,8 @@ class WindowProfile:
             d["reservoir"] = self.reservoir.to_dict()
         if self.verdict is not None:
             d["verdict"] = dict(self.verdict)
+        if self.performance is not None:
+            d["performance"] = self.performance.to_dict()
         return d
 
     @classmethod
@@ -554,6 +560,10 @@ class WindowProfile:
             prof.reservoir = Reservoir.from_dict(d["reservoir"])
         if isinstance(d.get("verdict"), Mapping):
             prof.verdict = {k: d["verdict"][k] for k in VERDICT_KEYS if k in d["verdict"]}
+        if d.get("performance") is not None:
+            from .performance import PerformanceSummary  # the performance module imports nothing of ours
+
+            prof.performance = PerformanceSummary.from_dict(d["performance"])
         return prof
 
 
