@@ -229,6 +229,18 @@ class JudgeSettings(_Section):
                            critical_features=frozenset(self.critical_features.get(model, [])))
 
 
+class LabelSettings(_Section):
+    """Delayed labels: rows with a ``request_id`` are remembered and joined with ``POST /v1/labels``."""
+
+    enabled: bool = False
+    output: str = Field(default="prediction", description="the output holding the score (binary) or value")
+    task: Literal["binary", "regression"] = "binary"
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    horizon_seconds: float = Field(default=3600.0, gt=0)
+    max_pending: int = Field(default=100_000, ge=1, le=10_000_000)
+    flush_seconds: float = Field(default=10.0, gt=0)
+
+
 class SidecarSettings(EnvFirstSettings):
     """Everything ``driftline sidecar`` needs; defaults are safe on loopback."""
 
@@ -252,6 +264,7 @@ class SidecarSettings(EnvFirstSettings):
     api: ApiSettings = ApiSettings()
     proxy: ProxySettings = ProxySettings()
     judge: JudgeSettings = JudgeSettings()
+    labels: LabelSettings = LabelSettings()
 
     @field_validator("cohort")
     @classmethod
