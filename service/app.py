@@ -31,6 +31,8 @@ from .limits import Caps
 from .metrics import build_registry
 from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .parts import IngestStats, Parts, RateLimit
+from .performance import PerformanceCollector, PerformanceView, from_performance
+from .performance import router as performance_router
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
 from .store import Store
@@ -72,6 +74,14 @@ class Background:
                     p.evaluator.succeeded("retrain", "policy")
                 except Exception as exc:
                     p.evaluator.failed("retrain", "policy", exc)
+            if p.performance is not None:
+                try:
+                    p.performance.refresh(now)
+                    if p.settings.retrain.internal_policy:
+                        from_performance(p, p.performance, now)
+                    p.evaluator.succeeded("performance", "labels")
+                except Exception as exc:
+                    p.evaluator.failed("performance", "labels", exc)
             if self.passes % 20 == 0:
                 try:
                     p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
@@ -118,6 +128,8 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
     dispatcher.on_delivery = parts.timings.on_delivery
+    parts.performance = PerformanceView(store, settings.performance)
+    parts.registry.register(PerformanceCollector(parts.performance, settings.cohort_top_n))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
@@ -181,7 +193,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
-              pages.router):
+              pages.router, performance_router):
         app.include_router(r)
     install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

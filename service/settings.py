@@ -183,6 +183,17 @@ class LimitSettings(_Section):
     max_cohort_values: int = Field(50, ge=1, description="distinct values per cohort label per model")
 
 
+class PerformanceSettings(_Section):
+    """Real performance from delayed labels (service/performance.py, docs/performance.md)."""
+
+    lookback_seconds: float = Field(3600.0, gt=0, description="the gauges merge the labels of this long a "
+                                    "past (at most the raw retention)")
+    min_labelled: int = Field(50, ge=1, description="fewer labels than this breach no bound")
+    thresholds: dict[Literal["accuracy", "precision", "recall", "f1", "roc_auc", "ece", "mae", "rmse"], float] = \
+        Field({}, description="metric -> bound: a minimum (ece, mae, rmse: a maximum); a breach held for "
+              "retrain.sustained_seconds starts a retraining")
+
+
 class ServiceSettings(EnvFirstSettings):
     """Everything ``driftline service`` needs; safe defaults on loopback."""
 
@@ -218,6 +229,7 @@ class ServiceSettings(EnvFirstSettings):
     kafka: KafkaSettings = KafkaSettings()
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
+    performance: PerformanceSettings = PerformanceSettings()
 
 
 def _loopback(host: str) -> bool:
