@@ -41,8 +41,8 @@ from driftline.profile import StreamKey, WindowProfile
 
 from .errors import ObserveError
 from .folding import RowFolder
-from .labels import LabelTracker
 from .inputs import event_time_array, event_time_value, normalise_outputs, take
+from .labels import LabelTracker
 from .monitorconfig import MonitorConfig
 from .ratelog import RateLimitedLog
 from .sampling import Sampler

@@ -34,17 +34,17 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from driftline.errors import LabelError, PerformanceError
+from driftline.errors import LabelError, PerformanceError, WireFormatError
 from driftline.performance import PerformanceResult, PerformanceSummary, merge_summaries
 from driftline.profile import StreamKey, WindowProfile
-from driftline.wire import Envelope, encode_envelope
+from driftline.wire import Envelope, decode_envelope, encode_envelope
 
 from .api.deps import PartsDep, ReadAccess, WriteAccess
 from .errors import LimitExceeded, Unprocessable
 from .ingest import Ingest
 from .retrain.request import drift_details
 
-__all__ = ["LabelBatch", "PerformanceCollector", "PerformanceView", "WindowPerformance", "from_performance",
+__all__ = ["LabelBatch", "LabelsStored", "PerformanceAnswer", "PerformanceCollector", "PerformanceView", "WindowPerformance", "from_performance",
            "router", "window_performance"]
 
 LOWER_IS_BETTER = frozenset({"ece", "mae", "rmse"})
@@ -208,11 +208,12 @@ def from_performance(parts: Any, view: PerformanceView, now: float) -> int:
 class LabelIn(BaseModel):
     """One label with the prediction it is about."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: Annotated[str, Field(min_length=1, max_length=256)]
-    score: float = Field(description="the prediction: the positive class's score (binary) or the value")
-    label: float
-    time: float = Field(description="the prediction's time, epoch seconds: picks its window")
+    score: float = Field(ge=-1e12, le=1e12, description="the prediction: the positive class's score (binary) "
+                         "or the value (regression)")
+    label: float = Field(ge=-1e12, le=1e12)
+    time: float = Field(ge=0, le=1e11, description="the prediction's time, epoch seconds: picks its window")
     cohort: Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=128)]],
                       Field(max_length=8)] = {}
     variant: Annotated[str, Field(max_length=64)] = "default"
@@ -222,12 +223,38 @@ class LabelIn(BaseModel):
 class LabelBatch(BaseModel):
     """A batch of labels; ``batch_id`` makes a retried upload a no-op."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     batch_id: uuid.UUID | None = None
     task: Literal["binary", "regression"] = "binary"
     threshold: float = Field(0.5, ge=0, le=1)
     window_seconds: float = Field(60.0, gt=0, le=86400)
     labels: list[LabelIn] = Field(min_length=1, max_length=10_000)
+
+
+class LabelsStored(BaseModel):
+    """What happened to a label batch; ``duplicate``: its ``batch_id`` was merged before (a no-op)."""
+
+    batch_id: str
+    result: Literal["accepted", "duplicate"]
+    labels: int = Field(ge=0)
+    windows: int = Field(ge=0)
+
+
+class WindowPerformanceOut(BaseModel):
+    """One window and cohort; metrics are null where the labels do not define them."""
+
+    model_config = ConfigDict(extra="allow")
+    start: float
+    end: float
+    cohort: str
+    task: str
+    labelled: int
+
+
+class PerformanceAnswer(BaseModel):
+    model: str
+    version: str
+    windows: list[WindowPerformanceOut]
 
 
 router = APIRouter(prefix="/v1/models", tags=["performance"])
@@ -255,7 +282,7 @@ def batch_profiles(model: str, version: str, body: LabelBatch) -> list[WindowPro
     return out
 
 
-@router.post("/{model}/versions/{version}/labels", dependencies=[WriteAccess])
+@router.post("/{model}/versions/{version}/labels", dependencies=[WriteAccess], response_model=LabelsStored)
 async def upload_labels(model: str, version: str, body: LabelBatch, parts: PartsDep) -> dict[str, Any]:
     """Labels with their predictions, merged into the predictions' windows exactly once per ``batch_id``.
 
@@ -270,6 +297,11 @@ async def upload_labels(model: str, version: str, body: LabelBatch, parts: Parts
     env = Envelope(profiles, producer={"name": "driftline-labels"},
                    envelope_id=str(body.batch_id or uuid.uuid4()))
     raw = encode_envelope(env)
+    try:  # the same bounds as any envelope (names, cohort labels, counts), then stored as one
+        env = decode_envelope(raw, max_bytes=max(parts.settings.max_body_bytes, len(raw)))
+    except WireFormatError as exc:
+        parts.stats.record("http", "rejected", len(raw))
+        raise Unprocessable(f"labels refused: {exc}") from None
     (res,) = await run_in_threadpool(Ingest(parts, "http").store, [(env, raw)])
     if res.result == "limited":
         raise LimitExceeded(res.reason or "a configured limit was reached")
@@ -277,7 +309,8 @@ async def upload_labels(model: str, version: str, body: LabelBatch, parts: Parts
             "windows": len(profiles)}
 
 
-@router.get("/{model}/versions/{version}/performance", dependencies=[ReadAccess])
+@router.get("/{model}/versions/{version}/performance", dependencies=[ReadAccess],
+            response_model=PerformanceAnswer)
 async def performance(model: str, version: str, parts: PartsDep,
                       since: Annotated[float | None, Query()] = None,
                       until: Annotated[float | None, Query()] = None) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import uuid
 import zlib
 
 import msgpack
-
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
