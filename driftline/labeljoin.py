@@ -20,6 +20,7 @@ per label and numpy for the rest (``bench/bench_label_join.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -79,6 +80,8 @@ class LabelJoiner:
         self._groups: dict[tuple[Hashable, float], int] = {}
         self._group_keys: list[tuple[Hashable, float]] = []
         self._joined: dict[int, PerformanceSummary] = {}
+        self._buffer: dict[int, tuple[list[float], list[float]]] = {}  # joined one at a time, not yet folded
+        self._buffered = 0
         self.counts = {"predictions": 0, "joined": 0, "unknown": 0, "expired": 0, "evicted": 0, "replaced": 0,
                        "rejected": 0}
 
@@ -146,8 +149,54 @@ class LabelJoiner:
 
     # ---- labels --------------------------------------------------------------------------------
     def label(self, prediction_id: Any, label: Any, now: float) -> bool:
-        """Join one label; True when its prediction was waiting (otherwise it is counted ``unknown``)."""
-        return self.label_many([prediction_id], [label], now) == 1
+        """Join one label; True when its prediction was waiting (otherwise it is counted ``unknown``).
+
+        The scalar path (the SDK's ``Monitor.label``): the pair is buffered per window and folded into
+        its summary in bulk (at :meth:`take`, or every ``8192`` labels), so one label costs a dict pop.
+        """
+        try:
+            name = _norm_id(prediction_id)
+            if isinstance(label, bool):
+                label = int(label)
+            y = float(label)
+            if not math.isfinite(y) or self.task == BINARY and y not in (0.0, 1.0):
+                raise LabelError("a binary model's labels must be 0 or 1" if math.isfinite(y)
+                                 else "labels must be finite numbers", "wrong_type")
+        except (TypeError, ValueError):
+            self.counts["rejected"] += 1
+            raise LabelError(f"a label must be a number, not {type(label).__name__}", "wrong_type") from None
+        except LabelError:
+            self.counts["rejected"] += 1
+            raise
+        if self._size and self._time[self._head] < now - self.horizon_seconds:
+            self.expire(now)
+        slot = self._slot.pop(name, -1)
+        if slot < 0:
+            self.counts["unknown"] += 1
+            return False
+        self._ids[slot] = None
+        buf = self._buffer.get(int(self._group[slot]))
+        if buf is None:
+            buf = self._buffer[int(self._group[slot])] = ([], [])
+        buf[0].append(float(self._score[slot]))
+        buf[1].append(y)
+        self._buffered += 1
+        self.counts["joined"] += 1
+        if self._buffered >= 8192:
+            self._fold_buffer()
+        return True
+
+    def _summary(self, g: int) -> PerformanceSummary:
+        summary = self._joined.get(g)
+        if summary is None:
+            summary = self._joined[g] = PerformanceSummary(self.task, self.threshold, self.bins, self.k)
+        return summary
+
+    def _fold_buffer(self) -> None:
+        for g, (scores, ys) in self._buffer.items():
+            self._summary(g).update(scores, ys)
+        self._buffer = {}
+        self._buffered = 0
 
     def label_many(self, ids: Sequence[Any], labels: Any, now: float) -> int:
         """Join a batch of labels; returns how many found their prediction.
@@ -186,11 +235,7 @@ class LabelJoiner:
         groups, scores, ys = groups[order], scores[order], ys[order]
         cuts = np.flatnonzero(np.diff(groups)) + 1
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, groups.size], strict=True):
-            g = int(groups[lo])
-            summary = self._joined.get(g)
-            if summary is None:
-                summary = self._joined[g] = PerformanceSummary(self.task, self.threshold, self.bins, self.k)
-            summary.update(scores[lo:hi], ys[lo:hi])
+            self._summary(int(groups[lo])).update(scores[lo:hi], ys[lo:hi])
         self.counts["joined"] += joined
         return joined
 
@@ -201,6 +246,7 @@ class LabelJoiner:
         Also drops the stream/window table entries no pending prediction refers to any more, so the
         table stays bounded by the ring.
         """
+        self._fold_buffer()
         out = [(*self._group_keys[g], s) for g, s in self._joined.items()]
         self._joined = {}
         self._compact()

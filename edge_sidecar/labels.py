@@ -105,6 +105,15 @@ class LabelTracker:
                 self.count_rejected(exc.reason, len(ids))
                 raise
 
+    def label(self, prediction_id: Any, y: Any, now: float) -> bool:
+        """Join one label (the joiner's scalar path); raises :class:`LabelError` (counted)."""
+        with self._lock:
+            try:
+                return self.joiner.label(prediction_id, y, now)
+            except LabelError as exc:
+                self.count_rejected(exc.reason)
+                raise
+
     def take(self, now: float, force: bool = False) -> list[WindowProfile]:
         """Zero-row profiles carrying the summaries joined since the last take (every ``flush_seconds``)."""
         with self._lock:

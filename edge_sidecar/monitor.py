@@ -455,7 +455,14 @@ class Monitor:
         True when the prediction was waiting; an unknown or expired id is counted and answers False.
         Never raises unless the monitor is strict (a bad label is counted under its reason).
         """
-        return self.label_many([prediction_id], [y]) == 1
+        if self.labels is None:
+            return self.label_many([prediction_id], [y]) == 1
+        try:
+            return self.labels.label(prediction_id, y, self.clock())
+        except LabelError as exc:
+            if self.strict:
+                raise ObserveError(str(exc), exc.reason) from exc
+            return False
 
     def label_many(self, prediction_ids: Any, ys: Any) -> int:
         """Join a batch of labels; returns how many found their prediction (see :meth:`label`)."""

@@ -155,3 +155,27 @@ def test_joiner_memory_is_bounded_by_the_ring() -> None:
     j.add("49-0", key, 2940.0, 0.9, now=62)
     assert j.counts["replaced"] == 1 and j.label("49-0", 1, now=63)
     assert j.take()[0][2].tp == 1
+
+
+def test_one_label_at_a_time_equals_the_batch_join() -> None:
+    rng = np.random.default_rng(5)
+    key = StreamKey.of("m", "1")
+    p, y = _draw(rng, 10_000)
+    ids = [f"i{i}" for i in range(10_000)]
+    one, many = LabelJoiner(max_pending=20_000), LabelJoiner(max_pending=20_000)
+    for j in (one, many):
+        j.add_many(ids[:5000], key, 0.0, p[:5000], now=1.0)
+        j.add_many(ids[5000:], key, 60.0, p[5000:], now=2.0)
+    assert all(one.label(i, int(v), now=3.0) for i, v in zip(ids, y, strict=True))
+    assert many.label_many(ids, y, now=3.0) == 10_000
+    a, b = one.take(), many.take()
+    assert [s for _, s, _ in a] == [s for _, s, _ in b] == [0.0, 60.0]
+    for (_, _, x), (_, _, z) in zip(a, b, strict=True):  # KLL compaction is randomised: compare results
+        rx, rz = x.result(), z.result()
+        assert (rx.labelled, rx.accuracy, rx.f1, rx.ece) == (rz.labelled, rz.accuracy, rz.f1, rz.ece)
+        assert abs(rx.roc_auc - rz.roc_auc) <= rx.roc_auc_error_bound + rz.roc_auc_error_bound
+    with pytest.raises(LabelError):
+        one.label("i1", "yes", now=4.0)
+    with pytest.raises(LabelError):
+        one.label(None, 1, now=4.0)
+    assert one.counts["rejected"] == 2 and one.counts["joined"] == 10_000
