@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -221,8 +222,7 @@ class LabelJoiner:
             self.counts["rejected"] += len(ids)
             raise
         self.expire(now)
-        pop = self._slot.pop
-        slots = np.fromiter((pop(n, -1) for n in names), dtype=np.int64, count=len(names))
+        slots = np.array(list(map(self._slot.pop, names, repeat(-1, len(names)))), dtype=np.int64)
         found = slots >= 0
         hit = slots[found]
         joined = int(hit.size)
