@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 import tracemalloc
@@ -105,7 +106,10 @@ def main() -> None:
     print(f"pandas merge per batch of {args.batch:,} + counts: {streaming:,.0f} labels/s")
     print(f"pandas one merge of all labels + counts:      {oneshot:,.0f} labels/s")
     print(f"ratio driftline / pandas per batch: {ours / streaming:.1f}x; / pandas one-shot: {ours / oneshot:.2f}x")
-    print(f"target >= 50,000 labels/s/core: {'met' if ours >= 50_000 else 'NOT met'}")
+    # labels per CPU-second of this single-threaded process is labels/s/core; wall-clock rates fall with
+    # the machine's load (other processes take the core), CPU time does not
+    print(f"target >= 50,000 labels/s/core: {'met' if ours_cpu >= 50_000 else 'NOT met'} "
+          f"({ours_cpu:,.0f} per CPU-second; wall clock {ours:,.0f}/s at load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

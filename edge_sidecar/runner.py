@@ -75,7 +75,7 @@ class Sidecar:
         return producer_map("driftline-sidecar", self.settings.device, self.spool)
 
     def _spool_window(self, profile: WindowProfile, reason: str) -> None:
-        if self.judge is not None:
+        if self.judge is not None and reason != "labels":  # a labels-only window has no rows to judge
             self.judge.judge_window(profile)  # attaches the device's verdict before the window is spooled
         self.spool.put(profile)
         self.shipper.wake()
