@@ -98,7 +98,7 @@ class SidecarCollector(Collector):
             yield lt
             pt = CounterMetricFamily("driftline_sidecar_label_predictions", "Predictions remembered for a label, "
                                      "and how those not joined were forgotten.", labels=["result"])
-            for result in ("predictions", "expired", "evicted", "replaced"):
+            for result in ("predictions", "expired", "evicted", "replaced", "no_score"):
                 pt.add_metric(["remembered" if result == "predictions" else result], lab[result])
             yield pt
             yield GaugeMetricFamily("driftline_sidecar_label_pending_predictions", "Predictions waiting for "
