@@ -34,6 +34,7 @@ from .columns import (
     column_from_dict,
 )
 from .errors import ProfileError, SchemaConflictError
+from .reconstruction import ErrorSketch
 
 __all__ = [
     "ANY",
@@ -262,6 +263,8 @@ class WindowProfile:
     reservoir: Reservoir | None = None
     verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
     performance: Any = None  # PerformanceSummary of delayed labels joined to this window (docs/wire-format.md)
+    calibration: dict[str, Any] | None = None  # a reference's score calibration (driftline/estimate.py), optional
+    reconstruction: ErrorSketch | None = None  # per-row reconstruction errors (and a reference's model), optional
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -426,6 +429,12 @@ class WindowProfile:
         if other.performance is not None:  # labels joined later to this window's predictions
             self.performance = other.performance.copy() if self.performance is None else \
                 self.performance.merge(other.performance)
+        if self.calibration != other.calibration:  # it describes one labelled data set: kept only if both agree
+            self.calibration = None
+        if other.reconstruction is not None:
+            if self.reconstruction is None:
+                self.reconstruction = ErrorSketch(other.reconstruction.digest, model=other.reconstruction.model)
+            self.reconstruction.merge_into(other.reconstruction)
         return self
 
     def copy(self) -> WindowProfile:
@@ -523,6 +532,10 @@ class WindowProfile:
             d["verdict"] = dict(self.verdict)
         if self.performance is not None:
             d["performance"] = self.performance.to_dict()
+        if self.calibration is not None:
+            d["calibration"] = dict(self.calibration)
+        if self.reconstruction is not None:
+            d["reconstruction"] = self.reconstruction.to_dict()
         return d
 
     @classmethod
@@ -564,6 +577,10 @@ class WindowProfile:
             from .performance import PerformanceSummary  # the performance module imports nothing of ours
 
             prof.performance = PerformanceSummary.from_dict(d["performance"])
+        if isinstance(d.get("calibration"), Mapping):
+            prof.calibration = dict(d["calibration"])
+        if isinstance(d.get("reconstruction"), Mapping):
+            prof.reconstruction = ErrorSketch.from_dict(d["reconstruction"], kll_items)
         return prof
 
 

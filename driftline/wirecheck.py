@@ -30,6 +30,7 @@ __all__ = [
     "MAX_MAP_LEN",
     "MAX_NAME_CHARS",
     "MAX_PRODUCER_ENTRIES",
+    "MAX_RECONSTRUCTION_MODEL_BYTES",
     "MAX_PROFILES",
     "MAX_RESERVOIR",
     "MAX_STR_BYTES",
@@ -66,6 +67,8 @@ MAX_VERDICT_NAMES = 16
 """Drifted feature names a window's device verdict may list."""
 MAX_VERDICT_ENTRIES = 16
 VERDICT_STATUSES = ("ok", "drift", "insufficient_data")
+MAX_RECONSTRUCTION_MODEL_BYTES = 3 * 1024 * 1024
+"""Largest reconstruction model a reference may carry (512 features, all components: about 2 MiB)."""
 SKETCH_SLOT_BUDGET = 2**23
 """Slots the categorical sketches of one envelope may ask for in all: 2**lg_cur per frequent-items
 sketch (allocated when it is read) plus 2**lg_k per HLL sketch (allocated when it is merged)."""
@@ -306,6 +309,11 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
         _check_verdict(_map(p["verdict"], f"{what} verdict", MAX_VERDICT_ENTRIES), f"{what} verdict")
     if p.get("performance") is not None:
         _check_performance(_map(p["performance"], f"{what} performance", 32), f"{what} performance")
+    if p.get("calibration") is not None:
+        _check_calibration(_map(p["calibration"], f"{what} calibration", MAX_CALIBRATION_ENTRIES),
+                           f"{what} calibration")
+    if p.get("reconstruction") is not None:
+        _check_reconstruction(_map(p["reconstruction"], f"{what} reconstruction", 8), f"{what} reconstruction", profiled)
     return slots
 
 
@@ -430,3 +438,44 @@ def _check_performance(v: Mapping[str, Any], what: str) -> None:
     for key in ("pos", "neg"):
         if key in v and not isinstance(v[key], bytes):
             raise WireFormatError(f"{what}.{key} must be binary (a KLL sketch)")
+
+
+MAX_CALIBRATION_ENTRIES = 16
+MAX_CALIBRATION_KNOTS = 256
+
+
+def _check_calibration(c: Mapping[str, Any], what: str) -> None:
+    """A reference's optional score calibration (driftline/estimate.py): bounded arrays of plain
+    numbers, then the map's own rules (monotone, probabilities in [0, 1], consistent pools)."""
+    for key in ("x", "p", "block", "block_rows", "block_pos"):
+        for v in _list(c.get(key), f"{what}.{key}", MAX_CALIBRATION_KNOTS):
+            if type(v) not in (int, float) or not math.isfinite(v):
+                raise WireFormatError(f"{what}.{key} holds {v!r}, expected finite numbers")
+    for key in ("block", "block_rows", "block_pos"):
+        if any(type(v) is not int for v in c[key]):
+            raise WireFormatError(f"{what}.{key} must hold integers")
+    check_name(c.get("output"), f"{what}.output", empty=False)
+    check_name(c.get("label", ""), f"{what}.label")
+    check_name(c.get("positive", "1"), f"{what}.positive")
+    _float(c, "threshold", what)
+    _count(c, "rows", what)
+    from .estimate import Calibration, EstimateError
+
+    try:
+        Calibration.from_dict(c)
+    except EstimateError as exc:
+        raise WireFormatError(f"{what}: {exc}") from None
+def _check_reconstruction(r: Mapping[str, Any], what: str, profiled: int) -> None:
+    """The optional reconstruction-error sketch (driftline/reconstruction.py): a digest, one numeric
+    column of at most ``rows_profiled`` errors (rows folded before the model was known have none),
+    and on a reference the model's bytes (bounded)."""
+    check_name(r.get("digest"), f"{what}.digest", empty=False, limit=64)
+    col = _map(r.get("error"), f"{what}.error")
+    if col.get("kind") != "numeric":
+        raise WireFormatError(f"{what}.error must be a numeric column")
+    total = sum(_count(col, key, f"{what}.error") for key in KINDS["numeric"])
+    if total > profiled:
+        raise WireFormatError(f"{what}.error counts {total} rows, more than rows_profiled {profiled}")
+    _check_column(col, f"{what}.error", total)
+    if r.get("model") is not None and len(_bin(r, "model", what)) > MAX_RECONSTRUCTION_MODEL_BYTES:
+        raise WireFormatError(f"{what}.model is over {MAX_RECONSTRUCTION_MODEL_BYTES} bytes")

@@ -25,6 +25,7 @@ import numpy as np
 
 from driftline.batch import as_columns
 from driftline.profile import StreamKey
+from driftline.reconstruction import ErrorSketch, ReconstructionModel
 from driftline.wirecheck import name_ok
 
 from .errors import ObserveError
@@ -103,6 +104,8 @@ class RowFolder:
         self.dropped_columns = 0
         self.shed_rows = 0
         self._ratelog = RateLimitedLog(log)
+        self.reconstruction: Callable[[StreamKey], ReconstructionModel | None] | None = None
+        """The reference's reconstruction model of a stream, if any: each folded batch's per-row errors are sketched."""
 
     def row_outputs(self, outs: Any) -> dict[str, Any]:
         """One row's outputs as a name -> value mapping."""
@@ -215,12 +218,33 @@ class RowFolder:
         grows by ``rows``, and a window that reached its size bound goes to the closed-window sink.
         """
         fcols, ocols = self.cap_columns(key, start, fcols, ocols)
+        if fcols and self.reconstruction is not None:
+            try:
+                self._sketch_errors(key, start, fcols)
+            except Exception as exc:  # multivariate drift must never cost the rows themselves
+                self._ratelog.warning("reconstruction", "reconstruction errors not sketched: %s", exc)
         with np.errstate(all="ignore"):  # huge values overflow sums and float32 casts: counted, not warned
             closed = self.windower.fold(key, start, fcols or None, ocols or None, rows_observed=rows,
                                         latency_ms=latency, errors=errors)
         self.streams.count(obs, rows)
         if closed:
             self.closed(closed)
+
+    def _sketch_errors(self, key: StreamKey, start: float, fcols: dict[str, np.ndarray]) -> None:
+        """Per-row reconstruction errors of one batch into the window's ``reconstruction`` sketch (one matrix product)."""
+        assert self.reconstruction is not None
+        model = self.reconstruction(key)
+        if model is None:
+            return
+        n = len(next(iter(fcols.values())))
+        w = self.windower.window(key, start)
+        with np.errstate(all="ignore"):
+            errors = model.errors(fcols, n)
+        batch = ErrorSketch(model.digest).update(errors)
+        if w.reconstruction is None:
+            w.reconstruction = batch
+        else:  # another model (the reference changed mid-window): the larger side wins, as in a merge
+            w.reconstruction.merge_into(batch)
 
     def cap_columns(self, key: StreamKey, start: float, fcols: dict[str, np.ndarray],
                     ocols: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -43,7 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from driftline.errors import DriftlineError, WireFormatError
-from driftline.profile import WindowProfile
+from driftline.profile import StreamKey, WindowProfile
+from driftline.reconstruction import ReconstructionModel
 from driftline.stats import compare_profiles
 from driftline.stats.report import DriftReport
 from driftline.wire import decode_envelope, read_profile_file
@@ -107,6 +108,7 @@ class ReferenceSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pinned: set[Key] = set()  # keys whose reference comes from a file: never fetched
+        self._models: dict[Key, tuple[str, ReconstructionModel | None]] = {}  # key -> (etag, decoded model)
         for path in js.reference_files:
             prof = read_profile_file(path, max_bytes=int(js.max_reference_bytes))
             key = (prof.key.model, prof.key.model_version)
@@ -162,6 +164,30 @@ class ReferenceSource:
                 return
             self._wanted.add(key)
         self._wake.set()
+
+    def reconstruction(self, stream: StreamKey) -> ReconstructionModel | None:
+        """The reconstruction model the reference of ``stream`` carries (decoded once per ETag); never raises.
+
+        The folder calls it for every batch it folds, so the per-row errors follow the reference in
+        use: a new reference (new ETag) brings its new model, whose digest tags the window's errors.
+        """
+        key = (stream.model, stream.model_version)
+        ref = self.get(key)
+        if ref is None:
+            self.want(key)
+            return None
+        cached = self._models.get(key)
+        if cached is not None and cached[0] == ref.etag:
+            return cached[1]
+        model = None
+        sk = ref.profile.reconstruction
+        if sk is not None and sk.model is not None:
+            try:
+                model = sk.decoded_model()
+            except DriftlineError as exc:
+                log.warning("the reference of %s carries an unusable reconstruction model: %s", key, exc)
+        self._models[key] = (ref.etag, model)
+        return model
 
     # ---- fetching ------------------------------------------------------------------------------
     def fetch(self, key: Key) -> str:

@@ -476,3 +476,9 @@ class Monitor:
             if self.strict:
                 raise ObserveError(str(exc), exc.reason) from exc
             return 0
+
+    def set_reconstruction(self, lookup: Callable[[StreamKey], Any] | None) -> None:
+        """Sketch each folded batch's reconstruction errors with the model ``lookup`` gives for its stream
+        (the judge's references carry it; ``None`` turns it off)."""
+        with self._lock:
+            self._folder.reconstruction = lookup

@@ -94,7 +94,7 @@ class MonitorConfig:
         s = settings
         profile = ProfileConfig(kll_k=s.profile.kll_k, fi_lg_max_k=s.profile.fi_lg_max_k,
                                 hll_lg_k=s.profile.hll_lg_k, categorical=frozenset(s.profile.categorical),
-                                numeric=frozenset(s.profile.numeric))
+                                numeric=frozenset(s.profile.numeric), reservoir_size=s.profile.reservoir_size)
         args: dict[str, Any] = dict(
             model=s.model, model_version=s.model_version, variant=s.variant, device=s.device, cohort=s.cohort,
             profile=profile, window_seconds=s.window.seconds, max_rows=s.window.max_rows,

@@ -50,6 +50,8 @@ class Sidecar:
                                backoff_max=s.shipper.backoff_max_seconds)
         self.judge: Judge | None = Judge.from_settings(s) if s.judge.enabled else None
         self.monitor = Monitor(MonitorConfig.from_settings(s), sink=self._spool_window)
+        if self.judge is not None:  # multivariate drift: the reference's reconstruction model, per batch
+            self.monitor.set_reconstruction(self.judge.references.reconstruction)
         self.proxy: InferenceProxy | None = None
         if s.proxy.enabled:
             p = s.proxy
@@ -92,6 +94,9 @@ class Sidecar:
             "open_windows": snap["open_windows"],
             "open_rows": snap["open_rows"],
             "buffered_rows": snap["buffered_rows"],
+            # closed windows the spool has not taken yet (a full disk keeps them here, retried each tick)
+            "unspooled_windows": snap["pending_windows"], "spool_write_errors": snap["sink_errors"],
+            "windows_dropped": snap["windows_dropped"],
             "observed_rows": sum(snap["observed"].values()),
             "rejected": snap["rejected"],
             "spool": {"path": str(self.spool.root), "pending": st.pending, "pending_rows": st.pending_rows, "bytes": st.bytes,

@@ -71,6 +71,8 @@ class ProfileSettings(_Section):
     hll_lg_k: int = Field(default=11, ge=4, le=21)
     categorical: list[str] = []
     numeric: list[str] = []
+    reservoir_size: int = Field(default=0, ge=0, le=65536, description="raw rows each window keeps as a uniform "
+                                "sample, for the service's drill-downs (Evidently report, domain classifier); 0: none")
 
 
 class SpoolSettings(_Section):

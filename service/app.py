@@ -22,13 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftline import __version__
 
-from .api import alertmanager, canary, ingest, models, pages
+from .api import alertmanager, canary, estimate, ingest, models, multivariate, pages
 from .api.openapi import install_docs, install_openapi
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
 from .fleet import Fleet, LeaderCollector, Leadership
 from .limits import Caps
 from .metrics import build_registry
+from .multivariate import MultivariateCollector, MultivariateMonitor
 from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .parts import IngestStats, Parts, RateLimit
 from .performance import PerformanceCollector, PerformanceView, from_performance
@@ -68,6 +69,10 @@ class Background:
         result = "error"
         try:
             states = p.evaluator.evaluate_all(now)
+            if p.estimates is not None:
+                p.estimates.refresh(now)  # each model version's failure is counted and logged inside
+            if p.multivariate is not None:
+                p.multivariate.evaluate_all(now)
             if p.settings.retrain.internal_policy:
                 try:
                     from_evaluations(p.dispatcher, p.evaluator, states, now)
@@ -127,9 +132,16 @@ def open_parts(settings: ServiceSettings) -> Parts:
     add_runtime_collectors(parts.registry)
     parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
+    parts.multivariate = MultivariateMonitor(evaluator, z=settings.evaluation.multivariate_z,
+                                             min_rows=settings.evaluation.multivariate_min_rows)
+    parts.registry.register(MultivariateCollector(parts.multivariate, parts.fleet.exposes))
     dispatcher.on_delivery = parts.timings.on_delivery
     parts.performance = PerformanceView(store, settings.performance)
     parts.registry.register(PerformanceCollector(parts.performance, settings.cohort_top_n))
+    from .estimate import EstimateCollector, Estimates
+
+    parts.estimates = Estimates(evaluator, settings.cohort_top_n)
+    parts.registry.register(EstimateCollector(parts.estimates, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
@@ -193,7 +205,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
-              pages.router, performance_router):
+              pages.router, estimate.router, multivariate.router, performance_router):
         app.include_router(r)
     install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

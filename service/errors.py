@@ -72,5 +72,13 @@ class Unprocessable(ServiceError):
 
 
 class StoreError(ServiceError):
+    """The database failed; retriable. ``outage`` says it failed as a whole (disk full, out of memory,
+    connection lost or server shutting down), so no single record is to blame: a caller retrying
+    record by record must not take a record that failed this way for a poison one."""
+
     status = 503
     retriable = True
+
+    def __init__(self, message: str, detail: object = None, *, outage: bool = False) -> None:
+        super().__init__(message, detail)
+        self.outage = outage

@@ -31,6 +31,7 @@ from driftline.wire import Envelope
 
 from .ingest import REFUSAL_REASONS, Ingest, refusal
 from .parts import Parts
+from .store import is_outage
 
 __all__ = ["DEAD_LETTER_REASONS", "ConsumerCollector", "EnvelopeConsumer", "reconnect_delay"]
 
@@ -202,7 +203,10 @@ class EnvelopeConsumer:
         k = self.parts.settings.kafka
         outages = 0
         while not self._stop.is_set():
-            pending, errors, stored_any = good, {}, False
+            # a store that fails as a whole (disk full, connection lost: ``is_outage``) is down even when
+            # some records of the batch still stored (duplicates need no space): hold the rest, never
+            # dead-letter them
+            pending, errors, stored_any, outage = good, {}, False, False
             for attempt in range(k.record_attempts):
                 left = []
                 for item in pending:
@@ -213,14 +217,15 @@ class EnvelopeConsumer:
                         dead.append((item[0], reason, str(err)))
                     else:
                         errors[id(item)] = err
+                        outage = outage or is_outage(err)
                         left.append(item)
                 pending = left
                 if not pending:
                     return True
-                if not stored_any:
+                if not stored_any or outage:
                     break
                 self._stop.wait(0.2 * (attempt + 1))
-            if stored_any:
+            if stored_any and not outage:
                 dead.extend((item[0], "store_refused", str(errors[id(item)])) for item in pending)
                 return True
             outages += 1

@@ -120,3 +120,5 @@ class Parts:
     timings: Any = None  # observability.Timings: the duration histograms
     report_limit: RateLimit | None = None
     performance: Any = None  # performance.PerformanceView: delayed labels merged per version and cohort
+    estimates: Any = None  # estimate.Estimates: label-free performance estimates, refreshed by the background pass
+    multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift

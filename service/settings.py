@@ -56,6 +56,10 @@ class EvaluationSettings(_Section):
     auto_reference_rows: int = Field(0, ge=0, description="if > 0 and no reference is uploaded, use the first N rows")
     auto_reference_hours: float = Field(0.0, ge=0, description="or the first N hours after a version starts")
     seasonal_reference: bool = Field(False, description="compare with the same period one week earlier")
+    multivariate_z: float = Field(3.0, gt=0, description="half-width in standard errors of the band of the mean "
+                                  "reconstruction error (docs/statistics.md)")
+    multivariate_min_rows: int = Field(100, ge=2, description="rows a range needs before its reconstruction error "
+                                       "is judged")
 
 
 class KafkaSettings(_Section):

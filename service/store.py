@@ -202,6 +202,34 @@ def _cause(exc: BaseException) -> str:
     return text
 
 
+# SQLSTATE classes of a database that cannot write at all: 08 connection, 53 insufficient resources
+# (53100 disk full, 53200 out of memory, 53300 too many connections), 57 operator intervention
+# (shutdown, crash recovery), 58 system error (I/O).
+_OUTAGE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a database error means the store as a whole cannot write now (not this record's fault).
+
+    PostgreSQL: the SQLSTATE class, or a psycopg connection-level error without one. SQLite: a full
+    disk (SQLITE_FULL), an I/O error, or a database it cannot open.
+    """
+    if isinstance(exc, StoreError):
+        return exc.outage
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(w in text for w in ("full", "disk i/o", "unable to open"))
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and state:
+        return state[:2] in _OUTAGE_SQLSTATE_CLASSES
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout)
+
+
 class Store:
     """SQLite or PostgreSQL behind the same methods; ``url`` is ``sqlite:///path`` or ``postgresql://...``.
 
@@ -308,7 +336,7 @@ class Store:
             raise
         except Exception as exc:
             self.health.failed(_cause(exc))
-            raise StoreError(f"database write failed: {_cause(exc)}") from exc
+            raise StoreError(f"database write failed: {_cause(exc)}", outage=is_outage(exc)) from exc
         self.health.ok()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -326,7 +354,7 @@ class Store:
                 n = int(Tx(conn, self.dialect).execute(sql, params).rowcount)
         except Exception as exc:
             self.health.failed(_cause(exc))
-            raise StoreError(f"database write failed: {_cause(exc)}") from exc
+            raise StoreError(f"database write failed: {_cause(exc)}", outage=is_outage(exc)) from exc
         self.health.ok()
         return n
 
@@ -376,7 +404,7 @@ class Store:
                         self._insert_window(conn, p, now, "raw", blob=single)
                     out.append(IngestResult(env.envelope_id, "accepted", len(env.profiles)))
         except StoreError as exc:
-            raise StoreError(f"could not store {len(items)} envelope(s): {exc.message}") from exc
+            raise StoreError(f"could not store {len(items)} envelope(s): {exc.message}", outage=exc.outage) from exc
         self.catalog.committed(names)
         return out
 

@@ -199,3 +199,22 @@ def test_postgres_restart_under_a_live_service(tmp_path) -> None:
             assert c.get("/v1/models").json()["models"][0]["windows"] == 2
     finally:
         pg.stop()
+
+
+def test_a_store_that_fails_as_a_whole_is_an_outage_not_a_poison_record() -> None:
+    """Disk full, lost connections and shutdowns hold a Kafka batch; only other errors can blame a record."""
+    import sqlite3
+
+    import psycopg
+
+    from driftline.service.errors import StoreError
+    from driftline.service.store import is_outage
+
+    assert is_outage(sqlite3.OperationalError("database or disk is full"))
+    assert is_outage(psycopg.errors.DiskFull("could not extend file"))
+    assert is_outage(psycopg.errors.AdminShutdown("terminating connection"))
+    assert is_outage(psycopg.OperationalError("connection refused"))
+    assert not is_outage(psycopg.errors.UniqueViolation("duplicate key"))
+    assert not is_outage(psycopg.errors.NumericValueOutOfRange("value out of range"))
+    assert not is_outage(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert StoreError("x", outage=True).outage and not StoreError("x").outage

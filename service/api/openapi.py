@@ -253,7 +253,7 @@ def install_openapi(app: FastAPI, *, reads_secured: bool = False) -> None:
                     codes.add(401)
                 if "{model}" in path:
                     codes.add(404)
-                if path.endswith("/report.html"):
+                if path.endswith(("/report.html", "/domain-classifier")):
                     codes |= {401, 403, 429}  # always needs a token, and is rate-limited
                 if "/canary" in path:
                     codes.add(400)  # a rollout identity the store cannot key (too long, control characters)

@@ -88,5 +88,17 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
+    mv = parts.multivariate.snapshot().get((model, version)) if parts.multivariate is not None else None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
-                                     problem=problem, experiments=ev.experiments(model)))
+                                     problem=problem, experiments=ev.experiments(model),
+                                     extra=_estimate_card(parts, model, version),
+                                     multivariate=mv.to_dict() if mv is not None else None))
+
+
+def _estimate_card(parts: Any, model: str, version: str | None) -> str:
+    """The label-free performance estimate's card, when the version's reference has a calibration."""
+    from ..estimate import render_estimates
+
+    if parts.estimates is None or version is None:
+        return ""
+    return render_estimates(parts.estimates.snapshot().get((model, version)))

@@ -271,6 +271,8 @@ def render_model(
     versions: Sequence[Mapping[str, Any]] = (),
     problem: tuple[str, str] | None = None,
     experiments: Sequence[Mapping[str, Any]] = (),
+    extra: str = "",
+    multivariate: Mapping[str, Any] | None = None,
 ) -> str:
     """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
 
@@ -315,4 +317,17 @@ def render_model(
         for i in issues
     )
     body.append(f"<h2>Data quality</h2><ul>{items or '<li>no data-quality issues</li>'}</ul>")
+    body.append(extra)  # cards of other rooms (the label-free performance estimate), already escaped HTML
+    if multivariate is not None:
+        body.append(_multivariate(multivariate))
     return _page(model, "".join(body))
+
+
+def _multivariate(mv: Mapping[str, Any]) -> str:
+    """One row: the newest reconstruction-error verdict (``multivariate.MultivariateState.to_dict()``)."""
+    cur = mv.get("current") or {}
+    return ("<h2>Multivariate drift (reconstruction)</h2><table><tr><th>status</th><th>mean error</th>"
+            "<th>band</th><th>rows</th><th>model</th></tr>"
+            f"<tr><td>{escape(str(cur.get('status', '')))}</td><td>{_fmt(cur.get('error_mean'))}</td>"
+            f"<td>{_fmt(cur.get('lower'))} – {_fmt(cur.get('upper'))}</td><td>{_fmt(cur.get('rows'))}</td>"
+            f"<td>{escape(str(mv.get('model_digest', '')))}</td></tr></table>")

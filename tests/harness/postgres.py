@@ -60,8 +60,10 @@ class PostgresServer:
     ``new_database(name)`` creates a fresh database and returns its DSN.
     """
 
-    def __init__(self, workdir: Path | str, port: int | None = None, *, start_timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path | str, port: int | None = None, *, start_timeout: float = 60.0,
+                 root_parent: Path | None = None) -> None:
         self.workdir = Path(workdir)
+        self.root_parent = root_parent  # where the cluster lives (a small tmpfs for the disk-full tests)
         self._port_fixed = port is not None
         self.port = port or free_port()
         self.start_timeout = start_timeout
@@ -154,9 +156,9 @@ class PostgresServer:
     def _make_root(self) -> Path:
         if self.run_as is None:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix="pg-", dir=self.workdir))
+            return Path(tempfile.mkdtemp(prefix="pg-", dir=self.root_parent or self.workdir))
         # pytest's temp tree is root-only (0700): the server user could not enter it.
-        root = Path(tempfile.mkdtemp(prefix="driftline-pg-"))
+        root = Path(tempfile.mkdtemp(prefix="driftline-pg-", dir=self.root_parent))
         info = pwd.getpwnam(self.run_as)
         os.chown(root, info.pw_uid, info.pw_gid)
         return root
