@@ -227,7 +227,7 @@ class LabelBatch(BaseModel):
     batch_id: uuid.UUID | None = None
     task: Literal["binary", "regression"] = "binary"
     threshold: float = Field(0.5, ge=0, le=1)
-    window_seconds: float = Field(60.0, gt=0, le=86400)
+    window_seconds: float = Field(60.0, ge=1, le=86400)
     labels: list[LabelIn] = Field(min_length=1, max_length=10_000)
 
 
