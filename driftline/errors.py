@@ -13,9 +13,11 @@ HTTP 4xx, never a traceback::
     ├── DataFileError          a training or log file that cannot be read (CLI input)
     │   └── GoldenSetError     a golden set (conformance inputs and outputs) that cannot be built or read
     ├── MissingExtraError      an optional dependency (an ``extra``) is not installed
-    └── ConfigError            invalid settings
-        └── CanaryConfigError  an invalid canary configuration (also a ``ValueError``, so pydantic
-                               reports it as a validation error that names the field)
+    ├── ConfigError            invalid settings
+    │   └── CanaryConfigError  an invalid canary configuration (also a ``ValueError``, so pydantic
+    │                          reports it as a validation error that names the field)
+    └── PerformanceError       a performance summary that cannot be built, read or merged
+        └── LabelError         a label (or its prediction) that cannot be joined or folded
 
 Each shell's own family derives from :class:`DriftlineError` too: ``driftline.service.errors.ServiceError``
 and ``driftline.edge_sidecar.errors``.
@@ -32,7 +34,9 @@ __all__ = [
     "DataFileError",
     "DriftlineError",
     "GoldenSetError",
+    "LabelError",
     "MissingExtraError",
+    "PerformanceError",
     "ProfileError",
     "SchemaConflictError",
     "UnsupportedVersionError",
@@ -107,3 +111,13 @@ class CanaryConfigError(ConfigError, ValueError):
 
 class GoldenSetError(DataFileError):
     """A golden set that cannot be built or read (``driftline golden build``, the sidecar's conformance runs)."""
+class PerformanceError(DriftlineError):
+    """A performance summary that cannot be built, read or merged; the message says why."""
+
+
+class LabelError(PerformanceError):
+    """A delayed label (or the prediction it names) that cannot be used; ``reason`` is its counter."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason

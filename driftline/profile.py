@@ -262,6 +262,7 @@ class WindowProfile:
     runtime: RuntimeStats | None = None
     reservoir: Reservoir | None = None
     verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
+    performance: Any = None  # PerformanceSummary of delayed labels joined to this window (docs/wire-format.md)
     calibration: dict[str, Any] | None = None  # a reference's score calibration (driftline/estimate.py), optional
     reconstruction: ErrorSketch | None = None  # per-row reconstruction errors (and a reference's model), optional
 
@@ -425,6 +426,9 @@ class WindowProfile:
         if other.verdict is not None and (self.verdict is None or float(other.verdict.get("evaluated_at", 0.0))
                                           >= float(self.verdict.get("evaluated_at", 0.0))):
             self.verdict = dict(other.verdict)  # a merged window carries its newest device verdict
+        if other.performance is not None:  # labels joined later to this window's predictions
+            self.performance = other.performance.copy() if self.performance is None else \
+                self.performance.merge(other.performance)
         if self.calibration != other.calibration:  # it describes one labelled data set: kept only if both agree
             self.calibration = None
         if other.reconstruction is not None:
@@ -526,6 +530,8 @@ class WindowProfile:
             d["reservoir"] = self.reservoir.to_dict()
         if self.verdict is not None:
             d["verdict"] = dict(self.verdict)
+        if self.performance is not None:
+            d["performance"] = self.performance.to_dict()
         if self.calibration is not None:
             d["calibration"] = dict(self.calibration)
         if self.reconstruction is not None:
@@ -567,6 +573,10 @@ class WindowProfile:
             prof.reservoir = Reservoir.from_dict(d["reservoir"])
         if isinstance(d.get("verdict"), Mapping):
             prof.verdict = {k: d["verdict"][k] for k in VERDICT_KEYS if k in d["verdict"]}
+        if d.get("performance") is not None:
+            from .performance import PerformanceSummary  # the performance module imports nothing of ours
+
+            prof.performance = PerformanceSummary.from_dict(d["performance"])
         if isinstance(d.get("calibration"), Mapping):
             prof.calibration = dict(d["calibration"])
         if isinstance(d.get("reconstruction"), Mapping):

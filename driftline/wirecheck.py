@@ -327,6 +327,8 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
         _check_reservoir(_map(p["reservoir"], f"{what} reservoir"), f"{what} reservoir")
     if p.get("verdict") is not None:
         _check_verdict(_map(p["verdict"], f"{what} verdict", MAX_VERDICT_ENTRIES), f"{what} verdict")
+    if p.get("performance") is not None:
+        _check_performance(_map(p["performance"], f"{what} performance", 32), f"{what} performance")
     if p.get("calibration") is not None:
         _check_calibration(_map(p["calibration"], f"{what} calibration", MAX_CALIBRATION_ENTRIES),
                            f"{what} calibration")
@@ -437,6 +439,25 @@ def _check_reservoir(r: Mapping[str, Any], what: str) -> None:
             check_name(k, f"{what} row key", empty=False, limit=MAX_NAME_CHARS + 7)  # "output:" prefix
             if v is not None and type(v) not in (str, int, float, bool):
                 raise WireFormatError(f"{what} row value for {k!r} is {type(v).__name__}, expected a scalar")
+
+
+def _check_performance(v: Mapping[str, Any], what: str) -> None:
+    """The optional summary of delayed labels (``driftline.performance``): bounded before it is built;
+    its consistency (sketch counts against confusion counts, bin sums) is checked as it is rebuilt."""
+    from .performance import MAX_BINS, TASKS
+
+    if v.get("task") not in TASKS:
+        raise WireFormatError(f"{what}.task must be one of {', '.join(TASKS)}")
+    _float(v, "threshold", what)
+    for key in ("cal_n", "cal_score", "cal_pos"):
+        if key in v and (not isinstance(v[key], list) or not 1 <= len(v[key]) <= MAX_BINS):
+            raise WireFormatError(f"{what}.{key} must be a list of 1 to {MAX_BINS} numbers")
+    for key in ("tp", "fp", "tn", "fn", "n", "k"):
+        if key in v:
+            _count(v, key, what)
+    for key in ("pos", "neg"):
+        if key in v and not isinstance(v[key], bytes):
+            raise WireFormatError(f"{what}.{key} must be binary (a KLL sketch)")
 
 
 MAX_CALIBRATION_ENTRIES = 16

@@ -22,10 +22,12 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from driftline.errors import LabelError
+
 from .errors import ObserveError
 from .monitor import Monitor
 
-__all__ = ["ROW_FIELDS", "LocalApi", "parse_rows"]
+__all__ = ["ROW_FIELDS", "LocalApi", "parse_labels", "parse_rows"]
 
 log = logging.getLogger("driftline.sidecar.api")
 ROW_FIELDS = frozenset({"features", "outputs", "model", "model_version", "variant", "device", "cohort",
@@ -172,6 +174,23 @@ class LocalApi:
                           event_time=r.get("event_time"), device=r.get("device"), cohort=r.get("cohort"))
         return 200, {"accepted": len(rows)}
 
+    def labels_body(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+        """``POST /v1/labels``: ``{"labels": [{"id": ..., "label": ...}, ...]}`` (or one such object),
+        all or nothing; answers how many found their prediction (an unknown id is counted, not refused)."""
+        try:
+            doc = parse_labels(body, content_type, self.max_rows)
+        except LabelError as exc:
+            if self.monitor.labels is not None:
+                self.monitor.labels.count_rejected(exc.reason)
+            return 400, {"error": exc.reason, "detail": str(exc)}
+        assert self.monitor.labels is not None
+        try:
+            joined = self.monitor.labels.label_many([d["id"] for d in doc], [d["label"] for d in doc],
+                                                    self.monitor.clock())
+        except LabelError as exc:
+            return 400, {"error": exc.reason, "detail": str(exc)}
+        return 200, {"received": len(doc), "joined": joined, "unknown": len(doc) - joined}
+
     def _count(self, exc: ObserveError) -> None:
         try:
             self.monitor.reject(exc)
@@ -232,7 +251,12 @@ class LocalApi:
                 self._reply(status, body, ctype)
 
             def do_POST(self) -> None:  # noqa: N802
-                if self.path.split("?", 1)[0] != "/v1/observe" or not api.observe_enabled:
+                path = self.path.split("?", 1)[0]
+                if path == "/v1/labels" and api.monitor.labels is not None:
+                    handle = api.labels_body
+                elif path == "/v1/observe" and api.observe_enabled:
+                    handle = api.observe_body
+                else:
                     self.close_connection = True
                     self._reply(404, {"error": "not_found", "detail": self.path})
                     return
@@ -259,10 +283,34 @@ class LocalApi:
                     return
                 body = self.rfile.read(length)
                 try:
-                    status, payload = api.observe_body(body, self.headers.get("Content-Type") or "")
+                    status, payload = handle(body, self.headers.get("Content-Type") or "")
                 except Exception:  # a bug must still answer, never drop the connection
                     log.exception("observe failed on a %d-byte body", len(body))
                     status, payload = 500, {"error": "internal", "detail": "see the sidecar's log"}
                 self._reply(status, payload)
 
         return Handler
+
+
+def parse_labels(body: bytes, content_type: str, max_labels: int) -> list[dict[str, Any]]:
+    """The labels of a ``POST /v1/labels`` body, each ``{"id": str | int, "label": number}``; raises
+    :class:`~driftline.errors.LabelError` naming the first bad entry."""
+    if content_type.split(";", 1)[0].strip().lower() not in _JSON:
+        raise LabelError("labels are JSON (Content-Type: application/json)", "malformed")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise LabelError("body is not UTF-8 JSON", "malformed") from None
+    items = doc.get("labels") if isinstance(doc, dict) and "labels" in doc else [doc]
+    if not isinstance(items, list) or not items:
+        raise LabelError('a labels body is {"labels": [{"id": ..., "label": ...}, ...]}', "malformed")
+    if len(items) > max_labels:
+        raise LabelError(f"{len(items)} labels in one request, at most {max_labels}", "oversized")
+    for i, d in enumerate(items):
+        if not isinstance(d, dict) or set(d) - {"id", "label"} or "id" not in d or "label" not in d:
+            raise LabelError(f"label {i} must be an object with exactly id and label", "malformed")
+        if type(d["id"]) not in (str, int):
+            raise LabelError(f"label {i}: id must be a string or an integer", "bad_id")
+        if type(d["label"]) not in (int, float, bool):
+            raise LabelError(f"label {i}: label must be a number", "wrong_type")
+    return items

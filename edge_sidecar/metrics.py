@@ -90,6 +90,20 @@ class SidecarCollector(Collector):
             for result in ("ok", "upstream_error"):
                 pr.add_metric([result], self.proxy.requests[result])
             yield pr
+        lab = snap.get("labels")
+        if lab is not None:  # delayed labels (labels.enabled): see driftline.edge_sidecar.labels
+            lt = CounterMetricFamily("driftline_sidecar_labels", "Delayed labels and predictions by result.",
+                                     labels=["result"])
+            for result in ("joined", "unknown", "rejected"):
+                lt.add_metric([result], lab[result])
+            yield lt
+            pt = CounterMetricFamily("driftline_sidecar_label_predictions", "Predictions remembered for a label, "
+                                     "and how those not joined were forgotten.", labels=["result"])
+            for result in ("predictions", "expired", "evicted", "replaced", "no_score"):
+                pt.add_metric(["remembered" if result == "predictions" else result], lab[result])
+            yield pt
+            yield GaugeMetricFamily("driftline_sidecar_label_pending_predictions", "Predictions waiting for "
+                                    "their label (at most labels.max_pending).", value=lab["pending"])
 
 
 def sidecar_registry(collector: SidecarCollector) -> CollectorRegistry:

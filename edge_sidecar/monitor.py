@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 
 from driftline.batch import as_columns
+from driftline.errors import LabelError
 from driftline.profile import StreamKey, WindowProfile
 
 from .errors import ObserveError
 from .folding import RowFolder
 from .inputs import event_time_array, event_time_value, normalise_outputs, take
+from .labels import LabelTracker
 from .monitorconfig import MonitorConfig
 from .ratelog import RateLimitedLog
 from .sampling import Sampler
@@ -99,6 +101,12 @@ class Monitor:
         self._closed_for_good = False
         self._thread: threading.Thread | None = None
         self._delivery: Any = None
+        self.labels: LabelTracker | None = None
+        if c.labels:  # delayed labels: predictions remembered by request_id (driftline.edge_sidecar.labels)
+            self.labels = LabelTracker(window_seconds=c.window_seconds, lateness_seconds=c.lateness_seconds,
+                                       output=c.label_output, task=c.label_task, threshold=c.label_threshold,
+                                       horizon_seconds=c.label_horizon_seconds, max_pending=c.label_max_pending,
+                                       flush_seconds=c.label_flush_seconds)
 
     @classmethod
     def configure(cls, *, sink: Sink | None = None, clock: Callable[[], float] = time.time,
@@ -191,8 +199,12 @@ class Monitor:
                     outputs = outputs.copy()
             else:
                 features = outputs = None
+            now = self.clock()
             buf.append((features, outputs, model, model_version, variant, device, cohort, request_id,
-                        latency_ms, event_time, self.clock(), keep))
+                        latency_ms, event_time, now, keep))
+            if self.labels is not None and request_id is not None:
+                self._record_prediction(request_id, outputs, event_time, now,
+                                        (model, model_version, variant, device, cohort))
             n = len(buf)
             if self.strict or n >= self._hard_buffer_rows:
                 self.flush()
@@ -247,6 +259,8 @@ class Monitor:
                 uniq = np.unique(starts)
                 groups = [(float(uniq[0]), None)] if len(uniq) == 1 else [
                     (float(s), np.flatnonzero(starts == s)) for s in uniq]
+            if self.labels is not None and request_id is not None:
+                self.labels.record_batch(request_id, key, groups, ocols, float(np.max(now)))
             for start, idx in groups:
                 rows = n if idx is None else len(idx)
                 sel = idx
@@ -310,6 +324,8 @@ class Monitor:
             if items:
                 self._folder.fold_rows(items, now)
             self._closed_windows(self.windower.tick(now))
+            if self.labels is not None:
+                self._closed_windows([ClosedWindow(p, "labels") for p in self.labels.take(now)])
         self._deliver()
 
     def close(self, flush: bool = True) -> None:
@@ -333,6 +349,8 @@ class Monitor:
                 self._folder.fold_rows(items, self.clock())
             if flush:
                 self._closed_windows(self.windower.flush("shutdown"))
+            if self.labels is not None:
+                self._closed_windows([ClosedWindow(p, "labels") for p in self.labels.take(self.clock(), True)])
             if self._closed:
                 self._open_delivery()
         self._deliver()
@@ -418,7 +436,46 @@ class Monitor:
                 "shed_rows": self._folder.shed_rows,
                 "sink_errors": self.sink_errors,
                 "windows_dropped": self.windows_dropped,
+                **({"labels": self.labels.snapshot()} if self.labels is not None else {}),
             }
+
+    # ---- delayed labels (driftline.edge_sidecar.labels) ---------------------------------------------
+    def _record_prediction(self, request_id: Any, outputs: Any, event_time: Any, now: float,
+                           stream: tuple[Any, ...]) -> None:
+        assert self.labels is not None
+        try:
+            key, _ = self.stream_key(*stream)
+        except ObserveError:  # the fold counts this row's rejection, once
+            return
+        self.labels.record_row(request_id, key, outputs, event_time, now)
+
+    def label(self, prediction_id: Any, y: Any) -> bool:
+        """Join the label ``y`` to the prediction observed with ``request_id=prediction_id``.
+
+        True when the prediction was waiting; an unknown or expired id is counted and answers False.
+        Never raises unless the monitor is strict (a bad label is counted under its reason).
+        """
+        if self.labels is None:
+            return self.label_many([prediction_id], [y]) == 1
+        try:
+            return self.labels.label(prediction_id, y, self.clock())
+        except LabelError as exc:
+            if self.strict:
+                raise ObserveError(str(exc), exc.reason) from exc
+            return False
+
+    def label_many(self, prediction_ids: Any, ys: Any) -> int:
+        """Join a batch of labels; returns how many found their prediction (see :meth:`label`)."""
+        if self.labels is None:
+            if self.strict:
+                raise ObserveError("labels are off: configure the monitor with labels=True", "labels_off")
+            return 0
+        try:
+            return self.labels.label_many(list(prediction_ids), list(ys), self.clock())
+        except LabelError as exc:
+            if self.strict:
+                raise ObserveError(str(exc), exc.reason) from exc
+            return 0
 
     def set_reconstruction(self, lookup: Callable[[StreamKey], Any] | None) -> None:
         """Sketch each folded batch's reconstruction errors with the model ``lookup`` gives for its stream

@@ -62,6 +62,15 @@ class MonitorConfig:
     spool_dir: str | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
     shutdown_grace_seconds: float = 2.0
+    # delayed labels (see driftline.edge_sidecar.labels): off unless ``labels``; rows with a request_id
+    # are remembered with the output named ``label_output`` as their score
+    labels: bool = False
+    label_output: str = "prediction"
+    label_task: str = "binary"
+    label_threshold: float = 0.5
+    label_horizon_seconds: float = 3600.0
+    label_max_pending: int = 100_000
+    label_flush_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -94,5 +103,9 @@ class MonitorConfig:
             allowed_models=s.models, max_streams=s.max_streams, max_features=s.max_features,
             max_cohort_labels=s.max_cohort_labels,
         )
+        lab = s.labels
+        args.update(labels=lab.enabled, label_output=lab.output, label_task=lab.task, label_threshold=lab.threshold,
+                    label_horizon_seconds=lab.horizon_seconds, label_max_pending=lab.max_pending,
+                    label_flush_seconds=lab.flush_seconds)
         args.update(overrides)
         return cls(**args)

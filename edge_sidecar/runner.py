@@ -94,7 +94,7 @@ class Sidecar:
         return out
 
     def _spool_window(self, profile: WindowProfile, reason: str) -> None:
-        if self.judge is not None:
+        if self.judge is not None and reason != "labels":  # a labels-only window has no rows to judge
             self.judge.judge_window(profile)  # attaches the device's verdict before the window is spooled
         self.spool.put(profile)
         self.shipper.wake()

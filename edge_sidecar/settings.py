@@ -261,6 +261,16 @@ class GoldenSettings(_Section):
         if len(self.paths) > 16:
             raise ValueError("golden.paths holds at most 16 golden sets")
         return self
+class LabelSettings(_Section):
+    """Delayed labels: rows with a ``request_id`` are remembered and joined with ``POST /v1/labels``."""
+
+    enabled: bool = False
+    output: str = Field(default="prediction", description="the output holding the score (binary) or value")
+    task: Literal["binary", "regression"] = "binary"
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    horizon_seconds: float = Field(default=3600.0, gt=0)
+    max_pending: int = Field(default=100_000, ge=1, le=10_000_000)
+    flush_seconds: float = Field(default=10.0, gt=0)
 
 
 class SidecarSettings(EnvFirstSettings):
@@ -291,6 +301,7 @@ class SidecarSettings(EnvFirstSettings):
     watch_pid_file: Path | None = Field(default=None, description="or read the host's pid from this file on every "
                                         "sample (follows a restarted host); wins over watch_pid")
     golden: GoldenSettings = GoldenSettings()
+    labels: LabelSettings = LabelSettings()
 
     @field_validator("cohort")
     @classmethod

@@ -34,6 +34,8 @@ from .metrics import build_registry
 from .multivariate import MultivariateCollector, MultivariateMonitor
 from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .parts import IngestStats, Parts, RateLimit
+from .performance import PerformanceCollector, PerformanceView, from_performance
+from .performance import router as performance_router
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
 from .store import Store
@@ -80,6 +82,14 @@ class Background:
                     p.evaluator.succeeded("retrain", "policy")
                 except Exception as exc:
                     p.evaluator.failed("retrain", "policy", exc)
+            if p.performance is not None:
+                try:
+                    p.performance.refresh(now)
+                    if p.settings.retrain.internal_policy:
+                        from_performance(p, p.performance, now)
+                    p.evaluator.succeeded("performance", "labels")
+                except Exception as exc:
+                    p.evaluator.failed("performance", "labels", exc)
             if self.passes % 20 == 0:
                 try:
                     p.store.roll_up(now, p.settings.retention_raw_days, p.settings.retention_hourly_days)
@@ -141,6 +151,8 @@ def open_parts(settings: ServiceSettings) -> Parts:
                                              min_rows=settings.evaluation.multivariate_min_rows)
     parts.registry.register(MultivariateCollector(parts.multivariate, parts.fleet.exposes))
     dispatcher.on_delivery = parts.timings.on_delivery
+    parts.performance = PerformanceView(store, settings.performance)
+    parts.registry.register(PerformanceCollector(parts.performance, settings.cohort_top_n))
     from .estimate import EstimateCollector, Estimates
 
     parts.estimates = Estimates(evaluator, settings.cohort_top_n)
@@ -218,7 +230,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
-              pages.router, estimate.router, multivariate.router):
+              pages.router, estimate.router, multivariate.router, performance_router):
         app.include_router(r)
     install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

@@ -40,7 +40,7 @@ __all__ = ["EVALUATION_STAGES", "Evaluator", "RolloutRef", "canary_config_dict",
 
 log = logging.getLogger("driftline.service.evaluation")
 
-EVALUATION_STAGES = ("drift", "canary", "retrain", "retention", "device_health")
+EVALUATION_STAGES = ("drift", "canary", "retrain", "retention", "device_health", "performance")
 
 WEEK = 7 * 86400.0
 

@@ -119,6 +119,7 @@ class Parts:
     fleet: Any = None  # fleet.Fleet: leadership and fleet state rebuilt from the store
     timings: Any = None  # observability.Timings: the duration histograms
     report_limit: RateLimit | None = None
+    performance: Any = None  # performance.PerformanceView: delayed labels merged per version and cohort
     estimates: Any = None  # estimate.Estimates: label-free performance estimates, refreshed by the background pass
     multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift
     device_health: Any = None  # device_health.DeviceHealth: leak and latency trends per device

@@ -215,6 +215,15 @@ class DeviceHealthSettings(_Section):
                                  "fit: a fleet tests many)")
     latency_min_increase: float = Field(0.2, ge=0, description="and the recent median p95 at least this much "
                                         "above the baseline median (0.2: 20 %)")
+class PerformanceSettings(_Section):
+    """Real performance from delayed labels (service/performance.py, docs/performance.md)."""
+
+    lookback_seconds: float = Field(3600.0, gt=0, description="the gauges merge the labels of this long a "
+                                    "past (at most the raw retention)")
+    min_labelled: int = Field(50, ge=1, description="fewer labels than this breach no bound")
+    thresholds: dict[Literal["accuracy", "precision", "recall", "f1", "roc_auc", "ece", "mae", "rmse"], float] = \
+        Field({}, description="metric -> bound: a minimum (ece, mae, rmse: a maximum); a breach held for "
+              "retrain.sustained_seconds starts a retraining")
 
 
 class ServiceSettings(EnvFirstSettings):
@@ -259,6 +268,7 @@ class ServiceSettings(EnvFirstSettings):
     conformance_max_age_seconds: float = Field(7 * 86400.0, gt=0, description="a device's golden-set result "
                                                "counts this long after it arrived (a retired device's last "
                                                "result stops counting)")
+    performance: PerformanceSettings = PerformanceSettings()
 
 
 def _loopback(host: str) -> bool:

@@ -301,7 +301,8 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     catalogue = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`(driftline_sidecar_[a-z_]+)`", catalogue))
     runtime = set(re.findall(r"`((?:process|python)_[a-z_]+)`", catalogue))
-    m = Monitor.configure(model="m", model_version="1", background=False)
+    m = Monitor.configure(model="m", model_version="1", background=False,
+                          labels=True)  # the delayed-label families (labels.enabled) are catalogued too
     spool = Spool(tmp_path, 1_000_000, fsync=False)
     shipper = Shipper(spool, HttpTransport("http://127.0.0.1:9"))
     proxy = InferenceProxy(m, "http://127.0.0.1:9")  # not started: its counters are enough
