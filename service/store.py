@@ -219,6 +219,8 @@ def _cause(exc: BaseException) -> str:
     return text
 
 
+_DDL_LOCK_KEY = 0x447269667464  # pg_advisory_xact_lock key of the schema creation ("Driftd")
+
 # SQLSTATE classes of a database that cannot write at all: 08 connection, 53 insufficient resources
 # (53100 disk full, 53200 out of memory, 53300 too many connections), 57 operator intervention
 # (shutdown, crash recovery), 58 system error (I/O).
@@ -323,8 +325,17 @@ class Store:
         """
         try:
             with self._connection() as conn:
-                for text in ddl:
-                    conn.execute(self.dialect.ddl(text))
+                if self._pool is None:
+                    for text in ddl:
+                        conn.execute(self.dialect.ddl(text))
+                else:
+                    # replicas starting together on a fresh database: concurrent CREATE ... IF NOT EXISTS
+                    # can still collide in PostgreSQL's catalog (a unique violation on pg_type), so the
+                    # DDL runs in one transaction under an advisory lock, one replica after the other
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+                        for text in ddl:
+                            conn.execute(self.dialect.ddl(text))
         except Exception as exc:
             raise StoreError(f"cannot create tables: {_cause(exc)}") from exc
 

@@ -218,3 +218,35 @@ def test_a_store_that_fails_as_a_whole_is_an_outage_not_a_poison_record() -> Non
     assert not is_outage(psycopg.errors.NumericValueOutOfRange("value out of range"))
     assert not is_outage(sqlite3.IntegrityError("UNIQUE constraint failed"))
     assert StoreError("x", outage=True).outage and not StoreError("x").outage
+
+
+def test_replicas_starting_together_on_a_fresh_postgres_database_all_start(tmp_path) -> None:
+    """Schema creation under an advisory lock: eight stores opened at once on one new database."""
+    import threading
+
+    from driftline.service.store import Store
+
+    pg = PostgresServer(tmp_path / "pg").start()
+    try:
+        dsn = pg.new_database("together")
+        errors: list[BaseException] = []
+        stores: list[Store] = []
+        go = threading.Barrier(8)
+
+        def open_one() -> None:
+            go.wait()
+            try:
+                stores.append(Store(dsn, pool_size=2))
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for st in stores:
+            st.close()
+        assert errors == [] and len(stores) == 8
+    finally:
+        pg.stop()
