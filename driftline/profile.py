@@ -34,6 +34,7 @@ from .columns import (
     column_from_dict,
 )
 from .errors import ProfileError, SchemaConflictError
+from .pairing import SHADOW_KEYS, PairedSummary
 
 __all__ = [
     "ANY",
@@ -261,6 +262,7 @@ class WindowProfile:
     runtime: RuntimeStats | None = None
     reservoir: Reservoir | None = None
     verdict: dict[str, Any] | None = None  # the device's own drift verdict (docs/wire-format.md), optional
+    shadow: dict[str, Any] | None = None  # paired shadow-vs-live summary (driftline/pairing.py), optional
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -422,6 +424,8 @@ class WindowProfile:
         if other.verdict is not None and (self.verdict is None or float(other.verdict.get("evaluated_at", 0.0))
                                           >= float(self.verdict.get("evaluated_at", 0.0))):
             self.verdict = dict(other.verdict)  # a merged window carries its newest device verdict
+        if other.shadow is not None:
+            self.shadow = PairedSummary.merged((self.shadow, other.shadow)).to_dict()
         return self
 
     def copy(self) -> WindowProfile:
@@ -517,6 +521,8 @@ class WindowProfile:
             d["reservoir"] = self.reservoir.to_dict()
         if self.verdict is not None:
             d["verdict"] = dict(self.verdict)
+        if self.shadow is not None:
+            d["shadow"] = dict(self.shadow)
         return d
 
     @classmethod
@@ -554,6 +560,8 @@ class WindowProfile:
             prof.reservoir = Reservoir.from_dict(d["reservoir"])
         if isinstance(d.get("verdict"), Mapping):
             prof.verdict = {k: d["verdict"][k] for k in VERDICT_KEYS if k in d["verdict"]}
+        if isinstance(d.get("shadow"), Mapping):
+            prof.shadow = {k: d["shadow"][k] for k in SHADOW_KEYS if k in d["shadow"]}
         return prof
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import WireFormatError
+from .pairing import COUNT_KEYS
 
 __all__ = [
     "INFLATE_FACTOR",
@@ -304,6 +305,8 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
         _check_reservoir(_map(p["reservoir"], f"{what} reservoir"), f"{what} reservoir")
     if p.get("verdict") is not None:
         _check_verdict(_map(p["verdict"], f"{what} verdict", MAX_VERDICT_ENTRIES), f"{what} verdict")
+    if p.get("shadow") is not None:
+        _check_shadow(_map(p["shadow"], f"{what} shadow", MAX_SHADOW_ENTRIES), f"{what} shadow")
     return slots
 
 
@@ -409,3 +412,24 @@ def _check_reservoir(r: Mapping[str, Any], what: str) -> None:
             check_name(k, f"{what} row key", empty=False, limit=MAX_NAME_CHARS + 7)  # "output:" prefix
             if v is not None and type(v) not in (str, int, float, bool):
                 raise WireFormatError(f"{what} row value for {k!r} is {type(v).__name__}, expected a scalar")
+
+
+MAX_SHADOW_ENTRIES = 32
+
+
+def _check_shadow(v: Mapping[str, Any], what: str) -> None:
+    """The optional paired shadow summary (driftline/pairing.py): counts, finite moments, consistent cells."""
+    for key in COUNT_KEYS:
+        if key in v:
+            _count(v, key, what)
+    for key in ("score_mean", "score_m2"):
+        if key in v:
+            _float(v, key, what)
+    c = {k: int(v.get(k, 0)) for k in COUNT_KEYS}
+    if float(v.get("score_m2", 0.0)) < 0:
+        raise WireFormatError(f"{what}.score_m2 is negative")
+    for small, big in (("agree", "labelled"), ("live_only_errors", "live_errors"),
+                       ("shadow_only_errors", "shadow_errors"), ("live_errors", "requests"),
+                       ("shadow_errors", "requests")):
+        if c[small] > c[big]:
+            raise WireFormatError(f"{what}.{small} {c[small]} exceeds {big} {c[big]}")
