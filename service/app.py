@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftline import __version__
 
-from .api import alertmanager, canary, ingest, models, pages
+from .api import alertmanager, canary, ingest, models, pages, shadow
 from .api.openapi import install_docs, install_openapi
 from .errors import ServiceError, TooManyRequests
 from .evaluation import Evaluator
@@ -33,6 +33,7 @@ from .observability import HttpTimingMiddleware, Timings, add_runtime_collectors
 from .parts import IngestStats, Parts, RateLimit
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
+from .shadow import ShadowCollector, ShadowJudge
 from .store import Store
 
 __all__ = ["Background", "create_app", "open_parts"]
@@ -66,6 +67,8 @@ class Background:
         result = "error"
         try:
             states = p.evaluator.evaluate_all(now)
+            if p.shadow is not None:
+                p.shadow.evaluate_all(now)  # counts and logs its own failures (service/shadow.py)
             if p.settings.retrain.internal_policy:
                 try:
                     from_evaluations(p.dispatcher, p.evaluator, states, now)
@@ -118,6 +121,8 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.registry.register(LeaderCollector(parts.fleet))
     parts.timings = Timings(parts.registry)
     dispatcher.on_delivery = parts.timings.on_delivery
+    parts.shadow = ShadowJudge(store, settings)
+    parts.registry.register(ShadowCollector(parts.shadow, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     for c in settings.canaries:
         if c.model not in store.canaries():
@@ -181,7 +186,7 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
-              pages.router):
+              pages.router, shadow.router):
         app.include_router(r)
     install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

@@ -119,3 +119,4 @@ class Parts:
     fleet: Any = None  # fleet.Fleet: leadership and fleet state rebuilt from the store
     timings: Any = None  # observability.Timings: the duration histograms
     report_limit: RateLimit | None = None
+    shadow: Any = None  # shadow.ShadowJudge: shadow models judged against live

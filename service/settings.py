@@ -29,6 +29,7 @@ __all__ = [
     "RetrainSettings",
     "RetrainTarget",
     "ServiceSettings",
+    "ShadowSettings",
     "exposure_problem",
     "load_settings",
 ]
@@ -183,6 +184,29 @@ class LimitSettings(_Section):
     max_cohort_values: int = Field(50, ge=1, description="distinct values per cohort label per model")
 
 
+class ShadowSettings(_Section):
+    """How shadow models are judged against live (``driftline.stats.shadow``; docs/statistics.md)."""
+
+    variant: str = Field("shadow", min_length=1, max_length=64, description="the shadow stream's variant")
+    lookback_seconds: float = Field(86400.0, gt=0, description="pairs of this much recent data are judged")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    max_disagreement: float = Field(0.02, ge=0, le=1, description="largest acceptable share of rows whose "
+                                    "predicted labels differ")
+    score_tolerance: float = Field(0.05, ge=0, description="largest acceptable |mean paired score difference|")
+    error_tolerance: float = Field(0.02, ge=0, le=1, description="largest acceptable error-rate increase")
+    latency_p99_tolerance: float | None = Field(None, ge=0, description="largest acceptable relative p99 increase "
+                                                "(none: reported, not tested)")
+    min_pairs: int = Field(500, ge=1, description="paired requests before a shadow can be called ready")
+    min_rows_worse: int = Field(50, ge=1)
+    t_star: float = Field(1000.0, gt=0)
+
+    def config(self) -> Any:
+        """The core's :class:`~driftline.stats.shadow.ShadowConfig` of these settings."""
+        from driftline.stats.shadow import ShadowConfig
+
+        return ShadowConfig(**self.model_dump(exclude={"variant", "lookback_seconds"}))
+
+
 class ServiceSettings(EnvFirstSettings):
     """Everything ``driftline service`` needs; safe defaults on loopback."""
 
@@ -218,6 +242,7 @@ class ServiceSettings(EnvFirstSettings):
     kafka: KafkaSettings = KafkaSettings()
     retrain: RetrainSettings = RetrainSettings()
     canaries: list[CanarySettings] = []
+    shadow: ShadowSettings = ShadowSettings()
 
 
 def _loopback(host: str) -> bool:

@@ -88,5 +88,9 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
+    try:
+        shadow = parts.shadow.evaluate(model).to_dict() if parts.shadow is not None else None
+    except ServiceError:
+        shadow = None
     return HTMLResponse(render_model(model, drift, history, canary, devices, version=version, versions=versions,
-                                     problem=problem, experiments=ev.experiments(model)))
+                                     problem=problem, experiments=ev.experiments(model), shadow=shadow))
