@@ -44,6 +44,7 @@ __all__ = ["Mirror", "ShadowMirror"]
 log = logging.getLogger("driftline.sidecar.shadow")
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "expect", "host", "te",
                   "trailer", "upgrade", "proxy-connection"})
+SMALL_BATCH = 8  # answers with at most this many rows go through the monitor's row buffer
 MAX_MODELS = 1000  # pending summaries (one per model) kept between windows
 
 
@@ -206,13 +207,25 @@ class ShadowMirror:
                 if shadow_rows is not None and live_rows is not None and shadow_rows.n == live_rows.n:
                     self._pair(s, live_rows.outputs, shadow_rows.outputs, live_rows.n)
         if shadow_rows is not None:
-            version = shadow_rows.model_version or self.default_version
-            self.monitor.observe(shadow_rows.features, shadow_rows.outputs or None, model=m.model,
-                                 model_version=version, variant=self.variant, request_id=shadow_rows.request_id,
-                                 latency_ms=latency)
+            self._observe(m.model, shadow_rows, latency)
         else:
             self.monitor.observe_error(model=m.model, model_version=m.path_version or self.default_version,
                                        variant=self.variant, latency_ms=latency)
+
+    def _observe(self, model: str, rows: Any, latency: float | None) -> None:
+        version = rows.model_version or self.default_version
+        if rows.n > SMALL_BATCH:
+            self.monitor.observe(rows.features, rows.outputs or None, model=model, model_version=version,
+                                 variant=self.variant, request_id=rows.request_id, latency_ms=latency)
+            return
+        # small answers ride the monitor's row buffer (folded in batches by its thread), as the proxy's do
+        feats = {k: v.tolist() for k, v in rows.features.items()}
+        outs = {k: v.tolist() for k, v in rows.outputs.items()}
+        for i in range(rows.n):
+            self.monitor.observe_row({k: v[i] for k, v in feats.items()},
+                                     {k: v[i] for k, v in outs.items()} if outs else None, model=model,
+                                     model_version=version, variant=self.variant, request_id=rows.request_id,
+                                     latency_ms=latency if i == 0 else None)
 
     def _parse(self, m: Mirror, body: bytes, json_len: str | None, live: bool = False) -> Any:
         n = int(json_len) if json_len and json_len.isdigit() else None
