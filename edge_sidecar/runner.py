@@ -66,7 +66,7 @@ class Sidecar:
                 self.monitor, sh.upstream or "", timeout=sh.timeout_seconds, queue_size=sh.queue, variant=sh.variant,
                 default_version=sh.model_version, score_output=sh.score_output, label_output=sh.label_output,
                 positive_threshold=sh.positive_threshold, feature_names=s.proxy.feature_names,
-                max_features=s.proxy.max_features_per_tensor)
+                max_features=s.proxy.max_features_per_tensor, max_body_bytes=int(s.proxy.max_capture_bytes))
         self.registry = sidecar_registry(SidecarCollector(self.monitor, self.spool, self.shipper, self.proxy))
         routes = {"/healthz": self._health, "/metrics": self._metrics}
         if self.judge is not None:

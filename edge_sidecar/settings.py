@@ -165,7 +165,8 @@ class ShadowSettings(_Section):
     timeout_seconds: float = Field(default=1.0, gt=0, description="per mirrored call; a slower shadow is an error")
     queue: int = Field(default=256, ge=1, description="mirrors waiting; more are dropped and counted")
     variant: str = Field(default="shadow", min_length=1, max_length=MAX_LABEL_CHARS)
-    model_version: str = Field(default="unknown", description="when the shadow's answer names none")
+    model_version: str = Field(default="shadow", description="when the shadow's answer names none (not the "
+                               "live default, so the two streams' drift is never merged under one version)")
     score_output: str | None = Field(default=None, description="default: the first floating-point output")
     label_output: str | None = Field(default=None, description="default: the first string, boolean or "
                                      "integer output, else score >= positive_threshold")

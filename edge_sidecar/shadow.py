@@ -66,9 +66,10 @@ class ShadowMirror:
     """A bounded queue and one worker posting mirrors to ``upstream``; ``start()`` / ``stop()``."""
 
     def __init__(self, monitor: Monitor, upstream: str, *, timeout: float = 1.0, queue_size: int = 256,
-                 variant: str = "shadow", default_version: str = "unknown", score_output: str | None = None,
+                 variant: str = "shadow", default_version: str = "shadow", score_output: str | None = None,
                  label_output: str | None = None, positive_threshold: float = 0.5,
-                 feature_names: dict[str, list[str]] | None = None, max_features: int = 256) -> None:
+                 feature_names: dict[str, list[str]] | None = None, max_features: int = 256,
+                 max_body_bytes: int = 16 << 20) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise SettingsError(f"proxy.shadow.upstream must be an http:// URL, got {upstream!r}")
@@ -80,6 +81,7 @@ class ShadowMirror:
         self.threshold = positive_threshold
         self.feature_names = dict(feature_names or {})
         self.max_features = max_features
+        self.max_body = int(max_body_bytes)
         self.dropped = 0
         self.results = {"ok": 0, "error": 0}
         self._queue: queue.Queue[Mirror | None] = queue.Queue(maxsize=queue_size)
@@ -168,8 +170,10 @@ class ShadowMirror:
             try:
                 self._conn.request("POST", m.path, body=m.body, headers=headers)
                 r = self._conn.getresponse()
-                body = r.read()
+                body = r.read(self.max_body + 1)
                 out = {k.lower(): v for k, v in r.getheaders()}
+                if len(body) > self.max_body:  # a shadow is never trusted with the sidecar's memory
+                    raise http.client.HTTPException(f"shadow answer over {self.max_body} bytes")
                 if r.will_close:
                     self._conn.close()
                     self._conn = None

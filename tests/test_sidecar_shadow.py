@@ -48,6 +48,9 @@ class ShadowServer(_Server):
                     server.release.wait(30)
                     self.reply(200, b"{}")
                     return
+                if model == "huge":
+                    self.reply(200, b"[" + b"0," * 600_000 + b"0]")
+                    return
                 if model == "fail":
                     self.reply(500, b'{"error": "shadow broke"}')
                     return
@@ -180,22 +183,26 @@ def test_sidecar_process_pairs_live_and_shadow_and_a_broken_shadow_changes_nothi
     assert {p.key.model_version for p in rx.profiles() if p.key.model == "same" and p.key.variant == "shadow"} == {"2"}
 
 
-def test_a_shadow_that_refuses_connections_changes_nothing_for_the_caller(tmp_path: Path) -> None:
-    with ModelServer() as live, EnvelopeReceiver() as rx:
+@pytest.mark.parametrize("shadow_kind", ["refused", "huge"])
+def test_a_shadow_that_refuses_connections_or_floods_changes_nothing_for_the_caller(tmp_path: Path,
+                                                                                     shadow_kind: str) -> None:
+    with ModelServer() as live, EnvelopeReceiver() as rx, ShadowServer() as flood:
+        model = "m" if shadow_kind == "refused" else "huge"  # huge: a 1.2 MB answer, over max_capture_bytes
+        upstream = f"http://127.0.0.1:{free_port()}" if shadow_kind == "refused" else flood.url
         s = load_settings(None, device="dev-r", window={"seconds": 1, "lateness_seconds": 0, "tick_seconds": 0.05},
                           spool={"path": str(tmp_path / "spool"), "fsync": False},
                           transport={"http": {"url": rx.url, "timeout_seconds": 5}}, api={"port": 0},
                           shipper={"shutdown_grace_seconds": 10},
-                          proxy={"enabled": True, "port": 0, "upstream": live.url,
-                                 "shadow": {"enabled": True, "upstream": f"http://127.0.0.1:{free_port()}"}})
+                          proxy={"enabled": True, "port": 0, "upstream": live.url, "max_capture_bytes": 1_000_000,
+                                 "shadow": {"enabled": True, "upstream": upstream}})
         sc = Sidecar(s).start()
         try:
             assert sc.proxy is not None and sc.shadow is not None
-            assert run_calls(sc.proxy.port, live.port, "m", 60, 5) == [200] * 60
+            assert run_calls(sc.proxy.port, live.port, model, 60, 5) == [200] * 60
             assert wait_until(lambda: sc.shadow is not None and sc.shadow.results["error"] == 60)
         finally:
             sc.stop()
-        m = summaries(rx)["m"]
+        m = summaries(rx)[model]
         assert (m.requests, m.shadow_only_errors, m.live_errors, m.rows) == (60, 60, 0, 0)
         assert sum(p.runtime.errors for p in rx.profiles() if p.key.variant == "shadow" and p.runtime) == 60
 
