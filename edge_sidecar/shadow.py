@@ -109,12 +109,19 @@ class ShadowMirror:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the worker after the mirror in flight (bounded by the shadow timeout); queued ones are dropped."""
+        """Stop the worker after the mirror in flight (bounded by the shadow timeout); queued ones are dropped
+        (and counted: a shutdown must not wait for a slow shadow)."""
         while True:
             try:
-                self._queue.get_nowait()
+                m = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if m is not None:
+                self.dropped += 1
+                with self._lock:
+                    s = self._summary(m.model)
+                    if s is not None:
+                        s.dropped += 1
         try:
             self._queue.put_nowait(None)
         except queue.Full:  # pragma: no cover - just emptied
@@ -204,12 +211,13 @@ class ShadowMirror:
             shadow_rows = self._parse(m, body, headers.get("inference-header-content-length"))
         if live_ok and shadow_rows is not None:
             live_rows = self._parse(m, m.live_body, None, live=True)
-        with self._lock:
+        pair = PairedSummary().add_request(not live_ok, not shadow_ok)
+        if shadow_rows is not None and live_rows is not None and shadow_rows.n == live_rows.n:
+            self._pair(pair, live_rows.outputs, shadow_rows.outputs, live_rows.n)
+        with self._lock:  # O(1) under the lock: submit() may take it on the serving path (drops)
             s = self._summary(m.model)
             if s is not None:
-                s.add_request(not live_ok, not shadow_ok)
-                if shadow_rows is not None and live_rows is not None and shadow_rows.n == live_rows.n:
-                    self._pair(s, live_rows.outputs, shadow_rows.outputs, live_rows.n)
+                s.merge(pair)
         if shadow_rows is not None:
             self._observe(m.model, shadow_rows, latency)
         else:
