@@ -175,8 +175,9 @@ def test_sidecar_process_pairs_live_and_shadow_and_a_broken_shadow_changes_nothi
     assert evaluate_shadow(flip, CFG).verdict == "worse"
     assert (fail.requests, fail.shadow_only_errors, fail.live_errors, fail.rows) == (120, 120, 0, 0)
     assert evaluate_shadow(fail, CFG).verdict == "worse"
-    assert hang.shadow_only_errors == hang.requests and hang.requests + hang.dropped <= 120
-    assert hang.dropped == dropped  # every dropped mirror was counted in the hanging model's summary
+    assert hang.shadow_only_errors == hang.requests > 0
+    # every mirror was either compared or dropped and counted (at the full queue, or still queued at shutdown)
+    assert hang.requests + hang.dropped == 120 and hang.dropped >= dropped
     # the shadow's outputs were recorded as their own stream, variant "shadow", the shadow's version
     shadow_rows = sum(p.rows for p in rx.profiles() if p.key.model == "same" and p.key.variant == "shadow")
     assert shadow_rows == 2880
