@@ -111,6 +111,8 @@ class CanaryConfigError(ConfigError, ValueError):
 
 class GoldenSetError(DataFileError):
     """A golden set that cannot be built or read (``driftline golden build``, the sidecar's conformance runs)."""
+
+
 class PerformanceError(DriftlineError):
     """A performance summary that cannot be built, read or merged; the message says why."""
 

@@ -34,6 +34,7 @@ from .columns import (
     column_from_dict,
 )
 from .errors import ProfileError, SchemaConflictError
+from .pairing import SHADOW_KEYS, PairedSummary
 from .reconstruction import ErrorSketch
 
 __all__ = [
@@ -265,6 +266,7 @@ class WindowProfile:
     performance: Any = None  # PerformanceSummary of delayed labels joined to this window (docs/wire-format.md)
     calibration: dict[str, Any] | None = None  # a reference's score calibration (driftline/estimate.py), optional
     reconstruction: ErrorSketch | None = None  # per-row reconstruction errors (and a reference's model), optional
+    shadow: dict[str, Any] | None = None  # paired shadow-vs-live summary (driftline/pairing.py), optional
 
     # ---- building -------------------------------------------------------------------------
     def update(
@@ -435,6 +437,8 @@ class WindowProfile:
             if self.reconstruction is None:
                 self.reconstruction = ErrorSketch(other.reconstruction.digest, model=other.reconstruction.model)
             self.reconstruction.merge_into(other.reconstruction)
+        if other.shadow is not None:
+            self.shadow = PairedSummary.merged((self.shadow, other.shadow)).to_dict()
         return self
 
     def copy(self) -> WindowProfile:
@@ -536,6 +540,8 @@ class WindowProfile:
             d["calibration"] = dict(self.calibration)
         if self.reconstruction is not None:
             d["reconstruction"] = self.reconstruction.to_dict()
+        if self.shadow is not None:
+            d["shadow"] = dict(self.shadow)
         return d
 
     @classmethod
@@ -581,6 +587,8 @@ class WindowProfile:
             prof.calibration = dict(d["calibration"])
         if isinstance(d.get("reconstruction"), Mapping):
             prof.reconstruction = ErrorSketch.from_dict(d["reconstruction"], kll_items)
+        if isinstance(d.get("shadow"), Mapping):
+            prof.shadow = {k: d["shadow"][k] for k in SHADOW_KEYS if k in d["shadow"]}
         return prof
 
 

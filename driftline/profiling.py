@@ -83,6 +83,8 @@ def calibrate_file(data: DataFile, prof: WindowProfile, score: str | None, label
         return builder.fit().to_dict()
     except EstimateError as exc:
         raise DataFileError(f"{data.path}: {exc}") from None
+
+
 def attach_reconstruction(data: DataFile, prof: WindowProfile, *, variance: float = DEFAULT_VARIANCE,
                           batch_rows: int = 65536) -> WindowProfile:
     """Fit a reconstruction model on ``data``'s numeric features and keep it, with the reference's own

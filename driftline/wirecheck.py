@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import WireFormatError
+from .pairing import COUNT_KEYS
 
 __all__ = [
     "INFLATE_FACTOR",
@@ -334,6 +335,8 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
                            f"{what} calibration")
     if p.get("reconstruction") is not None:
         _check_reconstruction(_map(p["reconstruction"], f"{what} reconstruction", 8), f"{what} reconstruction", profiled)
+    if p.get("shadow") is not None:
+        _check_shadow(_map(p["shadow"], f"{what} shadow", MAX_SHADOW_ENTRIES), f"{what} shadow")
     return slots
 
 
@@ -485,6 +488,8 @@ def _check_calibration(c: Mapping[str, Any], what: str) -> None:
         Calibration.from_dict(c)
     except EstimateError as exc:
         raise WireFormatError(f"{what}: {exc}") from None
+
+
 def _check_reconstruction(r: Mapping[str, Any], what: str, profiled: int) -> None:
     """The optional reconstruction-error sketch (driftline/reconstruction.py): a digest, one numeric
     column of at most ``rows_profiled`` errors (rows folded before the model was known have none),
@@ -499,3 +504,24 @@ def _check_reconstruction(r: Mapping[str, Any], what: str, profiled: int) -> Non
     _check_column(col, f"{what}.error", total)
     if r.get("model") is not None and len(_bin(r, "model", what)) > MAX_RECONSTRUCTION_MODEL_BYTES:
         raise WireFormatError(f"{what}.model is over {MAX_RECONSTRUCTION_MODEL_BYTES} bytes")
+
+
+MAX_SHADOW_ENTRIES = 32
+
+
+def _check_shadow(v: Mapping[str, Any], what: str) -> None:
+    """The optional paired shadow summary (driftline/pairing.py): counts, finite moments, consistent cells."""
+    for key in COUNT_KEYS:
+        if key in v:
+            _count(v, key, what)
+    for key in ("score_mean", "score_m2"):
+        if key in v:
+            _float(v, key, what)
+    c = {k: int(v.get(k, 0)) for k in COUNT_KEYS}
+    if float(v.get("score_m2", 0.0)) < 0:
+        raise WireFormatError(f"{what}.score_m2 is negative")
+    for small, big in (("agree", "labelled"), ("live_only_errors", "live_errors"),
+                       ("shadow_only_errors", "shadow_errors"), ("live_errors", "requests"),
+                       ("shadow_errors", "requests")):
+        if c[small] > c[big]:
+            raise WireFormatError(f"{what}.{small} {c[small]} exceeds {big} {c[big]}")

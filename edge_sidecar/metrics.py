@@ -90,6 +90,19 @@ class SidecarCollector(Collector):
             for result in ("ok", "upstream_error"):
                 pr.add_metric([result], self.proxy.requests[result])
             yield pr
+            shadow = getattr(self.proxy, "shadow", None)
+            if shadow is not None:
+                mirrors = CounterMetricFamily("driftline_sidecar_shadow_mirrors", "Calls mirrored to the shadow "
+                                              "model server, by its answer (error: non-200, timeout, refused).",
+                                              labels=["result"])
+                for result in ("ok", "error"):
+                    mirrors.add_metric([result], shadow.results[result])
+                yield mirrors
+                yield CounterMetricFamily("driftline_sidecar_shadow_mirrors_dropped", "Mirrors dropped because "
+                                          "the shadow queue was full (the caller is never made to wait).",
+                                          value=shadow.dropped)
+                yield GaugeMetricFamily("driftline_sidecar_shadow_queue", "Mirrors waiting for the shadow worker.",
+                                        value=shadow.queued)
         lab = snap.get("labels")
         if lab is not None:  # delayed labels (labels.enabled): see driftline.edge_sidecar.labels
             lt = CounterMetricFamily("driftline_sidecar_labels", "Delayed labels and predictions by result.",

@@ -28,6 +28,7 @@ from .httpwire import Head, ProtocolError, parse_head, read_body, read_head, rel
 from .monitor import Monitor
 from .oip import INFER_PATH, Exchange, parse_exchange
 from .ratelog import RateLimitedLog
+from .shadow import Mirror
 
 __all__ = ["InferenceProxy"]
 
@@ -69,6 +70,7 @@ class InferenceProxy:
         self._clients: set[asyncio.Task[None]] = set()
         self._versions: dict[str, str] = {}  # model -> version its last response named (bounded by streams)
         self._ratelog = RateLimitedLog(log)
+        self.shadow: Any = None  # an edge_sidecar.shadow.ShadowMirror: served calls are mirrored to it
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> InferenceProxy:
@@ -167,6 +169,7 @@ class InferenceProxy:
             self.requests["upstream_error"] += 1
             if match:
                 self._error(match)
+                self._mirror(match, req, body, 0, None)
             if isinstance(exc, _Upstream) and exc.args and exc.args[0] == "partial":
                 return False  # the response had started; all we can do is close
             self._plain(writer, 502, "upstream_unavailable", f"{self.up_host}:{self.up_port}: {exc or 'timeout'}")
@@ -182,6 +185,7 @@ class InferenceProxy:
                 self._enqueue(match, req, body, resp, resp_body, latency)
             else:
                 self._reject(ObserveError("inference body over proxy.max_capture_bytes", "oversized"))
+            self._mirror(match, req, body, status, resp_body)
         return keep and not req.wants_close() and not resp.wants_close()
 
     # ---- upstream side ---------------------------------------------------------------------------
@@ -298,6 +302,11 @@ class InferenceProxy:
                 self._reject(exc)
             except Exception as exc:  # capture must never take the proxy down
                 self._reject(ObserveError(f"{type(exc).__name__}: {exc}", "malformed"))
+
+    def _mirror(self, match: Any, req: Head, body: bytes, status: int, resp_body: bytes | None) -> None:
+        if self.shadow is not None and body:  # O(1) and never raises: see edge_sidecar/shadow.py
+            self.shadow.submit(Mirror(match["model"], req.first[1], match["version"], req.headers, body, status,
+                                      resp_body or b"", req.get("x-request-id") or None))
 
     def _error(self, match: Any) -> None:
         # A failed call has no response naming the version: use the path's, else the last one served.

@@ -30,6 +30,7 @@ from .monitor import Monitor
 from .monitorconfig import MonitorConfig
 from .proxy import InferenceProxy
 from .settings import SidecarSettings
+from .shadow import ShadowMirror
 from .shipper import Shipper
 from .spool import Spool
 from .transport import Transport, make_transport
@@ -69,6 +70,14 @@ class Sidecar:
                 pool_size=p.pool_size, timeout=p.timeout_seconds, max_buffer_bytes=int(p.max_buffer_bytes),
                 max_capture_bytes=int(p.max_capture_bytes), max_features_per_tensor=p.max_features_per_tensor,
                 feature_names=p.feature_names, capture_queue=p.capture_queue)
+        self.shadow: ShadowMirror | None = None
+        if self.proxy is not None and s.proxy.shadow.enabled:
+            sh = s.proxy.shadow
+            self.shadow = self.proxy.shadow = ShadowMirror(
+                self.monitor, sh.upstream or "", timeout=sh.timeout_seconds, queue_size=sh.queue, variant=sh.variant,
+                default_version=sh.model_version, score_output=sh.score_output, label_output=sh.label_output,
+                positive_threshold=sh.positive_threshold, feature_names=s.proxy.feature_names,
+                max_features=s.proxy.max_features_per_tensor, max_body_bytes=int(s.proxy.max_capture_bytes))
         self.registry = sidecar_registry(SidecarCollector(self.monitor, self.spool, self.shipper, self.proxy))
         routes = {"/healthz": self._health, "/metrics": self._metrics}
         if self.judge is not None:
@@ -94,6 +103,8 @@ class Sidecar:
         return out
 
     def _spool_window(self, profile: WindowProfile, reason: str) -> None:
+        if self.shadow is not None:
+            self.shadow.attach(profile)  # a shadow window carries the pairs folded since the last one
         if self.judge is not None and reason != "labels":  # a labels-only window has no rows to judge
             self.judge.judge_window(profile)  # attaches the device's verdict before the window is spooled
         self.spool.put(profile)
@@ -127,6 +138,9 @@ class Sidecar:
                              "captured": self.proxy.captured}
         if self.golden is not None:
             body["golden"] = self.golden.health()
+        if self.shadow is not None:
+            body["shadow"] = {"mirrored": dict(self.shadow.results), "dropped": self.shadow.dropped,
+                              "queued": self.shadow.queued}
         return 200, "application/json", json.dumps(body).encode()
 
     def _drift(self) -> tuple[int, str, bytes]:
@@ -150,6 +164,8 @@ class Sidecar:
             # CPython's default 5 ms switch interval shows up as milliseconds of tail latency on
             # inference; at 0.1 ms the added p99 measured by bench/bench_sidecar.py drops below 0.3 ms.
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.0001))
+            if self.shadow is not None:
+                self.shadow.start()
             self.proxy.start()
         self.api.start()
         if self.golden is not None:
@@ -166,6 +182,8 @@ class Sidecar:
             self.golden.stop()
         if self.proxy is not None:
             self.proxy.stop()
+        if self.shadow is not None:
+            self.shadow.stop()  # before the monitor closes: its last pairs ride the shutdown windows
         self.api.stop()
         self.monitor.close()
         if self.judge is not None:

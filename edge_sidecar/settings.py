@@ -30,6 +30,7 @@ __all__ = [
     "ProfileSettings",
     "ProxySettings",
     "SamplingSettings",
+    "ShadowSettings",
     "ShipperSettings",
     "SidecarSettings",
     "SpoolSettings",
@@ -159,6 +160,28 @@ class ApiSettings(_Section):
     max_rows_per_request: int = Field(default=100_000, ge=1)
 
 
+class ShadowSettings(_Section):
+    """Mirror each served inference call to a shadow model server, off the serving path (docs/sidecar.md)."""
+
+    enabled: bool = False
+    upstream: str | None = Field(default=None, description="the shadow model server, an http:// URL")
+    timeout_seconds: float = Field(default=1.0, gt=0, description="per mirrored call; a slower shadow is an error")
+    queue: int = Field(default=256, ge=1, description="mirrors waiting; more are dropped and counted")
+    variant: str = Field(default="shadow", min_length=1, max_length=MAX_LABEL_CHARS)
+    model_version: str = Field(default="shadow", description="when the shadow's answer names none (not the "
+                               "live default, so the two streams' drift is never merged under one version)")
+    score_output: str | None = Field(default=None, description="default: the first floating-point output")
+    label_output: str | None = Field(default=None, description="default: the first string, boolean or "
+                                     "integer output, else score >= positive_threshold")
+    positive_threshold: float = 0.5
+
+    @model_validator(mode="after")
+    def _needs_upstream(self) -> ShadowSettings:
+        if self.enabled and not (self.upstream or "").startswith("http://"):
+            raise ValueError("proxy.shadow.upstream must be an http:// URL when proxy.shadow.enabled is true")
+        return self
+
+
 class ProxySettings(_Section):
     """The transparent Open Inference Protocol v2 reverse proxy in front of a model server."""
 
@@ -175,6 +198,7 @@ class ProxySettings(_Section):
     max_features_per_tensor: int = Field(default=256, ge=1)
     feature_names: dict[str, list[str]] = Field(default={}, description="tensor name -> column names")
     capture_queue: int = Field(default=1000, ge=1)
+    shadow: ShadowSettings = ShadowSettings()
 
 
 class JudgeSettings(_Section):
@@ -261,6 +285,8 @@ class GoldenSettings(_Section):
         if len(self.paths) > 16:
             raise ValueError("golden.paths holds at most 16 golden sets")
         return self
+
+
 class LabelSettings(_Section):
     """Delayed labels: rows with a ``request_id`` are remembered and joined with ``POST /v1/labels``."""
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftline import __version__
 
-from .api import alertmanager, canary, estimate, ingest, models, multivariate, pages
+from .api import alertmanager, canary, estimate, ingest, models, multivariate, pages, shadow
 from .api.openapi import install_docs, install_openapi
 from .conformance import ConformanceBook, ConformanceCollector
 from .device_health import DeviceHealth, DeviceHealthCollector
@@ -38,6 +38,7 @@ from .performance import PerformanceCollector, PerformanceView, from_performance
 from .performance import router as performance_router
 from .retrain import Dispatcher, from_evaluations
 from .settings import ServiceSettings
+from .shadow import ShadowCollector, ShadowJudge
 from .store import Store
 
 __all__ = ["Background", "create_app", "open_parts"]
@@ -76,6 +77,8 @@ class Background:
                 p.estimates.refresh(now)  # each model version's failure is counted and logged inside
             if p.multivariate is not None:
                 p.multivariate.evaluate_all(now)
+            if p.shadow is not None:
+                p.shadow.evaluate_all(now)  # counts and logs its own failures (service/shadow.py)
             if p.settings.retrain.internal_policy:
                 try:
                     from_evaluations(p.dispatcher, p.evaluator, states, now)
@@ -160,6 +163,8 @@ def open_parts(settings: ServiceSettings) -> Parts:
     parts.conformance = ConformanceBook(store, lim.max_versions_per_model, settings.conformance_max_age_seconds)
     parts.registry.register(ConformanceCollector(parts.conformance, settings.conformance_cohorts,
                                                  settings.cohort_top_n, parts.fleet.exposes))
+    parts.shadow = ShadowJudge(store, settings)
+    parts.registry.register(ShadowCollector(parts.shadow, parts.fleet.exposes))
     parts.fleet.refresh()  # restart-safe: fleet state is rebuilt from the store before the first scrape
     parts.device_health = DeviceHealth(store, settings.device_health, parts.fleet.leadership.check)
     parts.registry.register(DeviceHealthCollector(parts.device_health, parts.fleet.exposes))
@@ -230,7 +235,8 @@ def create_app(settings: ServiceSettings | None = None, *, background: bool = Tr
         return JSONResponse({"error": str(exc.detail), "detail": None}, status_code=exc.status_code)
 
     for r in (ingest.router, models.router, canary.router, canary.experiments_router, alertmanager.router,
-              pages.router, estimate.router, multivariate.router, performance_router):
+              pages.router, estimate.router, multivariate.router, performance_router,
+              shadow.router):
         app.include_router(r)
     install_openapi(app, reads_secured=settings.read_token is not None)  # bearer scheme, typed answers, documented 4xx
     install_docs(app)  # Swagger UI from the package: no CDN

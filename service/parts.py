@@ -124,3 +124,4 @@ class Parts:
     multivariate: Any = None  # multivariate.MultivariateMonitor: reconstruction-error drift
     device_health: Any = None  # device_health.DeviceHealth: leak and latency trends per device
     conformance: Any = None  # conformance.ConformanceBook: the devices' newest golden-set results
+    shadow: Any = None  # shadow.ShadowJudge: shadow models judged against live

@@ -30,6 +30,7 @@ __all__ = [
     "RetrainSettings",
     "RetrainTarget",
     "ServiceSettings",
+    "ShadowSettings",
     "exposure_problem",
     "load_settings",
 ]
@@ -215,6 +216,8 @@ class DeviceHealthSettings(_Section):
                                  "fit: a fleet tests many)")
     latency_min_increase: float = Field(0.2, ge=0, description="and the recent median p95 at least this much "
                                         "above the baseline median (0.2: 20 %)")
+
+
 class PerformanceSettings(_Section):
     """Real performance from delayed labels (service/performance.py, docs/performance.md)."""
 
@@ -224,6 +227,29 @@ class PerformanceSettings(_Section):
     thresholds: dict[Literal["accuracy", "precision", "recall", "f1", "roc_auc", "ece", "mae", "rmse"], float] = \
         Field({}, description="metric -> bound: a minimum (ece, mae, rmse: a maximum); a breach held for "
               "retrain.sustained_seconds starts a retraining")
+
+
+class ShadowSettings(_Section):
+    """How shadow models are judged against live (``driftline.stats.shadow``; docs/statistics.md)."""
+
+    variant: str = Field("shadow", min_length=1, max_length=64, description="the shadow stream's variant")
+    lookback_seconds: float = Field(86400.0, gt=0, description="pairs of this much recent data are judged")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    max_disagreement: float = Field(0.02, ge=0, le=1, description="largest acceptable share of rows whose "
+                                    "predicted labels differ")
+    score_tolerance: float = Field(0.05, ge=0, description="largest acceptable |mean paired score difference|")
+    error_tolerance: float = Field(0.02, ge=0, le=1, description="largest acceptable error-rate increase")
+    latency_p99_tolerance: float | None = Field(None, ge=0, description="largest acceptable relative p99 increase "
+                                                "(none: reported, not tested)")
+    min_pairs: int = Field(500, ge=1, description="paired requests before a shadow can be called ready")
+    min_rows_worse: int = Field(50, ge=1)
+    t_star: float = Field(1000.0, gt=0)
+
+    def config(self) -> Any:
+        """The core's :class:`~driftline.stats.shadow.ShadowConfig` of these settings."""
+        from driftline.stats.shadow import ShadowConfig
+
+        return ShadowConfig(**self.model_dump(exclude={"variant", "lookback_seconds"}))
 
 
 class ServiceSettings(EnvFirstSettings):
@@ -269,6 +295,7 @@ class ServiceSettings(EnvFirstSettings):
                                                "counts this long after it arrived (a retired device's last "
                                                "result stops counting)")
     performance: PerformanceSettings = PerformanceSettings()
+    shadow: ShadowSettings = ShadowSettings()
 
 
 def _loopback(host: str) -> bool:

@@ -306,6 +306,9 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     spool = Spool(tmp_path, 1_000_000, fsync=False)
     shipper = Shipper(spool, HttpTransport("http://127.0.0.1:9"))
     proxy = InferenceProxy(m, "http://127.0.0.1:9")  # not started: its counters are enough
+    from driftline.edge_sidecar.shadow import ShadowMirror
+
+    proxy.shadow = ShadowMirror(m, "http://127.0.0.1:9")  # proxy.shadow's families are catalogued too (not started)
     registry = sidecar_registry(SidecarCollector(m, spool, shipper, proxy))
     js = JudgeSettings(enabled=True)
     judge = Judge(js, ReferenceSource(js, None), ActionRunner(js))

@@ -89,6 +89,10 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
         canary = canary_answer(ev, ev.canary(model))
     except ServiceError:
         canary = None
+    try:
+        shadow = parts.shadow.evaluate(model).to_dict() if parts.shadow is not None else None
+    except ServiceError:
+        shadow = None
     conformance = None
     if parts.conformance is not None:
         try:
@@ -100,7 +104,7 @@ def model_page(parts: PartsDep, model: str, version: str | None = None) -> HTMLR
                                      problem=problem, experiments=ev.experiments(model),
                                      extra=_estimate_card(parts, model, version),
                                      multivariate=mv.to_dict() if mv is not None else None,
-                                     conformance=conformance))
+                                     conformance=conformance, shadow=shadow))
 
 
 def _estimate_card(parts: Any, model: str, version: str | None) -> str:

@@ -274,6 +274,7 @@ def render_model(
     extra: str = "",
     multivariate: Mapping[str, Any] | None = None,
     conformance: Sequence[Mapping[str, Any]] | None = None,
+    shadow: Mapping[str, Any] | None = None,
 ) -> str:
     """One model: drift state, feature-by-time heatmap, prediction shift, canary, devices ranked by drift.
 
@@ -325,6 +326,7 @@ def render_model(
         from .conformance import render_conformance
 
         body.append(render_conformance(conformance))
+    body.append(render_shadow(model, shadow))
     return _page(model, "".join(body))
 
 
@@ -336,3 +338,38 @@ def _multivariate(mv: Mapping[str, Any]) -> str:
             f"<tr><td>{escape(str(cur.get('status', '')))}</td><td>{_fmt(cur.get('error_mean'))}</td>"
             f"<td>{_fmt(cur.get('lower'))} – {_fmt(cur.get('upper'))}</td><td>{_fmt(cur.get('rows'))}</td>"
             f"<td>{escape(str(mv.get('model_digest', '')))}</td></tr></table>")
+
+
+_SHADOW_BADGE = {"ready": "ok", "worse": "drift", "undecided": "warn"}
+
+
+def render_shadow(model: str, shadow: Mapping[str, Any] | None) -> str:
+    """The model page's shadow section: verdict, agreement, paired score difference, per-side health."""
+    if not shadow:
+        return ("<h2>Shadow model</h2><p class=muted>No shadow pairs. Mirror traffic to a shadow model with "
+                "<code>proxy.shadow</code> in the sidecar.</p>")
+    verdict = str(shadow.get("verdict", "undecided"))
+    s = shadow.get("summary") or {}
+    err = shadow.get("error_ratio") or {}
+    lat = shadow.get("latency_p99_seconds") or {}
+    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in shadow.get("reasons", []))
+    rows = "".join(
+        f"<tr><td>{escape(str(c.get('metric')))}</td><td class=num>{_fmt(c.get('effect'))}</td>"
+        f"<td class=num>[{_fmt((c.get('ci') or [None, None])[0])}, {_fmt((c.get('ci') or [None, None])[1])}]</td>"
+        f"<td class=num>{_fmt(c.get('tolerance'))}</td><td class=num>{int(c.get('n') or 0):,}</td>"
+        f"<td>{escape(str(c.get('status')))}</td></tr>"
+        for c in shadow.get("comparisons", []))
+    versions = ", ".join(escape(str(v)) for v in shadow.get("shadow_versions", [])) or "?"
+    return (
+        "<h2>Shadow model</h2><div class=card>"
+        f"<p>Verdict <span class='badge {_SHADOW_BADGE.get(verdict, 'warn')}'>{escape(verdict)}</span> · shadow "
+        f"version <b>{versions}</b> · {int(s.get('requests', 0)):,} paired requests, {int(s.get('rows', 0)):,} rows"
+        f" · {int(s.get('dropped', 0)):,} mirrors dropped · JSON: "
+        f"<a href='/v1/models/{quote(model, safe='')}/shadow'>shadow</a></p>"
+        f"<p>Label agreement <b>{_fmt(shadow.get('agreement'))}</b> · mean score difference (shadow − live) "
+        f"<b>{_fmt(shadow.get('score_diff_mean'))}</b> · error ratio live {_fmt(err.get('live'))} / shadow "
+        f"{_fmt(err.get('shadow'))} · p99 latency live {_fmt(lat.get('live'))} s / shadow {_fmt(lat.get('shadow'))} s"
+        f"</p><ul>{reasons}</ul>"
+        "<table><thead><tr><th>comparison</th><th>effect</th><th>always-valid CI</th><th>tolerance</th><th>n</th>"
+        f"<th>status</th></tr></thead><tbody>{rows}</tbody></table></div>"
+    )
