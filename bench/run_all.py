@@ -11,8 +11,9 @@ never silently partial. Nothing here is a test: the figures are for reading and 
 Run: ``python bench/run_all.py [--only NAME,...] [--quick] [--out docs/benchmarks.md]``
 (``--quick`` uses small sizes to check that every script still runs; its figures are not the ones to
 quote). Needs the ``all`` extra, the Kafka jars (``scripts/fetch-kafka.sh``) and PostgreSQL for the
-service benchmarks, and, for the NannyML comparisons, the separate NannyML environment those scripts
-describe.
+service benchmarks, and, for the NannyML comparisons, NannyML in its own environment at ``.nannyml-venv``
+(``python -m venv .nannyml-venv && .nannyml-venv/bin/pip install nannyml statsmodels``: it would change
+packages the tests use).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ BENCHES: tuple[Bench, ...] = (
           quick=("--max-rows", "20000")),
     Bench("spark", "bench_spark.py", "driftline.spark in local mode vs the single-process build",
           quick=("--rows", "50000")),
+    Bench("shadow_latency", "bench_shadow_latency.py", "the proxy's added latency with shadow mirroring on and off "
+          "vs direct calls to the model server", quick=("--requests", "300")),
+    Bench("label_join", "bench_label_join.py", "joining delayed labels (labels/s/core, memory at the horizon) vs a "
+          "pandas merge", quick=("--pending", "20000")),
+    Bench("cbpe_vs_nannyml", "bench_cbpe_vs_nannyml.py", "label-free performance estimates vs NannyML's CBPE on the "
+          "same files (NannyML in .nannyml-venv)", quick=("--chunks", "3", "--reference-rows", "5000")),
+    Bench("reconstruction_vs_nannyml", "bench_reconstruction_vs_nannyml.py", "multivariate drift by reconstruction vs "
+          "NannyML's DataReconstructionDriftCalculator (NannyML in .nannyml-venv)",
+          quick=("--ref-chunks", "5", "--seg-chunks", "3")),
+    Bench("device_health", "bench_device_health.py", "leak and latency trends for a fleet vs scipy's theilslopes"),
     Bench("system", "bench_system.py", "the whole pipeline (20 sidecars, Kafka, 2 replicas, PostgreSQL): the highest "
           "steady rate without growing lag, each part's CPU and memory, a broker outage's backlog",
           args=("--outage", "180"), quick=("--sidecars", "4", "--rows", "50,200", "--seconds", "10")),

@@ -14,7 +14,7 @@ from driftline.stats.canary import CanaryConfig
 from driftline.stats.decision import DEFAULT_THRESHOLDS, DriftConfig
 
 __all__ = ["ALERTS", "CANARY_ALPHA", "DRIFT_SHARE", "KS", "PSI", "SERVICE_ALERTS", "SIDECAR_ONLY_ALERTS",
-           "DEVICE_HEALTH_ALERTS",
+           "DEVICE_HEALTH_ALERTS", "OUTCOME_ALERTS",
            "SIDECAR_RSS_BUDGET_BYTES",
            "AlertThreshold"]
 
@@ -66,6 +66,10 @@ SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
 # Rules that name one device (service/device_health.py): read in the alert and its runbook, no panel yet.
 DEVICE_HEALTH_ALERTS = frozenset({"DriftlineDeviceMemoryLeak", "DriftlineDeviceCpuCreep",
                                   "DriftlineDeviceLatencyRegression"})
+# Golden-set conformance and realised performance: read on the status page, in the alert and its
+# runbook; no panel yet.
+OUTCOME_ALERTS = frozenset({"DriftlineEdgeConformanceFailed", "DriftlineEdgeConformanceNotRunning",
+                            "DriftlinePerformanceBelowThreshold"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)

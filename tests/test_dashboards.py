@@ -19,7 +19,13 @@ from driftline.apps.cli.main import main
 from driftline.dashboards import DASHBOARDS, checked_in
 from driftline.dashboards.generate import OUT_DIR, rendered
 from driftline.dashboards.promql import expand, label_values_selector, metric_names, queries
-from driftline.dashboards.thresholds import ALERTS, DEVICE_HEALTH_ALERTS, SERVICE_ALERTS, SIDECAR_ONLY_ALERTS
+from driftline.dashboards.thresholds import (
+    ALERTS,
+    DEVICE_HEALTH_ALERTS,
+    OUTCOME_ALERTS,
+    SERVICE_ALERTS,
+    SIDECAR_ONLY_ALERTS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,7 +135,8 @@ def rules() -> dict[str, dict]:
 
 def test_alert_thresholds_are_the_rules_thresholds() -> None:
     rs = rules()
-    assert set(ALERTS) | SIDECAR_ONLY_ALERTS | SERVICE_ALERTS | DEVICE_HEALTH_ALERTS == set(rs), "thresholds.py and alerts/ name different alerts"
+    assert set(ALERTS) | SIDECAR_ONLY_ALERTS | SERVICE_ALERTS | DEVICE_HEALTH_ALERTS | OUTCOME_ALERTS == set(rs), \
+        "thresholds.py and alerts/ name different alerts"
     for name, t in ALERTS.items():
         m = re.search(r"(==|!=|>=|<=|>|<)\s*(?:bool\s+)?(-?[0-9.e+]+)[\s)]*$", rs[name]["expr"].strip())
         assert m, (name, rs[name]["expr"])

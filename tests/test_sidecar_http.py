@@ -317,6 +317,9 @@ def test_exposed_metric_families_are_exactly_the_catalogued_ones(tmp_path: Path)
     from driftline.edge_sidecar.metrics import HostWatchCollector
 
     registry.register(HostWatchCollector(HostWatch(os.getpid())))  # and the host's (watch_pid)
+    from driftline.edge_sidecar.golden import GoldenCollector, GoldenRunner
+
+    registry.register(GoldenCollector(GoldenRunner([], lambda golden, inputs: {})))  # and golden.enabled's
     text = generate_latest(registry).decode()
     exposed = {fam.name + ("_total" if fam.type == "counter" else "")
                for fam in text_string_to_metric_families(text)}
