@@ -191,8 +191,13 @@ def test_quantising_driver_is_caught_on_its_first_golden_run(tmp_path: Path) -> 
                 assert health["golden"]["runs"].get("pass" if device == "cam-good" else "fail", 0) >= 1
                 assert health["golden"]["results"][0]["trigger"] == "start"  # caught on the first run
                 # golden cases never count as live rows: only what went through the proxy does
-                sidecar_rows = samples(get(f"http://127.0.0.1:{api}/metrics"), "driftline_sidecar_observations_total")
-                assert sum(sidecar_rows.values()) == sent[device]
+                # (the proxy folds what it captured on its own thread: wait for the last requests to land)
+                def observed(api: int = api) -> float:
+                    return sum(samples(get(f"http://127.0.0.1:{api}/metrics"),
+                                       "driftline_sidecar_observations_total").values())
+
+                wait_until(lambda device=device: observed() >= sent[device], 20)
+                assert observed() == sent[device]
             # the golden runs went to the model servers directly, tagged with the set's digest
             digest = read_golden_file(golden).digest
             assert f"golden-{digest}" in good.infer_ids and f"golden-{digest}" in bad.infer_ids

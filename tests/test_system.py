@@ -14,7 +14,7 @@ flows, then checking the same three things:
 * the alerts firing are exactly the ones the phase should fire (none, for a fault the pipeline
   absorbs).
 
-The outage lasts ``DRIFTLINE_SYSTEM_OUTAGE_SECONDS`` (default 30 s: longer than the producers'
+The outage lasts ``DRIFTLINE_SYSTEM_OUTAGE_SECONDS`` (default 15 s: longer than the producers'
 delivery timeout of 8 s, so every in-flight send fails and the spools take over, the path a longer
 outage takes too; ``bench/bench_system.py`` runs minutes).
 """
@@ -34,7 +34,7 @@ from tests.harness.kafka import KafkaBroker
 from tests.harness.system import MODELS, System, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-OUTAGE_SECONDS = float(os.environ.get("DRIFTLINE_SYSTEM_OUTAGE_SECONDS", "30"))
+OUTAGE_SECONDS = float(os.environ.get("DRIFTLINE_SYSTEM_OUTAGE_SECONDS", "15"))
 # the fleet's steady traffic must never fire these; a phase that should fire one says so
 NO_ALERTS: set[tuple[str, str]] = set()
 
@@ -96,27 +96,27 @@ def test_steady_fleet_every_row_once_drift_as_a_clean_run_no_alert(system: Syste
 
 
 def test_broker_restart(system: System) -> None:
-    traffic(3)
+    traffic(2)
     system.restart_broker()
-    traffic(5)
+    traffic(3)
     assert_exact_and_clean(system)
     assert_alerts(system, NO_ALERTS)
 
 
 def test_one_replica_sigkilled_then_restarted(system: System) -> None:
-    traffic(3)
+    traffic(2)
     system.kill_replica(1)
-    traffic(6)  # the other replica takes over the partitions after the group's session timeout
+    traffic(5)  # the other replica takes over the partitions after the group's session timeout
     system.start_replica(1)
-    traffic(3)
+    traffic(2)
     assert_exact_and_clean(system)
     assert_alerts(system, NO_ALERTS)  # one replica was always up: no page
 
 
 def test_postgres_restart(system: System) -> None:
-    traffic(3)
+    traffic(2)
     system.restart_postgres()
-    traffic(5)
+    traffic(3)
     assert_exact_and_clean(system)
     assert_alerts(system, NO_ALERTS)
 
@@ -139,7 +139,7 @@ def test_sidecar_sigkilled_with_a_full_spool(system: System) -> None:
     small = system.sidecars[0]  # its spool holds ~60 kB: an outage makes it merge windows
     system.pause_broker()
     try:
-        traffic(max(10.0, OUTAGE_SECONDS / 2))
+        traffic(max(8.0, OUTAGE_SECONDS / 2))
         system.feeder.hold(small.device)
         wait_until(lambda: (h := small.health())["open_windows"] == 0 and h["buffered_rows"] == 0
                    and h["unspooled_windows"] == 0, 30, "the small sidecar's rows all in its spool")

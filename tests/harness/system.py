@@ -609,6 +609,8 @@ class System:
                 stored = self.stored_rows()
             except Exception as exc:  # noqa: BLE001 - the database may be coming back
                 stored = {f"<store error: {exc}>": -1}
+            # windows of no rows (a labels-only window, an upload of delayed labels) count nothing
+            stored = {d: n for d, n in stored.items() if n}
             if stored == {d: n for d, n in acked.items() if n}:
                 return acked
             if any(stored.get(d, 0) > n for d, n in acked.items()):
