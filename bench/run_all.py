@@ -78,7 +78,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("device_health", "bench_device_health.py", "leak and latency trends for a fleet vs scipy's theilslopes"),
     Bench("system", "bench_system.py", "the whole pipeline (20 sidecars, Kafka, 2 replicas, PostgreSQL): the highest "
           "steady rate without growing lag, each part's CPU and memory, a broker outage's backlog",
-          args=("--outage", "180"), quick=("--sidecars", "4", "--rows", "50,200", "--seconds", "10")),
+          args=("--outage", "120", "--seconds", "20"), quick=("--sidecars", "4", "--rows", "50,200", "--seconds", "10")),
 )
 
 

@@ -671,11 +671,12 @@ class System:
             parts[s.device] = s.proc.pid if s.proc else None
         if self.prom is not None and self.prom._proc is not None:  # noqa: SLF001
             parts["prometheus"] = self.prom._proc.pid  # noqa: SLF001
+        children = _children()
         out = {}
         for name, pid in parts.items():
             if pid:
                 try:
-                    out[name] = _proc_usage(pid)
+                    out[name] = _tree_usage(pid, children)
                 except OSError:
                     pass
         return out
@@ -688,6 +689,33 @@ def _drift_config(settings: Any, model: str) -> Any:
     return DriftConfig(alpha=ev.alpha, min_rows=ev.min_rows, drift_share_threshold=ev.drift_share_threshold,
                        thresholds={**DriftConfig().thresholds, **ev.thresholds},
                        critical_features=frozenset(ev.critical_features.get(model, [])))
+
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids of every live process (one scan of /proc)."""
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def _tree_usage(pid: int, children: dict[int, list[int]]) -> tuple[float, int]:
+    """CPU seconds and RSS of a process and its live descendants (PostgreSQL's backends, the JVM's threads
+    are in the process itself). RSS of a process tree counts shared pages once per process."""
+    cpu, rss = _proc_usage(pid)
+    for child in children.get(pid, []):
+        try:
+            c, r = _tree_usage(child, children)
+        except OSError:
+            continue
+        cpu, rss = cpu + c, rss + r
+    return cpu, rss
 
 
 def _proc_usage(pid: int) -> tuple[float, int]:
