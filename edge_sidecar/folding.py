@@ -104,6 +104,9 @@ class RowFolder:
         self.dropped_columns = 0
         self.shed_rows = 0
         self._ratelog = RateLimitedLog(log)
+        self.predictions: Callable[[Any, StreamKey, float, Any, float], None] | None = None
+        """Where a folded row with a ``request_id`` goes (id, stream, window start, outputs, now): the
+        delayed-label tracker, which joins labels to it later."""
         self.reconstruction: Callable[[StreamKey], ReconstructionModel | None] | None = None
         """The reference's reconstruction model of a stream, if any: each folded batch's per-row errors are sketched."""
 
@@ -133,7 +136,7 @@ class RowFolder:
         latency_ms, event_time, observed_at, sampled)``."""
         groups: dict[tuple[StreamKey, float], _Group] = {}
         feats: Any
-        for feats, outs, model, version, variant, device, cohort, _rid, lat, et, t_obs, keep in items:
+        for feats, outs, model, version, variant, device, cohort, rid, lat, et, t_obs, keep in items:
             try:
                 key, obs = self.streams.key(model, version, variant, device, cohort)
                 latency = None if lat is None else lat if type(lat) is float else float(lat)
@@ -155,6 +158,8 @@ class RowFolder:
             except Exception as exc:
                 self.reject(exc)
                 continue
+            if rid is not None and self.predictions is not None:
+                self.predictions(rid, key, start, outs, now)
             g = groups.get((key, start))
             if g is None:
                 g = groups[(key, start)] = _Group(obs)

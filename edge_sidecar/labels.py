@@ -44,15 +44,6 @@ class LabelTracker:
         self._lock = threading.Lock()
         self._last_take = -math.inf
 
-    def _start(self, event_time: Any, now: float) -> float:
-        """The window a prediction's row went into (the windower's rule, without its counters)."""
-        w = self.window_seconds
-        t = event_time if isinstance(event_time, int | float) and not isinstance(event_time, bool) else None
-        if t is None or not math.isfinite(t) or t > now + self.lateness or \
-                math.floor(t / w) * w + w + self.lateness <= now:
-            t = now
-        return math.floor(t / w) * w
-
     def count_rejected(self, reason: str, n: int = 1) -> None:
         """Count labels (or predictions) refused under ``reason``."""
         self.rejected[reason] = self.rejected.get(reason, 0) + n
@@ -67,15 +58,16 @@ class LabelTracker:
             return None
         return float(outputs)
 
-    def record_row(self, request_id: Any, key: StreamKey, outputs: Any, event_time: Any, now: float) -> None:
-        """Remember one row's prediction (a row without a usable score is counted ``no_score``)."""
+    def record_row(self, request_id: Any, key: StreamKey, start: float, outputs: Any, now: float) -> None:
+        """Remember one row's prediction, in the window the fold put it in (``start``); a row without a
+        usable score is counted ``no_score``."""
         score = self.score_of(outputs)
         with self._lock:
             if score is None:
                 self.no_score += 1
                 return
             try:
-                self.joiner.add(request_id, key, self._start(event_time, now), score, now)
+                self.joiner.add(request_id, key, start, score, now)
             except LabelError as exc:
                 self.count_rejected(exc.reason)
 

@@ -107,6 +107,7 @@ class Monitor:
                                        output=c.label_output, task=c.label_task, threshold=c.label_threshold,
                                        horizon_seconds=c.label_horizon_seconds, max_pending=c.label_max_pending,
                                        flush_seconds=c.label_flush_seconds)
+            self._folder.predictions = self.labels.record_row  # rows are remembered where they are folded
 
     @classmethod
     def configure(cls, *, sink: Sink | None = None, clock: Callable[[], float] = time.time,
@@ -199,12 +200,8 @@ class Monitor:
                     outputs = outputs.copy()
             else:
                 features = outputs = None
-            now = self.clock()
             buf.append((features, outputs, model, model_version, variant, device, cohort, request_id,
-                        latency_ms, event_time, now, keep))
-            if self.labels is not None and request_id is not None:
-                self._record_prediction(request_id, outputs, event_time, now,
-                                        (model, model_version, variant, device, cohort))
+                        latency_ms, event_time, self.clock(), keep))
             n = len(buf)
             if self.strict or n >= self._hard_buffer_rows:
                 self.flush()
@@ -440,15 +437,6 @@ class Monitor:
             }
 
     # ---- delayed labels (driftline.edge_sidecar.labels) ---------------------------------------------
-    def _record_prediction(self, request_id: Any, outputs: Any, event_time: Any, now: float,
-                           stream: tuple[Any, ...]) -> None:
-        assert self.labels is not None
-        try:
-            key, _ = self.stream_key(*stream)
-        except ObserveError:  # the fold counts this row's rejection, once
-            return
-        self.labels.record_row(request_id, key, outputs, event_time, now)
-
     def label(self, prediction_id: Any, y: Any) -> bool:
         """Join the label ``y`` to the prediction observed with ``request_id=prediction_id``.
 

@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.conformance import GoldenSet, Tolerances, read_golden_file
 from driftline.edge_sidecar.golden import GoldenCollector, GoldenRunner, OipPredictor
 from tests.harness.ports import free_port, wait_for_port
-from tests.service_support import running_service
+from tests.service_support import metric_samples, running_service
 from tests.sidecar_support import _Handler, _Server, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,15 +113,6 @@ def get(url: str) -> str:
         return r.read().decode()
 
 
-def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name:
-                out[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
 def test_quantising_driver_is_caught_on_its_first_golden_run(tmp_path: Path) -> None:
     from driftline.service.settings import EvaluationSettings, ServiceSettings
 
@@ -162,13 +152,13 @@ def test_quantising_driver_is_caught_on_its_first_golden_run(tmp_path: Path) -> 
                     x = rng.normal(size=(5, 4))
                     infer(proxy, x)
                     sent[device] += 5
-                devices = samples(get(f"{url}/metrics"), "driftline_edge_conformance_devices")
+                devices = metric_samples(get(f"{url}/metrics"), "driftline_edge_conformance_devices")
                 return devices.get((("model", MODEL), ("result", "fail"), ("version", "1")), 0) == 1 and \
                     devices.get((("model", MODEL), ("result", "pass"), ("version", "1")), 0) == 1
 
             assert wait_until(conformance_seen, 60), get(f"{url}/metrics")
             text = get(f"{url}/metrics")
-            cohort = samples(text, "driftline_edge_conformance_cohort_devices")
+            cohort = metric_samples(text, "driftline_edge_conformance_cohort_devices")
             assert cohort[(("cohort_label", "driver"), ("cohort_value", "drv-2.0-q"), ("model", MODEL),
                            ("result", "fail"), ("version", "1"))] == 1
             assert cohort[(("cohort_label", "driver"), ("cohort_value", "drv-1.4"), ("model", MODEL),
@@ -179,9 +169,9 @@ def test_quantising_driver_is_caught_on_its_first_golden_run(tmp_path: Path) -> 
             x = np.load(tmp_path / "inputs.npz")["x"]
             q, c = cloud(x, quantise=True), cloud(x)
             want = max(float(np.abs(q[k] - c[k]).max()) for k in ("score", "label"))  # labels are numbers too
-            got = samples(text, "driftline_edge_conformance_max_abs_diff")[(("model", MODEL), ("version", "1"))]
+            got = metric_samples(text, "driftline_edge_conformance_max_abs_diff")[(("model", MODEL), ("version", "1"))]
             assert got == pytest.approx(want, rel=1e-9) and want > 0
-            top1 = samples(text, "driftline_edge_conformance_top1_agreement_ratio")[(("model", MODEL), ("version", "1"))]
+            top1 = metric_samples(text, "driftline_edge_conformance_top1_agreement_ratio")[(("model", MODEL), ("version", "1"))]
             assert top1 == float(np.mean(q["label"] == c["label"])) < 1.0
             page = get(f"{url}/models/{MODEL}?version=1")
             assert "Golden-set conformance" in page and "MISMATCH" in page and "cam-bad" in page
@@ -193,7 +183,7 @@ def test_quantising_driver_is_caught_on_its_first_golden_run(tmp_path: Path) -> 
                 # golden cases never count as live rows: only what went through the proxy does
                 # (the proxy folds what it captured on its own thread: wait for the last requests to land)
                 def observed(api: int = api) -> float:
-                    return sum(samples(get(f"http://127.0.0.1:{api}/metrics"),
+                    return sum(metric_samples(get(f"http://127.0.0.1:{api}/metrics"),
                                        "driftline_sidecar_observations_total").values())
 
                 wait_until(lambda device=device: observed() >= sent[device], 20)

@@ -8,12 +8,11 @@ import time
 
 import httpx
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.conformance import GoldenSet, compare
 from driftline.service.settings import EvaluationSettings, ServiceSettings
 from driftline.wire import Envelope, encode_envelope
-from tests.service_support import running_service, window
+from tests.service_support import metric_samples, running_service, window
 
 
 def settings(tmp_path) -> ServiceSettings:
@@ -35,11 +34,6 @@ def post(c: httpx.Client, rng: np.random.Generator, device: str, entries: list[d
     return c.post("/v1/ingest", content=encode_envelope(env))
 
 
-def metric(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == name}
-
-
 def test_newest_result_per_device_survives_a_restart_and_hostile_entries_are_dropped(tmp_path) -> None:
     rng = np.random.default_rng(0)
     now = time.time()
@@ -55,29 +49,29 @@ def test_newest_result_per_device_survives_a_restart_and_hostile_entries_are_dro
         # more entries than the bound refuse the envelope as malformed
         assert post(c, rng, "d1", [entry(True, now, "drv-1")] * 17).status_code == 400
         text = c.get("/metrics").text
-        devices = metric(text, "driftline_edge_conformance_devices")
+        devices = metric_samples(text, "driftline_edge_conformance_devices")
         assert devices == {(("model", "m"), ("result", r), ("version", "v1")): n
                            for r, n in (("pass", 2), ("fail", 1), ("error", 0))}
-        assert metric(text, "driftline_edge_conformance_dropped_entries_total") == {(): 1.0}
-        cohort = metric(text, "driftline_edge_conformance_cohort_devices")
+        assert metric_samples(text, "driftline_edge_conformance_dropped_entries_total") == {(): 1.0}
+        cohort = metric_samples(text, "driftline_edge_conformance_cohort_devices")
         assert cohort == {  # "site" is not a conformance cohort label (firmware, runtime, driver are)
             (("cohort_label", "driver"), ("cohort_value", "drv-1"), ("model", "m"), ("result", "pass"),
              ("version", "v1")): 2.0,
             (("cohort_label", "driver"), ("cohort_value", "drv-2"), ("model", "m"), ("result", "fail"),
              ("version", "v1")): 1.0}
-        assert metric(text, "driftline_edge_conformance_max_abs_diff") == {(("model", "m"), ("version", "v1")): 0.5}
-        assert metric(text, "driftline_edge_conformance_cohort_max_abs_diff")[
+        assert metric_samples(text, "driftline_edge_conformance_max_abs_diff") == {(("model", "m"), ("version", "v1")): 0.5}
+        assert metric_samples(text, "driftline_edge_conformance_cohort_max_abs_diff")[
             (("cohort_label", "driver"), ("cohort_value", "drv-2"), ("model", "m"), ("version", "v1"))] == 0.5
         page = c.get("/models/m?version=v1").text
         assert "Golden-set conformance" in page and "MISMATCH" in page and "driver=drv-2 (1)" in page
         assert "<b>d2</b> fail" in page and "<b>d3</b>" not in page
     # a restart reads the same state back from the store
     with running_service(settings(tmp_path)) as url, httpx.Client(base_url=url, timeout=10) as c:
-        devices = metric(c.get("/metrics").text, "driftline_edge_conformance_devices")
+        devices = metric_samples(c.get("/metrics").text, "driftline_edge_conformance_devices")
         assert devices[(("model", "m"), ("result", "fail"), ("version", "v1"))] == 1
         assert devices[(("model", "m"), ("result", "pass"), ("version", "v1"))] == 2
         # d2's fixed driver passes its next run: the failure clears
         assert post(c, rng, "d2", [entry(True, now - 10, "drv-2b")]).status_code == 200
-        devices = metric(c.get("/metrics").text, "driftline_edge_conformance_devices")
+        devices = metric_samples(c.get("/metrics").text, "driftline_edge_conformance_devices")
         assert devices[(("model", "m"), ("result", "fail"), ("version", "v1"))] == 0
         assert devices[(("model", "m"), ("result", "pass"), ("version", "v1"))] == 3

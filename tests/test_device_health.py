@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import scipy.stats as st
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.edge_sidecar.hostwatch import HostWatch, read_proc
 from driftline.profile import StreamKey, WindowProfile
@@ -36,7 +35,7 @@ from driftline.trends import (
 )
 from driftline.wire import Envelope, encode_envelope
 from tests.harness.ports import free_port, wait_for_port
-from tests.service_support import serving
+from tests.service_support import metric_samples, serving
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -203,13 +202,13 @@ def test_a_latency_regression_is_named_on_metrics_and_survives_a_restart(tmp_pat
 
         _until(all_windows_fit, 20)
         text = _get(url, "/metrics")
-    regs = _samples(text, "driftline_device_latency_regression")
+    regs = metric_samples(text, "driftline_device_latency_regression")
     assert regs == {(("device", "fine-1"), ("model", "ranker")): 0.0, (("device", "slow-1"), ("model", "ranker")): 1.0}
-    assert _samples(text, "driftline_device_latency_p95_ratio")[(("device", "slow-1"), ("model", "ranker"))] > 1.5
+    assert metric_samples(text, "driftline_device_latency_p95_ratio")[(("device", "slow-1"), ("model", "ranker"))] > 1.5
 
     settings.port = free_port()
     with serving(create_app(settings), settings) as url:  # a restart: the series come back from the store
-        regs = _samples(_get(url, "/metrics"), "driftline_device_latency_regression")
+        regs = metric_samples(_get(url, "/metrics"), "driftline_device_latency_regression")
     assert regs[(("device", "slow-1"), ("model", "ranker"))] == 1.0
 
 
@@ -257,15 +256,6 @@ def _get(url: str, path: str) -> str:
         return conn.getresponse().read().decode()
     finally:
         conn.close()
-
-
-def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name:
-                out[tuple(sorted(s.labels.items()))] = s.value
-    return out
 
 
 def test_the_service_flags_the_device_whose_host_leaks_at_a_known_rate(tmp_path: Path) -> None:
@@ -319,10 +309,10 @@ def test_the_service_flags_the_device_whose_host_leaks_at_a_known_rate(tmp_path:
     per_hour = rate * 3600
     assert leaky.memory.lower <= per_hour <= leaky.memory.upper, leaky.memory
     assert not steady.leak and abs(steady.memory.slope) < 0.1 * per_hour, steady.memory
-    flags = _samples(text, "driftline_device_leak_suspected")
+    flags = metric_samples(text, "driftline_device_leak_suspected")
     assert flags[(("device", "leaky-7"), ("process", "host"), ("resource", "memory"))] == 1.0
     assert flags[(("device", "steady-3"), ("process", "host"), ("resource", "memory"))] == 0.0
-    slope = _samples(text, "driftline_device_memory_slope_bytes_per_hour")[(("device", "leaky-7"), ("process", "host"))]
+    slope = metric_samples(text, "driftline_device_memory_slope_bytes_per_hour")[(("device", "leaky-7"), ("process", "host"))]
     assert slope == pytest.approx(per_hour, rel=0.25)
 
 

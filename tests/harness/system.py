@@ -33,7 +33,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from .errors import HarnessError
 from .kafka import KafkaBroker
 from .ports import free_port, wait_for_port
 from .postgres import PostgresServer
+from .proc import ManagedProcess
 from .prometheus import AlertmanagerServer, PrometheusBinaries, PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,94 +99,55 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
 
 
-@dataclass
-class SidecarProc:
-    """One ``driftline sidecar`` process of the fleet: its device, model, API port and spool."""
+class _Child:
+    """A ``driftline`` subcommand run as a :class:`~tests.harness.proc.ManagedProcess` (own session, log,
+    killed with this process); ``kill`` is a crash (SIGKILL of its group), ``stop`` a SIGTERM."""
 
-    index: int
-    device: str
-    model: str
-    port: int
-    config: Path
-    spool: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, argv: list[str], log: Path, *, cwd: Path, env: dict[str, str]) -> None:
+        self.log = log
+        self._proc = ManagedProcess(argv, log, cwd=cwd, env=env)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([*_cmd(), "sidecar", "--config", str(self.config)], cwd=ROOT, env=_clean_env(),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.log.open("ab"), preexec_fn=_die_with_parent)
+        self._proc.start()
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._proc.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc.running else None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        self._proc.kill()
 
-    def stop(self, grace: float = 60.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return None
+    def stop(self, grace: float = 60.0) -> bool:
+        return self._proc.stop(grace)
+
+
+class SidecarProc(_Child):
+    """One ``driftline sidecar`` process of the fleet: its device, model, API port and spool."""
+
+    def __init__(self, index: int, device: str, model: str, port: int, config: Path, spool: Path, log: Path) -> None:
+        super().__init__([*_cmd(), "sidecar", "--config", str(config)], log, cwd=ROOT, env=_clean_env())
+        self.index, self.device, self.model, self.port = index, device, model, port
+        self.config, self.spool = config, spool
 
     def health(self) -> dict[str, Any]:
         status, body = _http(self.port, "GET", "/healthz", timeout=5)
         return json.loads(body) if body else {"status": status}
 
 
-@dataclass
-class Replica:
+class Replica(_Child):
     """One ``driftline service`` process; all replicas share the consumer group and the database."""
 
-    index: int
-    port: int
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, index: int, port: int, env: dict[str, str], log: Path) -> None:
+        super().__init__([*_cmd(), "service"], log, cwd=log.parent, env=env)
+        self.index, self.port = index, port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([*_cmd(), "service"], cwd=self.log.parent, env=self.env,
-                                     stdin=subprocess.DEVNULL, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     preexec_fn=_die_with_parent)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, grace: float = 30.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class TmpfsMount:
@@ -666,9 +627,9 @@ class System:
         parts: dict[str, int | None] = {"broker": self.broker.pid, "postgres": self.pg._proc.pid if self.pg and  # noqa: SLF001
                                         self.pg._proc else None}  # noqa: SLF001
         for r in self.replicas:
-            parts[f"replica-{r.index}"] = r.proc.pid if r.proc else None
+            parts[f"replica-{r.index}"] = r.pid
         for s in self.sidecars:
-            parts[s.device] = s.proc.pid if s.proc else None
+            parts[s.device] = s.pid
         if self.prom is not None and self.prom._proc is not None:  # noqa: SLF001
             parts["prometheus"] = self.prom._proc.pid  # noqa: SLF001
         children = _children()
@@ -728,11 +689,9 @@ def _proc_usage(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.5) -> None:
-    """Poll ``cond`` until true; raise naming ``what`` after ``timeout`` seconds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(step)
-    raise HarnessError(f"{what}: not within {timeout:.0f} s")
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``cond`` (bounded, ``tests.sidecar_support.wait_until``); raise naming ``what`` if it never holds."""
+    from tests.sidecar_support import wait_until as poll
+
+    if not poll(cond, timeout):
+        raise HarnessError(f"{what}: not within {timeout:.0f} s")
