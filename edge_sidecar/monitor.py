@@ -89,6 +89,7 @@ class Monitor:
         self._max_buffer_rows = c.max_buffer_rows
         self._hard_buffer_rows = c.max_buffer_rows * 10
         self._lock = threading.RLock()
+        self._delivering = threading.Lock()  # one thread hands closed windows to the sink at a time
         self.rejected: dict[str, int] = {}
         self.windows_closed: dict[str, int] = {}
         self.sink_errors = 0
@@ -350,7 +351,7 @@ class Monitor:
                 self._closed_windows([ClosedWindow(p, "labels") for p in self.labels.take(self.clock(), True)])
             if self._closed:
                 self._open_delivery()
-        self._deliver()
+        self._deliver(wait=True)
         if self._delivery is not None:
             atexit.unregister(self.close)
             self._delivery.close(self.config.shutdown_grace_seconds)
@@ -366,21 +367,34 @@ class Monitor:
             self.windows_closed[cw.reason] = self.windows_closed.get(cw.reason, 0) + 1
             self._closed.append(cw)
 
-    def _deliver(self) -> None:
+    def _deliver(self, wait: bool = False) -> None:
         if self.sink is None:
             while len(self._closed) > 10_000:
                 self._closed.popleft()
                 self.windows_dropped += 1
             return
+        # one deliverer at a time (observe's flush and the background tick both call this); a caller
+        # that finds one busy leaves its windows to it or to the next tick, except close(), which waits
+        if not self._delivering.acquire(blocking=wait):
+            return
+        try:
+            self._deliver_closed()
+        finally:
+            self._delivering.release()
+
+    def _deliver_closed(self) -> None:
         retry: list[ClosedWindow] = []
         while self._closed:
-            cw = self._closed.popleft()
+            # the window leaves the queue only once the sink has it: until then it counts as pending
+            # (health and metrics never show a window that is neither queued nor spooled)
+            cw = self._closed[0]
             try:
                 self.sink(cw.profile, cw.reason)
             except Exception as exc:  # a full disk must not kill the monitor; try again next tick
                 self.sink_errors += 1
                 self._ratelog.error("sink", "cannot hand a closed window to the spool: %s", exc)
                 retry.append(cw)
+            self._closed.popleft()
         if len(retry) > _RETRY_LIMIT:
             self.windows_dropped += len(retry) - _RETRY_LIMIT
             log.error("dropped %d closed windows the spool would not take", len(retry) - _RETRY_LIMIT)

@@ -277,3 +277,32 @@ def test_latency_values_feed_runtime_stats() -> None:
     assert p.runtime.errors == 2
     assert p.runtime.latency_ms.n == 3
     assert math.isclose(p.runtime.latency_quantile(0.5), 2.0)
+
+
+def test_a_window_being_handed_to_the_sink_still_counts_as_pending_and_goes_once() -> None:
+    """Until the sink (the spool) has a closed window, the snapshot counts it: a health check taken
+    then never reads "nothing pending" while its rows are only in memory. Two threads delivering at
+    once still hand each window over exactly once."""
+    entered, release = threading.Event(), threading.Event()
+    got: list[WindowProfile] = []
+
+    def slow_sink(profile: WindowProfile, reason: str) -> None:
+        entered.set()
+        release.wait(10)
+        got.append(profile)
+
+    clock = [1000.0]
+    m = Monitor.configure(model="m", model_version="1", background=False, sink=slow_sink, window_seconds=10,
+                          lateness_seconds=0, clock=lambda: clock[0])
+    m.observe({"x": 1.0})
+    m.flush()
+    clock[0] += 11
+    t = threading.Thread(target=m.tick)
+    t.start()
+    assert entered.wait(10)
+    assert m.snapshot()["pending_windows"] == 1 and m.snapshot()["open_windows"] == 0
+    m.flush()  # a second deliverer while the first is inside the sink: it must not hand the window over again
+    release.set()
+    t.join(10)
+    assert len(got) == 1 and got[0].rows == 1
+    assert m.snapshot()["pending_windows"] == 0

@@ -55,6 +55,15 @@ def system(tmp_path_factory: pytest.TempPathFactory, kafka_broker: KafkaBroker,
             kafka_broker.start()
 
 
+@pytest.fixture(autouse=True)
+def feeding(system: System) -> Iterator[None]:
+    """Every test starts with the whole fleet fed, whatever an earlier one left behind."""
+    for s in system.sidecars:
+        system.feeder.release(s.device)
+    system.resume()
+    yield
+
+
 def assert_exact_and_clean(system: System) -> dict[str, int]:
     """Every acknowledged row stored once, and drift equal to the clean run's, for both models."""
     acked = system.checkpoint()

@@ -216,6 +216,7 @@ class Feeder:
         self.rngs = {s.device: np.random.default_rng([seed, s.index]) for s in sidecars}
         self.shift: dict[str, float] = dict.fromkeys(MODELS, 0.0)
         self.held: set[str] = set()
+        self.inflight: set[str] = set()  # devices with a post on the way (hold waits for its answer)
         self.acked: dict[str, int] = {s.device: 0 for s in sidecars}
         self.kept: dict[str, list[dict[str, np.ndarray]]] = {m: [] for m in MODELS}
         self.failed_posts = 0
@@ -246,10 +247,17 @@ class Feeder:
     def running(self) -> bool:
         return bool(self._threads)
 
-    def hold(self, device: str) -> None:
-        """Stop feeding one sidecar (it finishes the post in flight)."""
+    def hold(self, device: str, timeout: float = 30.0) -> None:
+        """Stop feeding one sidecar; returns once its post in flight (if any) has been answered."""
         with self.lock:
             self.held.add(device)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if device not in self.inflight:
+                    return
+            time.sleep(0.01)
+        raise HarnessError(f"a post to {device} still in flight after {timeout:.0f} s")
 
     def release(self, device: str) -> None:
         with self.lock:
@@ -290,8 +298,15 @@ class Feeder:
             for s in mine:
                 with self.lock:
                     held = s.device in self.held
-                if not held and s.running:
-                    self.feed_once(s)
+                    if not held:
+                        self.inflight.add(s.device)
+                if not held:
+                    try:
+                        if s.running:
+                            self.feed_once(s)
+                    finally:
+                        with self.lock:
+                            self.inflight.discard(s.device)
             next_round += self.interval
             self._stop.wait(max(0.0, next_round - time.monotonic()))
             next_round = max(next_round, time.monotonic() - self.interval)
