@@ -9,7 +9,8 @@ the service, read from PostgreSQL) is sampled every second; a level *keeps up* w
 rate is within 10% of the offered rate and the lag's least-squares slope over the second half of the
 level is below 2% of the rate (it does not grow). Per level it prints the rates, the lag's slope, and
 each part's CPU (cores used, from ``/proc``) and resident memory. The peer measured in the same run is
-the feeder alone against sidecars that do nothing else: the lowest level's cost per row.
+the raw data itself: the NDJSON bytes the sidecars acknowledged against the bytes the level added to
+the Kafka topic's log (envelopes of window sketches), per observation.
 
 Not a test (``tests/test_system.py`` holds the assertions). Needs root for the tmpfs mounts (or
 ``--no-tmpfs``), the Kafka jars and the Debian packages of ``scripts/test.sh --setup-only``.
@@ -44,6 +45,14 @@ def _slope(ts: list[float], ys: list[float]) -> float:
     return float(np.polyfit(t, np.asarray(ys, dtype=float), 1)[0])
 
 
+def _topic_bytes(system: System) -> int:
+    """Bytes in the broker's log segments of the fleet's topic (every partition)."""
+    total = 0
+    for part in system.broker.data_dir.glob(f"{system.topic}-*"):
+        total += sum(f.stat().st_size for f in part.glob("*.log"))
+    return total
+
+
 def _usage(system: System) -> dict[str, tuple[float, int]]:
     return system.cpu_and_rss()
 
@@ -61,6 +70,8 @@ def level(system: System, rows: int, seconds: float, interval: float) -> dict[st
     base_stored = sum(system.stored_rows().values())
     base_acked = sum(feeder.acked.values())
     before = _usage(system)
+    bytes_before = _topic_bytes(system)
+    acked_before = feeder.snapshot()
     t0 = time.monotonic()
     feeder.start()
     ts, lags = [], []
@@ -88,7 +99,11 @@ def level(system: System, rows: int, seconds: float, interval: float) -> dict[st
         cpu[g] = cpu.get(g, 0.0) + (c1 - c0) / elapsed
         rss[g] = rss.get(g, 0) + r1
     system.feeder.acked = feeder.snapshot()  # so the next checkpoint expects these rows too
-    return {"rows_per_post": rows, "offered": offered, "achieved": achieved, "lag_end": lags[-1] if lags else 0,
+    system.checkpoint(timeout=300)  # every row of the level on the topic (and stored) before its bytes are read
+    wire = _topic_bytes(system) - bytes_before
+    raw = sum((n - acked_before.get(d, 0)) * len(feeder._payloads[d]) / rows  # noqa: SLF001 - the bench's own feeder
+              for d, n in feeder.snapshot().items() if d in feeder._payloads)  # noqa: SLF001
+    return {"raw_bytes": raw, "wire_bytes": wire, "acked_rows": acked_total, "rows_per_post": rows, "offered": offered, "achieved": achieved, "lag_end": lags[-1] if lags else 0,
             "lag_slope": slope, "keeps_up": achieved >= 0.9 * offered and slope < 0.02 * offered,
             "cpu": cpu, "rss": rss}
 
@@ -140,6 +155,10 @@ def main() -> None:
                   f"{'keeps up' if r['keeps_up'] else 'falls behind'}")
             print(f"      CPU (cores): {cpu}")
             print(f"      RSS: {rss}")
+            acked_rows = r["acked_rows"]
+            if r["wire_bytes"] and acked_rows:
+                print(f"      bytes per observation: raw NDJSON {r['raw_bytes'] / acked_rows:,.1f}, on Kafka "
+                      f"{r['wire_bytes'] / acked_rows:,.2f} ({r['raw_bytes'] / r['wire_bytes']:,.0f}x fewer)")
         system.checkpoint(timeout=600)
         print("after the last level: every acknowledged row stored exactly once")
         kept = [r for r in results if r["keeps_up"]]

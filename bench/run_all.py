@@ -79,6 +79,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("system", "bench_system.py", "the whole pipeline (20 sidecars, Kafka, 2 replicas, PostgreSQL): the highest "
           "steady rate without growing lag, each part's CPU and memory, a broker outage's backlog",
           args=("--outage", "120", "--seconds", "20"), quick=("--sidecars", "4", "--rows", "50,200", "--seconds", "10")),
+    Bench("faults", "bench_faults.py", "the whole pipeline under each fault of tests/test_system.py: exactly once, "
+          "drift as a clean run, the expected alerts; drain time against the steady phase's", quick=("--outage", "10")),
 )
 
 

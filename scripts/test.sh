@@ -13,7 +13,8 @@
 #      missing or older than 1.26 (Debian 12 has 1.19), the pinned Go toolchain comes first from the
 #      Go module proxy (module golang.org/toolchain, checksum pinned) into ~/.cache/driftline; then
 #      the Go harness tests/controllers (Argo Rollouts, Flagger), Go caches in ~/.cache/driftline/go
-#   5. python -m pytest
+#   5. python -m pytest, in $DRIFTLINE_TEST_WORKERS processes (default 2, one per core; pytest-xdist,
+#      whole files per worker; 1 runs it in this process)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -168,7 +169,12 @@ fi
 # --- 5. the suite --------------------------------------------------------------------------------
 step "pytest"
 set +e
-"$PYTHON" -m pytest -q -ra -p no:cacheprovider --durations=15 "$@"
+workers="${DRIFTLINE_TEST_WORKERS:-2}"
+# most tests wait on real processes (Kafka, PostgreSQL, Prometheus, sidecars): two workers keep both
+# cores busy. Whole files go to one worker, so a file's module fixtures (the system fleet) stay one.
+parallel=()
+[[ "$workers" -gt 1 ]] && parallel=(-n "$workers" --dist loadfile)
+"$PYTHON" -m pytest -q -ra -p no:cacheprovider --durations=15 "${parallel[@]}" "$@"
 status=$?
 set -e
 done_step "pytest exit code $status"

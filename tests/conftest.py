@@ -38,6 +38,7 @@ _MARKERS = {
     "helm": "needs the helm binary",
     "slow": "long-running",
 }
+FIRST_MODULES = ("test_system.py",)
 _FIXTURE_MARKERS = {"kafka_broker": "kafka", "postgres_server": "postgres", "prometheus_binaries": "prometheus"}
 
 
@@ -51,10 +52,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in _FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
-    # the tests that need helm and the Go harnesses run last, while scripts/test.sh builds them
+    # the whole-pipeline file (about a third of the suite's time) starts first, so with several workers
+    # it runs beside the rest instead of after it; the tests that need helm and the Go harnesses run
+    # last, while scripts/test.sh builds them
+    first = [i for i in items if i.path.name in FIRST_MODULES]
     late = [i for i in items if i.path.name in GO_BUILDS_MODULES]
-    if late:
-        items[:] = [i for i in items if i.path.name not in GO_BUILDS_MODULES] + late
+    middle = [i for i in items if i.path.name not in GO_BUILDS_MODULES and i.path.name not in FIRST_MODULES]
+    items[:] = first + middle + late
 
 
 @pytest.fixture(autouse=True)
