@@ -96,6 +96,8 @@ def test_profile_file_round_trip(tmp_path) -> None:
         (ENVELOPE + b"xx", "trailing"),
         (ENVELOPE[:40] + bytes([ENVELOPE[40] ^ 0xFF]) + ENVELOPE[41:], "checksum"),
     ],
+    # ids by position: the envelope's bytes differ between processes (pytest-xdist workers must agree)
+    ids=["empty", "bad-magic", "truncated-head", "truncated-tail", "trailing", "checksum"],
 )
 def test_defects_have_clear_messages(data: bytes, message: str) -> None:
     with pytest.raises(WireFormatError, match=message):
