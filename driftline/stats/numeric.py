@@ -251,12 +251,24 @@ def _compact(mask: np.ndarray, x: np.ndarray, cum: np.ndarray) -> RowCDFs:
     return RowCDFs(x.ravel().take(sel), cum.ravel().take(sel), np.cumsum(count) - count, count, cum[:, -1].copy())
 
 
-def _score_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], bins: int) -> list[NumericScores]:
+@dataclass(frozen=True, slots=True)
+class _GridPart:
+    """What one chunk's union grid yields: per pair (in chunk order) the KS distance, the Wasserstein
+    area, and both sides' step CDFs (compacted out of the grid)."""
+
+    ks: np.ndarray
+    area: np.ndarray
+    ref: RowCDFs
+    cur: RowCDFs
+
+
+def _grid_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> _GridPart:
+    """The scores that need both sides' items in one order (KS, the Wasserstein area) for one chunk of
+    pairs, and each side's step CDF for the scores that need one side at a time."""
     g = _pair_grid(pairs)
     x, end = g["x"], g["end"]
     ref = _compact(g["ref_step"], x, g["cum_r"])
     cur = _compact(g["cur_step"], x, g["cum_c"])
-    eps = np.array([r.rank_error + c.rank_error for r, c in pairs])
     # typical combined CDF error at one point: the two sketches' rms errors in quadrature
     rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
     gap = g["cum_c"] / cur.n[:, None] - g["cum_r"] / ref.n[:, None]
@@ -270,6 +282,24 @@ def _score_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], bins: int) ->
     # integral on every measured shape (docs/statistics.md).
     # |shrunk gap| is sqrt(max(g^2 - rms^2, 0)); with rms = 0 that is |g| exactly (sqrt(g*g) == |g|)
     area = np.sum(np.sqrt(np.maximum(gp * gp - rms * rms, 0.0)) * dx, axis=1)
+    return _GridPart(ks, area, ref, cur)
+
+
+def _concat_rows(parts: Sequence[RowCDFs]) -> RowCDFs:
+    """Several :class:`RowCDFs` as one, rows in order: each row keeps its items, so every per-row
+    answer is unchanged, and the one-side questions are asked once per report, not once per chunk."""
+    count = np.concatenate([p.count for p in parts])
+    return RowCDFs(np.concatenate([p.items for p in parts]), np.concatenate([p.cum for p in parts]),
+                   np.cumsum(count) - count, count, np.concatenate([p.n for p in parts]))
+
+
+def _score_rows(pairs: Sequence[tuple[NumericSide, NumericSide]], grids: Sequence[_GridPart],
+                bins: int) -> list[NumericScores]:
+    """Every score of ``pairs`` from their chunks' grid parts (``grids`` covers ``pairs`` in order)."""
+    ref, cur = _concat_rows([g.ref for g in grids]), _concat_rows([g.cur for g in grids])
+    ks, area = np.concatenate([g.ks for g in grids]), np.concatenate([g.area for g in grids])
+    eps = np.array([r.rank_error + c.rank_error for r, c in pairs])
+    rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
     scale = np.array([reference_scale(r.var, r.mean, lambda i=i: ref.row(i)) for i, (r, _) in enumerate(pairs)])
     net = np.abs(np.array([c.mean - r.mean for r, c in pairs]))
     w1 = np.maximum(area, net) / scale
@@ -302,18 +332,21 @@ def _score_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], bins: int) ->
 
 
 CHUNK_CELLS = 1 << 16
-"""Padded grid cells scored in one go: large enough that numpy's per-call cost vanishes, small enough
+"""Padded grid cells merged in one go: large enough that numpy's per-call cost vanishes, small enough
 to stay in cache."""
 
 
 def scores_of_sides(pairs: Sequence[tuple[NumericSide, NumericSide]], *, bins: int = 10) -> list[NumericScores]:
     """Every numeric score of each (reference, current) pair; both sides must hold values.
 
-    Pairs of similar size are scored together in chunks of about :data:`CHUNK_CELLS` grid cells.
+    Pairs of similar size share a union grid, in chunks of about :data:`CHUNK_CELLS` cells; the
+    scores that need one side at a time (bin edges, quantiles, CDFs at the edges) are then computed
+    for all pairs at once.
     """
-    out: list[NumericScores | None] = [None] * len(pairs)
+    if not pairs:
+        return []
     order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].items.size + pairs[i][1].items.size)
-    start = 0
+    grids, start = [], 0
     while start < len(order):
         stop = start + 1
         while stop < len(order):
@@ -321,10 +354,12 @@ def scores_of_sides(pairs: Sequence[tuple[NumericSide, NumericSide]], *, bins: i
             if (stop + 1 - start) * width > CHUNK_CELLS:
                 break
             stop += 1
-        chunk = order[start:stop]
-        for i, s in zip(chunk, _score_chunk([pairs[i] for i in chunk], bins), strict=True):
-            out[i] = s
+        grids.append(_grid_chunk([pairs[i] for i in order[start:stop]]))
         start = stop
+    scored = _score_rows([pairs[i] for i in order], grids, bins)
+    out: list[NumericScores | None] = [None] * len(pairs)
+    for i, s in zip(order, scored, strict=True):
+        out[i] = s
     return [s for s in out if s is not None]
 
 
