@@ -227,48 +227,71 @@ def _pair_grid(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> dict[str, np
     runs = np.concatenate([s.run_lengths for s in sides])
     weights = np.repeat(np.concatenate([s.run_weights for s in sides]), runs)
     weights *= np.repeat(signs, [int(s.items.size) for s in sides])
-    z = np.zeros(p * width, dtype=np.complex128)
-    z.real[:] = np.inf
-    z.real[dest] = np.concatenate([s.items for s in sides])
+    z = np.empty(p * width, dtype=np.complex128)
+    z.real[dest] = np.concatenate([s.items for s in sides])  # not items + 1j * w: that loses the sign of -0.0
     z.imag[dest] = weights
+    short = np.flatnonzero(tot < width)
+    pads = (np.arange(width) >= tot[short, None]).nonzero()  # (row in short, column) of every pad
+    pad_at = short[pads[0]] * width + pads[1]
+    z[pad_at] = np.inf
     z = np.sort(z.reshape(p, width), axis=1, kind="stable")  # by item, then signed weight
-    x, w = z.real, z.imag
-    is_ref, is_cur, pad = w < 0, w > 0, w == 0
+    # contiguous copies: every pass below reads them, and strided views of complex numbers are slow
+    x, w = np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
     end = np.ones(x.shape, dtype=bool)  # last entry of a run of equal items (pads, +inf, run apart)
     np.not_equal(x[:, 1:], x[:, :-1], out=end[:, :-1])
-    x = np.where(pad, x[np.arange(p), tot - 1][:, None], x)
+    x.ravel()[pad_at] = x[short, tot[short] - 1][pads[0]]  # pads sort last: same places as before the sort
+    is_ref = w < 0
     ref_step = is_ref.copy()  # the last reference entry of each run
     ref_step[:, :-1] &= end[:, :-1] | ~is_ref[:, 1:]
-    cum_r = np.cumsum(np.where(is_ref, -w, 0.0), axis=1)
-    cum_c = np.cumsum(np.abs(w), axis=1) - cum_r  # pads weigh 0; sums of powers of two below 2**53 are exact
-    return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "ref_step": ref_step, "cur_step": is_cur & end}
+    # pads weigh 0; sums of powers of two below 2**53 are exact, so any order of the additions agrees
+    cum_r = np.cumsum(np.maximum(-w, 0.0), axis=1)
+    cum_c = np.cumsum(np.maximum(w, 0.0), axis=1)
+    return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "ref_step": ref_step, "cur_step": (w > 0) & end}
 
 
-def _compact(mask: np.ndarray, x: np.ndarray, cum: np.ndarray) -> RowCDFs:
-    """The entries of each row where ``mask`` holds, end to end, as a :class:`RowCDFs`."""
-    count = np.count_nonzero(mask, axis=1)
-    sel = np.flatnonzero(mask)  # indices once, then two takes: several times faster than two boolean masks
-    return RowCDFs(x.ravel().take(sel), cum.ravel().take(sel), np.cumsum(count) - count, count, cum[:, -1].copy())
+class _RowsOut:
+    """Step CDFs written row after row into arrays sized for every pair of a report (each side has at
+    most as many steps as retained items), so the chunks' rows end up end to end without a copy."""
+
+    def __init__(self, capacity: int, rows: int) -> None:
+        self.items, self.cum = np.empty(capacity), np.empty(capacity)
+        self.count, self.n = np.empty(rows, dtype=np.intp), np.empty(rows)
+        self.used, self.rows = 0, 0
+
+    def add(self, mask: np.ndarray, x: np.ndarray, cum: np.ndarray) -> RowCDFs:
+        """Append the entries of each row of a chunk where ``mask`` holds; returns the chunk's rows."""
+        count = np.count_nonzero(mask, axis=1)
+        sel = np.flatnonzero(mask)  # indices once, then two takes: several times faster than two boolean masks
+        a, b, r = self.used, self.used + sel.size, self.rows
+        x.ravel().take(sel, out=self.items[a:b])
+        cum.ravel().take(sel, out=self.cum[a:b])
+        self.count[r:r + count.size] = count
+        self.n[r:r + count.size] = cum[:, -1]
+        self.used, self.rows = b, r + count.size
+        return RowCDFs(self.items[a:b], self.cum[a:b], np.cumsum(count) - count, count, self.n[r:r + count.size])
+
+    def all(self) -> RowCDFs:
+        count = self.count[:self.rows]
+        return RowCDFs(self.items[:self.used], self.cum[:self.used], np.cumsum(count) - count, count,
+                       self.n[:self.rows])
 
 
 @dataclass(frozen=True, slots=True)
 class _GridPart:
-    """What one chunk's union grid yields: per pair (in chunk order) the KS distance, the Wasserstein
-    area, and both sides' step CDFs (compacted out of the grid)."""
+    """What one chunk's union grid yields per pair (in chunk order): the KS distance and the
+    Wasserstein area; both sides' step CDFs go to the report's :class:`_RowsOut`."""
 
     ks: np.ndarray
     area: np.ndarray
-    ref: RowCDFs
-    cur: RowCDFs
 
 
-def _grid_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> _GridPart:
+def _grid_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], refs: _RowsOut, curs: _RowsOut) -> _GridPart:
     """The scores that need both sides' items in one order (KS, the Wasserstein area) for one chunk of
-    pairs, and each side's step CDF for the scores that need one side at a time."""
+    pairs; each side's step CDF is appended to ``refs`` and ``curs`` for the scores that need one side."""
     g = _pair_grid(pairs)
     x, end = g["x"], g["end"]
-    ref = _compact(g["ref_step"], x, g["cum_r"])
-    cur = _compact(g["cur_step"], x, g["cum_c"])
+    ref = refs.add(g["ref_step"], x, g["cum_r"])
+    cur = curs.add(g["cur_step"], x, g["cum_c"])
     # typical combined CDF error at one point: the two sketches' rms errors in quadrature
     rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
     gap = g["cum_c"] / cur.n[:, None] - g["cum_r"] / ref.n[:, None]
@@ -282,21 +305,13 @@ def _grid_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> _GridPart:
     # integral on every measured shape (docs/statistics.md).
     # |shrunk gap| is sqrt(max(g^2 - rms^2, 0)); with rms = 0 that is |g| exactly (sqrt(g*g) == |g|)
     area = np.sum(np.sqrt(np.maximum(gp * gp - rms * rms, 0.0)) * dx, axis=1)
-    return _GridPart(ks, area, ref, cur)
+    return _GridPart(ks, area)
 
 
-def _concat_rows(parts: Sequence[RowCDFs]) -> RowCDFs:
-    """Several :class:`RowCDFs` as one, rows in order: each row keeps its items, so every per-row
-    answer is unchanged, and the one-side questions are asked once per report, not once per chunk."""
-    count = np.concatenate([p.count for p in parts])
-    return RowCDFs(np.concatenate([p.items for p in parts]), np.concatenate([p.cum for p in parts]),
-                   np.cumsum(count) - count, count, np.concatenate([p.n for p in parts]))
-
-
-def _score_rows(pairs: Sequence[tuple[NumericSide, NumericSide]], grids: Sequence[_GridPart],
-                bins: int) -> list[NumericScores]:
-    """Every score of ``pairs`` from their chunks' grid parts (``grids`` covers ``pairs`` in order)."""
-    ref, cur = _concat_rows([g.ref for g in grids]), _concat_rows([g.cur for g in grids])
+def _score_rows(pairs: Sequence[tuple[NumericSide, NumericSide]], grids: Sequence[_GridPart], ref: RowCDFs,
+                cur: RowCDFs, bins: int) -> list[NumericScores]:
+    """Every score of ``pairs`` from their chunks' grid parts (``grids`` covers ``pairs`` in order) and
+    both sides' step CDFs (one row per pair), the one-side questions asked for all pairs at once."""
     ks, area = np.concatenate([g.ks for g in grids]), np.concatenate([g.area for g in grids])
     eps = np.array([r.rank_error + c.rank_error for r, c in pairs])
     rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
@@ -347,6 +362,8 @@ def scores_of_sides(pairs: Sequence[tuple[NumericSide, NumericSide]], *, bins: i
         return []
     order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].items.size + pairs[i][1].items.size)
     grids, start = [], 0
+    refs = _RowsOut(sum(r.items.size for r, _ in pairs), len(pairs))
+    curs = _RowsOut(sum(c.items.size for _, c in pairs), len(pairs))
     while start < len(order):
         stop = start + 1
         while stop < len(order):
@@ -354,9 +371,9 @@ def scores_of_sides(pairs: Sequence[tuple[NumericSide, NumericSide]], *, bins: i
             if (stop + 1 - start) * width > CHUNK_CELLS:
                 break
             stop += 1
-        grids.append(_grid_chunk([pairs[i] for i in order[start:stop]]))
+        grids.append(_grid_chunk([pairs[i] for i in order[start:stop]], refs, curs))
         start = stop
-    scored = _score_rows([pairs[i] for i in order], grids, bins)
+    scored = _score_rows([pairs[i] for i in order], grids, refs.all(), curs.all(), bins)
     out: list[NumericScores | None] = [None] * len(pairs)
     for i, s in zip(order, scored, strict=True):
         out[i] = s
