@@ -263,8 +263,9 @@ class _RowsOut:
         count = np.count_nonzero(mask, axis=1)
         sel = np.flatnonzero(mask)  # indices once, then two takes: several times faster than two boolean masks
         a, b, r = self.used, self.used + sel.size, self.rows
-        x.ravel().take(sel, out=self.items[a:b])
-        cum.ravel().take(sel, out=self.cum[a:b])
+        # mode="clip" (every index is in range anyway): take() buffers its output in the default mode
+        x.ravel().take(sel, out=self.items[a:b], mode="clip")
+        cum.ravel().take(sel, out=self.cum[a:b], mode="clip")
         self.count[r:r + count.size] = count
         self.n[r:r + count.size] = cum[:, -1]
         self.used, self.rows = b, r + count.size
