@@ -53,7 +53,10 @@ class NumericScores:
 
     ``effects`` holds the versions with the sketches' noise taken out (CDF gaps shrunk in quadrature
     by the typical error; KS by ``rank_error``, the two sketches' combined bound); ``ks_p_value`` is
-    computed from the KS distance less ``rank_error``, so it is conservative.
+    computed from the KS distance less ``rank_error``, so it is conservative. ``outside``: the
+    current's shares strictly below and strictly above the reference's exact [min, max] from the
+    current sketch, when the scores were computed from columns (the ``out_of_range`` signal's input,
+    as ``kll.get_cdf`` gives them: the same weights over the same total).
     """
 
     ks: float
@@ -68,6 +71,7 @@ class NumericScores:
     effects: dict[str, float]
     n_ref: int
     n_cur: int
+    outside: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, float]:
         d = {
@@ -419,7 +423,7 @@ def _grid_chunk(pairs: Sequence[tuple[_Reference, NumericSide]], curs: _RowsOut)
 
 
 def _score_rows(pairs: Sequence[tuple[_Reference, NumericSide]], grids: Sequence[_GridPart], cur: RowCDFs,
-                bins: int) -> list[NumericScores]:
+                bins: int, ranges: np.ndarray | None) -> list[NumericScores]:
     """Every score of ``pairs`` from their chunks' grid parts (``grids`` covers ``pairs`` in order), the
     references' steps and the current sides' step CDFs (one row per pair), asked for all pairs at once."""
     ks, area = np.concatenate([g.ks for g in grids]), np.concatenate([g.area for g in grids])
@@ -443,19 +447,25 @@ def _score_rows(pairs: Sequence[tuple[_Reference, NumericSide]], grids: Sequence
     # KS is a maximum over many points, so its noise is the 99% bound, not the typical error
     ks_e = np.sqrt(np.maximum(ks * ks - eps * eps, 0.0))
     shifts = (cur.quantiles(QUANTILE_RANKS) - np.stack([r.steps.quantiles for r, _ in pairs])) / scale[:, None]
+    if ranges is None:
+        outside: list[tuple[float, float] | None] = [None] * len(pairs)
+    else:  # weight strictly below the reference min and at or below its max
+        below, upto = cur.cdf(ranges[:, :1], inclusive=False)[:, 0], cur.cdf(ranges[:, 1:])[:, 0]
+        outside = list(zip(below.tolist(), (1.0 - upto).tolist(), strict=True))
     out = []
     names = [f"p{round(r * 100)}" for r in QUANTILE_RANKS]
     cols = zip(ks.tolist(), eps.tolist(), n_ref.tolist(), cur.n.tolist(), psi_v.tolist(), js_v.tolist(),
                hel_v.tolist(), w1.tolist(), ks_e.tolist(), psi_e.tolist(), js_e.tolist(), hel_e.tolist(),
-               scale.tolist(), shifts.tolist(), strict=True)
-    for (r, c), (ks_, eps_, n_r, n_c, psi_, js_, hel_, w1_, kse, pse, jse, hee, sc, sh) in zip(pairs, cols, strict=True):
+               scale.tolist(), shifts.tolist(), outside, strict=True)
+    for (r, c), (ks_, eps_, n_r, n_c, psi_, js_, hel_, w1_, kse, pse, jse, hee, sc, sh, out_) in zip(pairs, cols,
+                                                                                                    strict=True):
         # the test stays conservative: the KS distance less the full bound of both sketches
         out.append(NumericScores(
             ks=ks_, ks_p_value=ks_p_value(max(ks_ - eps_, 0.0), n_r, n_c), psi=psi_, jensen_shannon=js_,
             hellinger=hel_, wasserstein=w1_, mean_shift=(c.mean - r.mean) / sc,
             quantile_shifts=dict(zip(names, sh, strict=True)), rank_error=eps_,
             effects={"ks": kse, "psi": pse, "jensen_shannon": jse, "hellinger": hee, "wasserstein": w1_},
-            n_ref=int(n_r), n_cur=int(n_c)))
+            n_ref=int(n_r), n_cur=int(n_c), outside=out_))
     return out
 
 
@@ -464,8 +474,9 @@ CHUNK_CELLS = 1 << 16
 to stay in cache."""
 
 
-def _scores(pairs: Sequence[tuple[_Reference, NumericSide]], bins: int) -> list[NumericScores]:
-    """Pairs of similar size share a union grid, in chunks of about :data:`CHUNK_CELLS` cells; the
+def _scores(pairs: Sequence[tuple[_Reference, NumericSide]], bins: int,
+            ranges: np.ndarray | None = None) -> list[NumericScores]:
+    """``ranges``: each reference's exact (min, max), for :attr:`NumericScores.outside`. Pairs of similar size share a union grid, in chunks of about :data:`CHUNK_CELLS` cells; the
     scores that need one side at a time (CDFs at the edges, quantiles) are then asked for all pairs."""
     if not pairs:
         return []
@@ -481,7 +492,8 @@ def _scores(pairs: Sequence[tuple[_Reference, NumericSide]], bins: int) -> list[
             stop += 1
         grids.append(_grid_chunk([pairs[i] for i in order[start:stop]], curs))
         start = stop
-    scored = _score_rows([pairs[i] for i in order], grids, curs.all(), bins)
+    scored = _score_rows([pairs[i] for i in order], grids, curs.all(), bins,
+                         None if ranges is None else ranges[order])
     out: list[NumericScores | None] = [None] * len(pairs)
     for i, s in zip(order, scored, strict=True):
         out[i] = s
@@ -517,7 +529,8 @@ def numeric_scores_many(pairs: Sequence[tuple[NumericColumn, NumericColumn]], *,
             if cache:
                 REFERENCE_STEPS.put((sketches[i], bins), steps)
     refs = [_Reference(st, *_moments(r)) for st, (r, _) in zip(found, pairs, strict=True) if st is not None]
-    return _scores(list(zip(refs, [NumericSide.of_column(c) for _, c in pairs], strict=True)), bins=bins)
+    ranges = np.array([(r.min, r.max) for r, _ in pairs], dtype=np.float64).reshape(len(pairs), 2)
+    return _scores(list(zip(refs, [NumericSide.of_column(c) for _, c in pairs], strict=True)), bins, ranges)
 
 
 def numeric_scores(ref: NumericColumn, cur: NumericColumn, *, bins: int = 10) -> NumericScores:
