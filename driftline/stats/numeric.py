@@ -260,18 +260,19 @@ REFERENCE_STEPS: BytesMemo[ReferenceSteps] = BytesMemo(
 
 
 def _padded_entries(sides: Sequence[NumericSide], signs: Sequence[float], width: int,
-                    offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    offsets: np.ndarray | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row ``r`` holds side ``r``'s items, each plus ``i`` times its weight times ``signs[r]``, from
     column ``offsets[r]`` (0); the rest of each row stays as it was (the caller fills it).
 
-    Returns the rows (flat, ``len(sides) * width``) and the flat index of each written entry.
+    Returns the rows (flat, ``len(sides) * width``; ``out`` when given) and the flat index of each
+    written entry.
     """
     sizes = np.array([s.items.size for s in sides], dtype=np.intp)
     base = np.arange(len(sides)) * width + (0 if offsets is None else offsets)
     dest = np.arange(int(sizes.sum())) + np.repeat(base - (np.cumsum(sizes) - sizes), sizes)
     weights = np.repeat(np.concatenate([s.run_weights for s in sides]), np.concatenate([s.run_lengths for s in sides]))
     weights *= np.repeat(np.asarray(signs, dtype=np.float64), sizes)
-    z = np.empty(len(sides) * width, dtype=np.complex128)
+    z = np.empty(len(sides) * width, dtype=np.complex128) if out is None else out
     z.real[dest] = np.concatenate([s.items for s in sides])  # not items + 1j * w: that loses the sign of -0.0
     z.imag[dest] = weights
     return z, dest
@@ -331,7 +332,26 @@ class _Reference:
         return int(self.steps.entries.size)
 
 
-def _pair_grid(pairs: Sequence[tuple[_Reference, NumericSide]]) -> dict[str, np.ndarray]:
+class _Workspace:
+    """Grid-sized scratch arrays that every chunk of one report reuses.
+
+    A fresh array of a chunk's size (about 0.5 MB) is handed out by malloc as new pages, and the
+    page faults of a dozen such arrays per chunk cost about as much as all the arithmetic on them
+    (bench/bench_service.py ran 30-40% faster with malloc told to keep freed memory). Written with
+    ``out=``, the numbers are the same operations on the same values, so the same bits.
+    """
+
+    def __init__(self, cells: int) -> None:
+        self.z = np.empty(cells, dtype=np.complex128)
+        self.f = [np.empty(cells) for _ in range(5)]
+        self.b = [np.empty(cells, dtype=bool) for _ in range(2)]
+
+    @staticmethod
+    def view(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        return buf[:rows * cols].reshape(rows, cols)
+
+
+def _pair_grid(pairs: Sequence[tuple[_Reference, NumericSide]], ws: _Workspace) -> dict[str, np.ndarray]:
     """Both sides of every pair sorted together, one row per pair: the union of their steps.
 
     Each entry is one complex number, the item plus ``i`` times its weight (negated for the
@@ -340,26 +360,32 @@ def _pair_grid(pairs: Sequence[tuple[_Reference, NumericSide]]) -> dict[str, np.
     that item. Rows are padded with their largest item (zero-width steps with both CDFs at 1, never
     part of a run). The reference's entries arrive sorted (:class:`ReferenceSteps`): a stable sort of
     them followed by the current's raw entries orders every entry exactly as sorting all of them raw.
+    The arrays returned are views of ``ws``: valid until the next chunk.
     """
     nr = np.array([r.size for r, _ in pairs], dtype=np.intp)
     nc = np.array([c.items.size for _, c in pairs], dtype=np.intp)
     tot = nr + nc
     p, width = len(pairs), int(tot.max())
-    z, _ = _padded_entries([c for _, c in pairs], [1.0] * p, width, nr)
+    z, _ = _padded_entries([c for _, c in pairs], [1.0] * p, width, nr, ws.z[:p * width])
     dest = np.arange(int(nr.sum())) + np.repeat(np.arange(p) * width - (np.cumsum(nr) - nr), nr)
     z[dest] = np.concatenate([r.steps.entries for r, _ in pairs])
     short, pad_row, pad_at = _pads(tot, width)
     z[pad_at] = np.inf
-    z = np.sort(z.reshape(p, width), axis=1, kind="stable")  # by item, then signed weight
+    z = z.reshape(p, width)
+    z.sort(axis=1, kind="stable")  # by item, then signed weight
     # contiguous copies: every pass below reads them, and strided views of complex numbers are slow
-    x, w = np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
-    end = np.ones(x.shape, dtype=bool)  # last entry of a run of equal items (pads, +inf, run apart)
+    x, w, cum_r, cum_c, tmp = (ws.view(f, p, width) for f in ws.f)
+    end, cur_step = (ws.view(b, p, width) for b in ws.b)
+    np.copyto(x, z.real)
+    np.copyto(w, z.imag)
+    end[:, -1] = True  # last entry of a run of equal items (pads, +inf, run apart)
     np.not_equal(x[:, 1:], x[:, :-1], out=end[:, :-1])
     x.ravel()[pad_at] = x[short, tot[short] - 1][pad_row]  # pads sort last: same places as before the sort
     # pads weigh 0; sums of powers of two below 2**53 are exact, so any order of the additions agrees
-    cum_r = np.cumsum(np.maximum(-w, 0.0), axis=1)
-    cum_c = np.cumsum(np.maximum(w, 0.0), axis=1)
-    return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "cur_step": (w > 0) & end}
+    np.cumsum(np.maximum(np.negative(w, out=tmp), 0.0, out=tmp), axis=1, out=cum_r)
+    np.cumsum(np.maximum(w, 0.0, out=tmp), axis=1, out=cum_c)
+    np.logical_and(np.greater(w, 0.0, out=cur_step), end, out=cur_step)
+    return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "cur_step": cur_step, "tmp": tmp}
 
 
 class _RowsOut:
@@ -399,26 +425,35 @@ class _GridPart:
     area: np.ndarray
 
 
-def _grid_chunk(pairs: Sequence[tuple[_Reference, NumericSide]], curs: _RowsOut) -> _GridPart:
+def _grid_chunk(pairs: Sequence[tuple[_Reference, NumericSide]], curs: _RowsOut, ws: _Workspace) -> _GridPart:
     """The scores that need both sides' items in one order (KS, the Wasserstein area) for one chunk of
     pairs; each current side's step CDF is appended to ``curs`` for the scores that need one side."""
-    g = _pair_grid(pairs)
-    x, end = g["x"], g["end"]
-    cur = curs.add(g["cur_step"], x, g["cum_c"])
-    n_ref = g["cum_r"][:, -1]
+    g = _pair_grid(pairs, ws)
+    x, end, cum_r, cum_c, tmp = g["x"], g["end"], g["cum_r"], g["cum_c"], g["tmp"]
+    cur = curs.add(g["cur_step"], x, cum_c)
+    n_ref = cum_r[:, -1].copy()
     # typical combined CDF error at one point: the two sketches' rms errors in quadrature
     rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
-    gap = g["cum_c"] / cur.n[:, None] - g["cum_r"] / n_ref[:, None]
-    ks = np.max(np.where(end, np.abs(gap), 0.0), axis=1)  # inside a run only its last entry has both CDFs
+    # gap = cum_c / m - cum_r / n, in place (the cumulative weights are compacted already)
+    gap = np.subtract(np.divide(cum_c, cur.n[:, None], out=cum_c), np.divide(cum_r, n_ref[:, None], out=cum_r),
+                      out=cum_c)
+    # inside a run only its last entry has both CDFs
+    ks = np.max(np.abs(gap, out=tmp), axis=1, where=end, initial=0.0)
     # W1 = integral of |gap| = A+ + A-; the step CDFs are constant between steps (inside a run dx = 0)
-    dx, gp = np.diff(x, axis=1), gap[:, :-1]
+    p, width = x.shape
+    dx = np.subtract(x[:, 1:], x[:, :-1], out=ws.view(ws.f[4], p, width - 1))  # np.diff
+    term = ws.view(ws.f[1], p, width - 1)  # the weights' buffer, free now
+    gp = gap[:, :-1]
     # W1 from the gaps with the typical sketch error taken out in quadrature (noise-only crossings of
     # the two CDFs vanish, real gaps keep almost all of themselves), never below the exact |mean
     # difference| (A+ - A- = mu_R - mu_C, and the profiles carry exact sums). With exact CDFs this is
     # the integral of |gap| itself. It is both the score and the effect: more accurate than the raw
     # integral on every measured shape (docs/statistics.md).
     # |shrunk gap| is sqrt(max(g^2 - rms^2, 0)); with rms = 0 that is |g| exactly (sqrt(g*g) == |g|)
-    area = np.sum(np.sqrt(np.maximum(gp * gp - rms * rms, 0.0)) * dx, axis=1)
+    np.multiply(gp, gp, out=term)
+    np.subtract(term, rms * rms, out=term)
+    np.sqrt(np.maximum(term, 0.0, out=term), out=term)
+    area = np.sum(np.multiply(term, dx, out=term), axis=1)
     return _GridPart(ks, area)
 
 
@@ -476,13 +511,15 @@ to stay in cache."""
 
 def _scores(pairs: Sequence[tuple[_Reference, NumericSide]], bins: int,
             ranges: np.ndarray | None = None) -> list[NumericScores]:
-    """``ranges``: each reference's exact (min, max), for :attr:`NumericScores.outside`. Pairs of similar size share a union grid, in chunks of about :data:`CHUNK_CELLS` cells; the
-    scores that need one side at a time (CDFs at the edges, quantiles) are then asked for all pairs."""
+    """Pairs of similar size share a union grid, in chunks of about :data:`CHUNK_CELLS` cells; the
+    scores that need one side at a time (CDFs at the edges, quantiles) are then asked for all pairs.
+    ``ranges``: each reference's exact (min, max), for :attr:`NumericScores.outside`."""
     if not pairs:
         return []
     order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].size + pairs[i][1].items.size)
     grids, start = [], 0
     curs = _RowsOut(sum(c.items.size for _, c in pairs), len(pairs))
+    chunks = []
     while start < len(order):
         stop = start + 1
         while stop < len(order):
@@ -490,8 +527,10 @@ def _scores(pairs: Sequence[tuple[_Reference, NumericSide]], bins: int,
             if (stop + 1 - start) * width > CHUNK_CELLS:
                 break
             stop += 1
-        grids.append(_grid_chunk([pairs[i] for i in order[start:stop]], curs))
+        chunks.append([pairs[i] for i in order[start:stop]])
         start = stop
+    ws = _Workspace(max(len(c) * max(r.size + s.items.size for r, s in c) for c in chunks))
+    grids = [_grid_chunk(c, curs, ws) for c in chunks]
     scored = _score_rows([pairs[i] for i in order], grids, curs.all(), bins,
                          None if ranges is None else ranges[order])
     out: list[NumericScores | None] = [None] * len(pairs)
