@@ -34,12 +34,16 @@ from .stepcdf import RowCDFs, SketchCDF, searchsorted_rows, sketch_cdf
 
 __all__ = [
     "QUANTILE_RANKS",
+    "REFERENCE_CACHE_BYTES",
+    "REFERENCE_STEPS",
     "NumericScores",
+    "ReferenceSteps",
     "SketchCDF",
     "binned_masses",
     "exact_numeric_scores",
     "numeric_scores",
     "numeric_scores_many",
+    "reference_steps",
     "sketch_cdf",
 ]
 

@@ -72,10 +72,10 @@ def _ratio(part: int, col: Column) -> float:
 
 def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_category_rate: float = 0.0,
                   new_categories: list[str] | None = None, role: str = "feature",
-                  outside: tuple[float, float] | None = None) -> list[Issue]:
+                  shares_outside: tuple[float, float] | None = None) -> list[Issue]:
     """Quality findings for one column present on both sides with the same kind.
 
-    ``outside``: the current's shares strictly below ``ref.min`` and strictly above ``ref.max``, when
+    ``shares_outside``: the current's shares strictly below ``ref.min`` and above ``ref.max``, when
     the numeric scores already read them off the current's step CDF (else asked of its sketch).
     """
     found: list[Issue] = []
@@ -88,12 +88,12 @@ def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_cat
         if cur.inf and i_cur > i_ref:
             found.append({"column": name, "signal": "inf_values", "reference": i_ref, "current": i_cur})
         if ref.count >= 2 and cur.count:
-            if outside is None:
+            if shares_outside is None:
                 pts = np.array([ref.min, ref.max], dtype=np.float64)
                 below = float(cur.kll.get_cdf(pts[:1], inclusive=False)[0])  # share strictly below ref.min
                 above = 1.0 - float(cur.kll.get_cdf(pts[1:], inclusive=True)[0])  # share strictly above ref.max
             else:
-                below, above = outside
+                below, above = shares_outside
             outside = max(below, 0.0) + max(above, 0.0)
             if cur.min < ref.min or cur.max > ref.max:
                 outside = max(outside, 1.0 / cur.count)
