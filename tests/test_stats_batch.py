@@ -245,8 +245,9 @@ def test_many_pairs_cold_warm_and_uncached_are_equal_bit_for_bit(seed: int) -> N
             numeric_scores_many(pairs, bins=7, cache=False)]
     for got in runs[1:]:
         assert [repr(s) for s in got] == [repr(s) for s in runs[0]]
-    assert numeric_scores_many(pairs, bins=3)[5].as_dict() == numeric_scores_many(pairs[5:6], bins=3,
-                                                                                 cache=False)[0].as_dict()
+    # other bins, other entries: a memo keyed on the sketch alone would hand back the edges of 7 bins
+    three = [numeric_scores_many(pairs, bins=3), numeric_scores_many(pairs, bins=3, cache=False)]
+    assert [repr(s) for s in three[0]] == [repr(s) for s in three[1]] != [repr(s) for s in runs[0]]
 
 
 def test_outside_shares_are_the_sketch_queries() -> None:
