@@ -317,6 +317,8 @@ def reference_steps(sides: Sequence[NumericSide], bins: int) -> list[ReferenceSt
     rows = steps.all()
     edges, tops, kept = stable_edge_rows(rows, bins)
     quantiles = rows.quantiles(QUANTILE_RANKS)
+    for a in (*entries, edges, tops, kept, quantiles):  # shared through the memo: nobody may write them
+        a.flags.writeable = False
     for r, e in enumerate(entries):
         out.append(ReferenceSteps(e, float(rows.n[r]), edges[r], tops[r], kept[r], quantiles[r]))
     return out
