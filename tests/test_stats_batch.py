@@ -15,9 +15,10 @@ import pytest
 
 from driftline.columns import NumericColumn
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
-from driftline.stats import compare_profiles, numeric_scores, sketch_cdf
+from driftline.stats import DriftConfig, compare_profiles, numeric, numeric_scores, sketch_cdf
 from driftline.stats.distributions import ks_p_value
 from driftline.stats.divergence import hellinger, jensen_shannon, psi
+from driftline.stats.memo import BytesMemo
 from driftline.stats.numeric import (
     EDGE_SNAP,
     QUANTILE_RANKS,
@@ -165,3 +166,110 @@ def test_report_batches_numeric_columns_with_the_same_results() -> None:
         alone = numeric_scores(a, b).as_dict()
         assert item.scores.keys() == alone.keys()
         assert all(item.scores[k] == pytest.approx(v, rel=1e-12, abs=1e-14) for k, v in alone.items())
+
+
+# ---- the reference memo: each reference sketch's sorted entries, edges and quantiles kept per sketch ----
+
+
+def _profile(rng: np.random.Generator, n: int, k: int) -> WindowProfile:
+    """A mixed profile: every shape of ``_draw``, signed zeros, all-missing, one value, all equal,
+    a column only some profiles have, categorical features and a numeric output."""
+    cols: dict[str, np.ndarray] = {f"c{i}": _draw(rng, n) for i in range(14)}
+    cols["zeros"] = np.where(rng.random(n) < 0.5, -0.0, 0.0)
+    cols["nan"] = np.where(rng.random(n) < 0.6, np.nan, rng.normal(size=n))
+    cols["all_nan"] = np.full(n, np.nan)
+    cols["one"] = np.where(np.arange(n) == 0, 2.5, np.nan)
+    cols["equal"] = np.full(n, -1.25)
+    if rng.random() < 0.5:
+        cols["sometimes"] = rng.normal(size=n)
+    cols["cat"] = rng.choice(["a", "b", "c"], size=n)
+    prof = WindowProfile(StreamKey.of("m", "v"), 0, 1, ProfileConfig(kll_k=k))
+    return prof.update(cols, outputs={"score": rng.random(n)})
+
+
+def _report(pr: WindowProfile, pc: WindowProfile, bins: int) -> str:
+    """Every number of a report, exactly (repr keeps every bit, signed zeros and NaN included)."""
+    rep = compare_profiles(pr, pc, DriftConfig(bins=bins, min_rows=1))
+    return repr([rep.to_dict(), [(f.name, dict(f.scores), f.effect, f.raw_p_value)
+                                 for f in rep.features + rep.outputs]])
+
+
+def _no_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numeric, "REFERENCE_STEPS", BytesMemo(0, lambda key, value: 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_reports_are_the_same_with_the_reference_memo_cold_warm_and_off(seed: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.choice([8, 50, 400]))
+    pr, pc = _profile(rng, int(rng.integers(1, 6000)), k), _profile(rng, int(rng.integers(1, 6000)), k)
+    if seed % 2:
+        pr.merge(_profile(rng, int(rng.integers(1, 6000)), k))  # merged: often an empty level 0
+    bins = (10, 3, 7, 10)[seed]
+    numeric.REFERENCE_STEPS.clear()
+    cold = _report(pr, pc, bins)
+    assert len(numeric.REFERENCE_STEPS) > 0
+    warm = _report(pr, pc, bins)
+    again = _report(WindowProfile.from_dict(pr.to_dict()), pc, bins)  # a fresh object with the same sketches
+    with monkeypatch.context() as m:
+        _no_memo(m)
+        off = _report(pr, pc, bins)
+        assert len(numeric.REFERENCE_STEPS) == 0
+    assert cold == warm == again == off
+
+
+def test_memo_entries_follow_the_sketch_not_the_object() -> None:
+    rng = np.random.default_rng(9)
+    ref, cur = column(rng.normal(size=5000)), column(rng.normal(size=3000))
+    numeric.REFERENCE_STEPS.clear()
+    before = numeric_scores_many([(ref, cur)])[0]
+    ref.update_array(rng.normal(loc=2.0, size=5000))  # the same object, other values: another sketch
+    after = numeric_scores_many([(ref, cur)])[0]
+    fresh = numeric_scores_many([(ref, cur)], cache=False)[0]
+    assert after.as_dict() == fresh.as_dict() != before.as_dict()
+    assert after.effects == fresh.effects and after.outside == fresh.outside
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_many_pairs_cold_warm_and_uncached_are_equal_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(60):
+        k = int(rng.choice([8, 50, 400]))
+        a, b = column(_draw(rng, int(rng.integers(1, 8000))), k), column(_draw(rng, int(rng.integers(1, 8000))), k)
+        pairs.append((a, b))
+    pairs.append(pairs[0])  # one reference sketch twice in one batch
+    numeric.REFERENCE_STEPS.clear()
+    runs = [numeric_scores_many(pairs, bins=7), numeric_scores_many(pairs, bins=7),
+            numeric_scores_many(pairs, bins=7, cache=False)]
+    for got in runs[1:]:
+        assert [repr(s) for s in got] == [repr(s) for s in runs[0]]
+    # other bins, other entries: a memo keyed on the sketch alone would hand back the edges of 7 bins
+    three = [numeric_scores_many(pairs, bins=3), numeric_scores_many(pairs, bins=3, cache=False)]
+    assert [repr(s) for s in three[0]] == [repr(s) for s in three[1]] != [repr(s) for s in runs[0]]
+
+
+def test_outside_shares_are_the_sketch_queries() -> None:
+    rng = np.random.default_rng(4)
+    for i in range(30):
+        k = int(rng.choice([8, 50, 400]))
+        draw = (rng.normal, lambda size: rng.integers(0, 4, size=size).astype(np.float64))[i % 2]
+        a, b = column(draw(size=int(rng.integers(2, 6000))), k), column(draw(size=int(rng.integers(1, 6000))) + i % 3, k)
+        pts = np.array([a.min, a.max])
+        want = (float(b.kll.get_cdf(pts[:1], inclusive=False)[0]),
+                1.0 - float(b.kll.get_cdf(pts[1:], inclusive=True)[0]))
+        assert numeric_scores_many([(a, b)])[0].outside == want
+
+
+def test_bytes_memo_keeps_the_newest_within_its_budget() -> None:
+    memo: BytesMemo[str] = BytesMemo(10, lambda key, value: len(value))
+    memo.put("a", "xxxx")
+    memo.put("b", "xxxx")
+    assert memo.get("a") == "xxxx"  # now the most recent
+    memo.put("c", "xxxx")  # 12 > 10: the least recently used ("b") goes
+    assert memo.get("b") is None and memo.get("a") == "xxxx" and memo.get("c") == "xxxx"
+    memo.put("big", "x" * 11)  # larger than the whole budget: not kept, nothing dropped for it
+    assert memo.get("big") is None and len(memo) == 2 and memo.nbytes == 8
+    memo.clear()
+    assert len(memo) == 0 and memo.nbytes == 0

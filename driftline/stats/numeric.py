@@ -26,19 +26,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..columns import NumericColumn
+from ..columns import NumericColumn, kll_levels
 from .distributions import ks_p_value
 from .divergence import hellinger_rows, jensen_shannon_rows, psi_rows
+from .memo import BytesMemo
 from .stepcdf import RowCDFs, SketchCDF, searchsorted_rows, sketch_cdf
 
 __all__ = [
     "QUANTILE_RANKS",
+    "REFERENCE_CACHE_BYTES",
+    "REFERENCE_STEPS",
     "NumericScores",
+    "ReferenceSteps",
     "SketchCDF",
     "binned_masses",
     "exact_numeric_scores",
     "numeric_scores",
     "numeric_scores_many",
+    "reference_steps",
     "sketch_cdf",
 ]
 
@@ -52,7 +57,10 @@ class NumericScores:
 
     ``effects`` holds the versions with the sketches' noise taken out (CDF gaps shrunk in quadrature
     by the typical error; KS by ``rank_error``, the two sketches' combined bound); ``ks_p_value`` is
-    computed from the KS distance less ``rank_error``, so it is conservative.
+    computed from the KS distance less ``rank_error``, so it is conservative. ``outside``: the
+    current's shares strictly below and strictly above the reference's exact [min, max] from the
+    current sketch, when the scores were computed from columns (the ``out_of_range`` signal's input,
+    as ``kll.get_cdf`` gives them: the same weights over the same total).
     """
 
     ks: float
@@ -67,6 +75,7 @@ class NumericScores:
     effects: dict[str, float]
     n_ref: int
     n_cur: int
+    outside: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, float]:
         d = {
@@ -194,12 +203,10 @@ class NumericSide:
     var: float
 
     @classmethod
-    def of_column(cls, col: NumericColumn) -> NumericSide:
-        items, weights, lengths = col.kll_levels()
-        exact = not col.kll.is_estimation_mode()
-        var = (col.sumsq - col.sum * col.sum / col.count) / col.count
-        return cls(items, weights, lengths, 0.0 if exact else float(col.kll.normalized_rank_error(False)),
-                   col.mean, var)
+    def of_column(cls, col: NumericColumn, sketch: bytes | None = None) -> NumericSide:
+        """``sketch``: the column's serialized KLL sketch, when the caller already has it."""
+        items, weights, lengths = kll_levels(col.kll.serialize() if sketch is None else sketch)
+        return cls(items, weights, lengths, *_moments(col))
 
     @classmethod
     def of_values(cls, values: np.ndarray) -> NumericSide:
@@ -208,72 +215,268 @@ class NumericSide:
                    float(values.mean()), float(np.var(values)))
 
 
-def _pair_grid(pairs: Sequence[tuple[NumericSide, NumericSide]]) -> dict[str, np.ndarray]:
+def _moments(col: NumericColumn) -> tuple[float, float, float]:
+    """A column's rank error (0 while its sketch holds every value), exact mean and population variance."""
+    exact = not col.kll.is_estimation_mode()
+    var = (col.sumsq - col.sum * col.sum / col.count) / col.count
+    return 0.0 if exact else float(col.kll.normalized_rank_error(False)), col.mean, var
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceSteps:
+    """What a reference sketch brings to every comparison with it, decided by its items alone.
+
+    ``entries``: its items as complex numbers, item plus ``i`` times its weight negated, stably
+    sorted (``n``: their total weight): the reference's part of every union grid (:func:`_pair_grid`), which then only merges
+    the current side in. ``edges``, ``tops``, ``kept``: its candidate bin edges, the reference CDF at
+    each and which are the edges (:func:`stable_edge_rows`). ``quantiles``: at :data:`QUANTILE_RANKS`.
+    The service compares one stored reference with window after window, so numeric scores of sketch
+    columns keep these per distinct sketch (:data:`REFERENCE_STEPS`); every score is the same with
+    or without them.
+    """
+
+    entries: np.ndarray
+    n: float
+    edges: np.ndarray
+    tops: np.ndarray
+    kept: np.ndarray
+    quantiles: np.ndarray
+
+    def cdf(self) -> SketchCDF:
+        """The step CDF (only the reference scale's fallback to the sketch's own spread needs it)."""
+        x, w = self.entries.real, -self.entries.imag
+        last = np.ones(x.size, dtype=bool)
+        np.not_equal(x[1:], x[:-1], out=last[:-1])
+        return SketchCDF(x[last].copy(), np.cumsum(w)[last])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.entries, self.edges, self.tops, self.kept, self.quantiles))
+
+
+REFERENCE_CACHE_BYTES = 32 << 20
+"""Budget of :data:`REFERENCE_STEPS`: about 20 KB per column at the default ``kll_k``, so a reference of
+1,500 numeric columns fits; least recently used sketches go first."""
+
+REFERENCE_STEPS: BytesMemo[ReferenceSteps] = BytesMemo(
+    REFERENCE_CACHE_BYTES, lambda key, steps: len(key[0]) + steps.nbytes + 200)  # type: ignore[index]
+"""Each reference sketch's :class:`ReferenceSteps`, keyed on ``(serialized sketch, bins)``."""
+
+
+def _padded_entries(sides: Sequence[NumericSide], signs: Sequence[float], width: int,
+                    offsets: np.ndarray | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``r`` holds side ``r``'s items, each plus ``i`` times its weight times ``signs[r]``, from
+    column ``offsets[r]`` (0); the rest of each row stays as it was (the caller fills it).
+
+    Returns the rows (flat, ``len(sides) * width``; ``out`` when given) and the flat index of each
+    written entry.
+    """
+    sizes = np.array([s.items.size for s in sides], dtype=np.intp)
+    base = np.arange(len(sides)) * width + (0 if offsets is None else offsets)
+    dest = np.arange(int(sizes.sum())) + np.repeat(base - (np.cumsum(sizes) - sizes), sizes)
+    weights = np.repeat(np.concatenate([s.run_weights for s in sides]), np.concatenate([s.run_lengths for s in sides]))
+    weights *= np.repeat(np.asarray(signs, dtype=np.float64), sizes)
+    z = np.empty(len(sides) * width, dtype=np.complex128) if out is None else out
+    z.real[dest] = np.concatenate([s.items for s in sides])  # not items + 1j * w: that loses the sign of -0.0
+    z.imag[dest] = weights
+    return z, dest
+
+
+def _pads(tot: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows shorter than ``width``, and the (row in those, column) and flat index of every pad."""
+    short = np.flatnonzero(tot < width)
+    pads = (np.arange(width) >= tot[short, None]).nonzero()
+    return short, pads[0], short[pads[0]] * width + pads[1]
+
+
+def reference_steps(sides: Sequence[NumericSide], bins: int) -> list[ReferenceSteps]:
+    """The :class:`ReferenceSteps` of each reference side (both must hold values), in chunks of
+    about :data:`CHUNK_CELLS` items."""
+    out: list[ReferenceSteps] = []
+    steps = _RowsOut(sum(s.items.size for s in sides), len(sides))
+    entries: list[np.ndarray] = []
+    start = 0
+    while start < len(sides):
+        stop, width = start + 1, sides[start].items.size
+        while stop < len(sides) and (stop + 1 - start) * max(width, sides[stop].items.size) <= CHUNK_CELLS:
+            width = max(width, sides[stop].items.size)
+            stop += 1
+        chunk = sides[start:stop]
+        size = np.array([s.items.size for s in chunk], dtype=np.intp)
+        z, _ = _padded_entries(chunk, [-1.0] * len(chunk), width)
+        _, _, pad_at = _pads(size, width)
+        z[pad_at] = np.inf
+        z = np.sort(z.reshape(len(chunk), width), axis=1, kind="stable")  # as the union grid sorts them
+        entries.extend(z[r, :size[r]].copy() for r in range(len(chunk)))
+        x, w = np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
+        last = np.ones(x.shape, dtype=bool)  # last entry of each run of equal items, pads apart
+        np.not_equal(x[:, 1:], x[:, :-1], out=last[:, :-1])
+        last &= np.arange(width) < size[:, None]
+        steps.add(last, x, np.cumsum(np.maximum(-w, 0.0), axis=1))
+        start = stop
+    rows = steps.all()
+    edges, tops, kept = stable_edge_rows(rows, bins)
+    quantiles = rows.quantiles(QUANTILE_RANKS)
+    for a in (*entries, edges, tops, kept, quantiles):  # shared through the memo: nobody may write them
+        a.flags.writeable = False
+    for r, e in enumerate(entries):
+        out.append(ReferenceSteps(e, float(rows.n[r]), edges[r], tops[r], kept[r], quantiles[r]))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """A pair's reference side: its steps, rank error and exact moments."""
+
+    steps: ReferenceSteps
+    rank_error: float
+    mean: float
+    var: float
+
+    @property
+    def size(self) -> int:
+        return int(self.steps.entries.size)
+
+
+class _Workspace:
+    """Grid-sized scratch arrays that every chunk of one report reuses.
+
+    A fresh array of a chunk's size (about 0.5 MB) is handed out by malloc as new pages, and the
+    page faults of a dozen such arrays per chunk cost about as much as all the arithmetic on them
+    (bench/bench_service.py ran 30-40% faster with malloc told to keep freed memory). Written with
+    ``out=``, the numbers are the same operations on the same values, so the same bits.
+    """
+
+    def __init__(self, cells: int) -> None:
+        self.z = np.empty(cells, dtype=np.complex128)
+        self.f = [np.empty(cells) for _ in range(5)]
+        self.b = [np.empty(cells, dtype=bool) for _ in range(2)]
+
+    @staticmethod
+    def view(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        return buf[:rows * cols].reshape(rows, cols)
+
+
+def _pair_grid(pairs: Sequence[tuple[_Reference, NumericSide]], ws: _Workspace) -> dict[str, np.ndarray]:
     """Both sides of every pair sorted together, one row per pair: the union of their steps.
 
     Each entry is one complex number, the item plus ``i`` times its weight (negated for the
     reference), so one sort orders the items and carries their weights and sides along; within a run
     of equal items the reference's entries come first, and the run's last entry carries both CDFs at
     that item. Rows are padded with their largest item (zero-width steps with both CDFs at 1, never
-    part of a run).
+    part of a run). The reference's entries arrive sorted (:class:`ReferenceSteps`): a stable sort of
+    them followed by the current's raw entries orders every entry exactly as sorting all of them raw.
+    The arrays returned are views of ``ws``: valid until the next chunk.
     """
-    nr = np.array([r.items.size for r, _ in pairs], dtype=np.intp)
+    nr = np.array([r.size for r, _ in pairs], dtype=np.intp)
     nc = np.array([c.items.size for _, c in pairs], dtype=np.intp)
     tot = nr + nc
     p, width = len(pairs), int(tot.max())
-    sides = [s for pair in pairs for s in pair]
-    dest = np.arange(int(tot.sum())) + np.repeat(np.arange(p) * width - (np.cumsum(tot) - tot), tot)
-    signs = np.tile(np.array([-1.0, 1.0]), p)  # reference, current, reference, ...
-    runs = np.concatenate([s.run_lengths for s in sides])
-    weights = np.repeat(np.concatenate([s.run_weights for s in sides]), runs)
-    weights *= np.repeat(signs, [int(s.items.size) for s in sides])
-    z = np.zeros(p * width, dtype=np.complex128)
-    z.real[:] = np.inf
-    z.real[dest] = np.concatenate([s.items for s in sides])
-    z.imag[dest] = weights
-    z = np.sort(z.reshape(p, width), axis=1, kind="stable")  # by item, then signed weight
-    x, w = z.real, z.imag
-    is_ref, is_cur, pad = w < 0, w > 0, w == 0
-    end = np.ones(x.shape, dtype=bool)  # last entry of a run of equal items (pads, +inf, run apart)
+    z, _ = _padded_entries([c for _, c in pairs], [1.0] * p, width, nr, ws.z[:p * width])
+    dest = np.arange(int(nr.sum())) + np.repeat(np.arange(p) * width - (np.cumsum(nr) - nr), nr)
+    z[dest] = np.concatenate([r.steps.entries for r, _ in pairs])
+    short, pad_row, pad_at = _pads(tot, width)
+    z[pad_at] = np.inf
+    z = z.reshape(p, width)
+    z.sort(axis=1, kind="stable")  # by item, then signed weight
+    # contiguous copies: every pass below reads them, and strided views of complex numbers are slow
+    x, w, cum_r, cum_c, tmp = (ws.view(f, p, width) for f in ws.f)
+    end, cur_step = (ws.view(b, p, width) for b in ws.b)
+    np.copyto(x, z.real)
+    np.copyto(w, z.imag)
+    end[:, -1] = True  # last entry of a run of equal items (pads, +inf, run apart)
     np.not_equal(x[:, 1:], x[:, :-1], out=end[:, :-1])
-    x = np.where(pad, x[np.arange(p), tot - 1][:, None], x)
-    ref_step = is_ref.copy()  # the last reference entry of each run
-    ref_step[:, :-1] &= end[:, :-1] | ~is_ref[:, 1:]
-    cum_r = np.cumsum(np.where(is_ref, -w, 0.0), axis=1)
-    cum_c = np.cumsum(np.abs(w), axis=1) - cum_r  # pads weigh 0; sums of powers of two below 2**53 are exact
-    return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "ref_step": ref_step, "cur_step": is_cur & end}
+    x.ravel()[pad_at] = x[short, tot[short] - 1][pad_row]  # pads sort last: same places as before the sort
+    # pads weigh 0; sums of powers of two below 2**53 are exact, so any order of the additions agrees
+    np.cumsum(np.maximum(np.negative(w, out=tmp), 0.0, out=tmp), axis=1, out=cum_r)
+    np.cumsum(np.maximum(w, 0.0, out=tmp), axis=1, out=cum_c)
+    np.logical_and(np.greater(w, 0.0, out=cur_step), end, out=cur_step)
+    return {"x": x, "end": end, "cum_r": cum_r, "cum_c": cum_c, "cur_step": cur_step, "tmp": tmp}
 
 
-def _compact(mask: np.ndarray, x: np.ndarray, cum: np.ndarray) -> RowCDFs:
-    """The entries of each row where ``mask`` holds, end to end, as a :class:`RowCDFs`."""
-    count = np.count_nonzero(mask, axis=1)
-    sel = np.flatnonzero(mask)  # indices once, then two takes: several times faster than two boolean masks
-    return RowCDFs(x.ravel().take(sel), cum.ravel().take(sel), np.cumsum(count) - count, count, cum[:, -1].copy())
+class _RowsOut:
+    """Step CDFs written row after row into arrays sized for every pair of a report (each side has at
+    most as many steps as retained items), so the chunks' rows end up end to end without a copy."""
+
+    def __init__(self, capacity: int, rows: int) -> None:
+        self.items, self.cum = np.empty(capacity), np.empty(capacity)
+        self.count, self.n = np.empty(rows, dtype=np.intp), np.empty(rows)
+        self.used, self.rows = 0, 0
+
+    def add(self, mask: np.ndarray, x: np.ndarray, cum: np.ndarray) -> RowCDFs:
+        """Append the entries of each row of a chunk where ``mask`` holds; returns the chunk's rows."""
+        count = np.count_nonzero(mask, axis=1)
+        sel = np.flatnonzero(mask)  # indices once, then two takes: several times faster than two boolean masks
+        a, b, r = self.used, self.used + sel.size, self.rows
+        # mode="clip" (every index is in range anyway): take() buffers its output in the default mode
+        x.ravel().take(sel, out=self.items[a:b], mode="clip")
+        cum.ravel().take(sel, out=self.cum[a:b], mode="clip")
+        self.count[r:r + count.size] = count
+        self.n[r:r + count.size] = cum[:, -1]
+        self.used, self.rows = b, r + count.size
+        return RowCDFs(self.items[a:b], self.cum[a:b], np.cumsum(count) - count, count, self.n[r:r + count.size])
+
+    def all(self) -> RowCDFs:
+        count = self.count[:self.rows]
+        return RowCDFs(self.items[:self.used], self.cum[:self.used], np.cumsum(count) - count, count,
+                       self.n[:self.rows])
 
 
-def _score_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], bins: int) -> list[NumericScores]:
-    g = _pair_grid(pairs)
-    x, end = g["x"], g["end"]
-    ref = _compact(g["ref_step"], x, g["cum_r"])
-    cur = _compact(g["cur_step"], x, g["cum_c"])
-    eps = np.array([r.rank_error + c.rank_error for r, c in pairs])
+@dataclass(frozen=True, slots=True)
+class _GridPart:
+    """What one chunk's union grid yields per pair (in chunk order): the KS distance and the
+    Wasserstein area; the current sides' step CDFs go to the report's :class:`_RowsOut`."""
+
+    ks: np.ndarray
+    area: np.ndarray
+
+
+def _grid_chunk(pairs: Sequence[tuple[_Reference, NumericSide]], curs: _RowsOut, ws: _Workspace) -> _GridPart:
+    """The scores that need both sides' items in one order (KS, the Wasserstein area) for one chunk of
+    pairs; each current side's step CDF is appended to ``curs`` for the scores that need one side."""
+    g = _pair_grid(pairs, ws)
+    x, end, cum_r, cum_c, tmp = g["x"], g["end"], g["cum_r"], g["cum_c"], g["tmp"]
+    cur = curs.add(g["cur_step"], x, cum_c)
+    n_ref = cum_r[:, -1].copy()
     # typical combined CDF error at one point: the two sketches' rms errors in quadrature
     rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
-    gap = g["cum_c"] / cur.n[:, None] - g["cum_r"] / ref.n[:, None]
-    ks = np.max(np.where(end, np.abs(gap), 0.0), axis=1)  # inside a run only its last entry has both CDFs
+    # gap = cum_c / m - cum_r / n, in place (the cumulative weights are compacted already)
+    gap = np.subtract(np.divide(cum_c, cur.n[:, None], out=cum_c), np.divide(cum_r, n_ref[:, None], out=cum_r),
+                      out=cum_c)
+    # inside a run only its last entry has both CDFs
+    ks = np.max(np.abs(gap, out=tmp), axis=1, where=end, initial=0.0)
     # W1 = integral of |gap| = A+ + A-; the step CDFs are constant between steps (inside a run dx = 0)
-    dx, gp = np.diff(x, axis=1), gap[:, :-1]
+    p, width = x.shape
+    dx = np.subtract(x[:, 1:], x[:, :-1], out=ws.view(ws.f[4], p, width - 1))  # np.diff
+    term = ws.view(ws.f[1], p, width - 1)  # the weights' buffer, free now
+    gp = gap[:, :-1]
     # W1 from the gaps with the typical sketch error taken out in quadrature (noise-only crossings of
     # the two CDFs vanish, real gaps keep almost all of themselves), never below the exact |mean
     # difference| (A+ - A- = mu_R - mu_C, and the profiles carry exact sums). With exact CDFs this is
     # the integral of |gap| itself. It is both the score and the effect: more accurate than the raw
     # integral on every measured shape (docs/statistics.md).
     # |shrunk gap| is sqrt(max(g^2 - rms^2, 0)); with rms = 0 that is |g| exactly (sqrt(g*g) == |g|)
-    area = np.sum(np.sqrt(np.maximum(gp * gp - rms * rms, 0.0)) * dx, axis=1)
-    scale = np.array([reference_scale(r.var, r.mean, lambda i=i: ref.row(i)) for i, (r, _) in enumerate(pairs)])
+    np.multiply(gp, gp, out=term)
+    np.subtract(term, rms * rms, out=term)
+    np.sqrt(np.maximum(term, 0.0, out=term), out=term)
+    area = np.sum(np.multiply(term, dx, out=term), axis=1)
+    return _GridPart(ks, area)
+
+
+def _score_rows(pairs: Sequence[tuple[_Reference, NumericSide]], grids: Sequence[_GridPart], cur: RowCDFs,
+                bins: int, ranges: np.ndarray | None) -> list[NumericScores]:
+    """Every score of ``pairs`` from their chunks' grid parts (``grids`` covers ``pairs`` in order), the
+    references' steps and the current sides' step CDFs (one row per pair), asked for all pairs at once."""
+    ks, area = np.concatenate([g.ks for g in grids]), np.concatenate([g.area for g in grids])
+    eps = np.array([r.rank_error + c.rank_error for r, c in pairs])
+    rms = np.array([math.hypot(r.rank_error, c.rank_error) * RMS_PER_BOUND for r, c in pairs])[:, None]
+    scale = np.array([reference_scale(r.var, r.mean, r.steps.cdf) for r, _ in pairs])
     net = np.abs(np.array([c.mean - r.mean for r, c in pairs]))
     w1 = np.maximum(area, net) / scale
-    edges, p_top, kept = stable_edge_rows(ref, bins)
+    edges = np.stack([r.steps.edges for r, _ in pairs])
+    p_top = np.stack([r.steps.tops for r, _ in pairs])
+    kept = np.stack([r.steps.kept for r, _ in pairs])
+    n_ref = np.array([r.steps.n for r, _ in pairs])
     # bins between candidate edges that were not kept get zero mass on both sides: they add nothing
     p_cum = np.maximum.accumulate(np.where(kept, p_top, 0.0), axis=1)
     q_cum = np.maximum.accumulate(np.where(kept, cur.cdf(edges), 0.0), axis=1)
@@ -284,53 +487,95 @@ def _score_chunk(pairs: Sequence[tuple[NumericSide, NumericSide]], bins: int) ->
                                                                               (hel_e, hel_v)))
     # KS is a maximum over many points, so its noise is the 99% bound, not the typical error
     ks_e = np.sqrt(np.maximum(ks * ks - eps * eps, 0.0))
-    shifts = (cur.quantiles(QUANTILE_RANKS) - ref.quantiles(QUANTILE_RANKS)) / scale[:, None]
+    shifts = (cur.quantiles(QUANTILE_RANKS) - np.stack([r.steps.quantiles for r, _ in pairs])) / scale[:, None]
+    if ranges is None:
+        outside: list[tuple[float, float] | None] = [None] * len(pairs)
+    else:  # weight strictly below the reference min and at or below its max
+        below, upto = cur.cdf(ranges[:, :1], inclusive=False)[:, 0], cur.cdf(ranges[:, 1:])[:, 0]
+        outside = list(zip(below.tolist(), (1.0 - upto).tolist(), strict=True))
     out = []
     names = [f"p{round(r * 100)}" for r in QUANTILE_RANKS]
-    cols = zip(ks.tolist(), eps.tolist(), ref.n.tolist(), cur.n.tolist(), psi_v.tolist(), js_v.tolist(),
+    cols = zip(ks.tolist(), eps.tolist(), n_ref.tolist(), cur.n.tolist(), psi_v.tolist(), js_v.tolist(),
                hel_v.tolist(), w1.tolist(), ks_e.tolist(), psi_e.tolist(), js_e.tolist(), hel_e.tolist(),
-               scale.tolist(), shifts.tolist(), strict=True)
-    for (r, c), (ks_, eps_, n_r, n_c, psi_, js_, hel_, w1_, kse, pse, jse, hee, sc, sh) in zip(pairs, cols, strict=True):
+               scale.tolist(), shifts.tolist(), outside, strict=True)
+    for (r, c), (ks_, eps_, n_r, n_c, psi_, js_, hel_, w1_, kse, pse, jse, hee, sc, sh, out_) in zip(pairs, cols,
+                                                                                                    strict=True):
         # the test stays conservative: the KS distance less the full bound of both sketches
         out.append(NumericScores(
             ks=ks_, ks_p_value=ks_p_value(max(ks_ - eps_, 0.0), n_r, n_c), psi=psi_, jensen_shannon=js_,
             hellinger=hel_, wasserstein=w1_, mean_shift=(c.mean - r.mean) / sc,
             quantile_shifts=dict(zip(names, sh, strict=True)), rank_error=eps_,
             effects={"ks": kse, "psi": pse, "jensen_shannon": jse, "hellinger": hee, "wasserstein": w1_},
-            n_ref=int(n_r), n_cur=int(n_c)))
+            n_ref=int(n_r), n_cur=int(n_c), outside=out_))
     return out
 
 
 CHUNK_CELLS = 1 << 16
-"""Padded grid cells scored in one go: large enough that numpy's per-call cost vanishes, small enough
+"""Padded grid cells merged in one go: large enough that numpy's per-call cost vanishes, small enough
 to stay in cache."""
 
 
-def scores_of_sides(pairs: Sequence[tuple[NumericSide, NumericSide]], *, bins: int = 10) -> list[NumericScores]:
-    """Every numeric score of each (reference, current) pair; both sides must hold values.
-
-    Pairs of similar size are scored together in chunks of about :data:`CHUNK_CELLS` grid cells.
-    """
-    out: list[NumericScores | None] = [None] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].items.size + pairs[i][1].items.size)
-    start = 0
+def _scores(pairs: Sequence[tuple[_Reference, NumericSide]], bins: int,
+            ranges: np.ndarray | None = None) -> list[NumericScores]:
+    """Pairs of similar size share a union grid, in chunks of about :data:`CHUNK_CELLS` cells; the
+    scores that need one side at a time (CDFs at the edges, quantiles) are then asked for all pairs.
+    ``ranges``: each reference's exact (min, max), for :attr:`NumericScores.outside`."""
+    if not pairs:
+        return []
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i][0].size + pairs[i][1].items.size)
+    grids, start = [], 0
+    curs = _RowsOut(sum(c.items.size for _, c in pairs), len(pairs))
+    chunks = []
     while start < len(order):
         stop = start + 1
         while stop < len(order):
-            width = pairs[order[stop]][0].items.size + pairs[order[stop]][1].items.size
+            width = pairs[order[stop]][0].size + pairs[order[stop]][1].items.size
             if (stop + 1 - start) * width > CHUNK_CELLS:
                 break
             stop += 1
-        chunk = order[start:stop]
-        for i, s in zip(chunk, _score_chunk([pairs[i] for i in chunk], bins), strict=True):
-            out[i] = s
+        chunks.append([pairs[i] for i in order[start:stop]])
         start = stop
+    ws = _Workspace(max(len(c) * max(r.size + s.items.size for r, s in c) for c in chunks))
+    grids = [_grid_chunk(c, curs, ws) for c in chunks]
+    scored = _score_rows([pairs[i] for i in order], grids, curs.all(), bins,
+                         None if ranges is None else ranges[order])
+    out: list[NumericScores | None] = [None] * len(pairs)
+    for i, s in zip(order, scored, strict=True):
+        out[i] = s
     return [s for s in out if s is not None]
 
 
-def numeric_scores_many(pairs: Sequence[tuple[NumericColumn, NumericColumn]], *, bins: int = 10) -> list[NumericScores]:
-    """:func:`numeric_scores` of many column pairs at once (a report's numeric columns)."""
-    return scores_of_sides([(NumericSide.of_column(r), NumericSide.of_column(c)) for r, c in pairs], bins=bins)
+def scores_of_sides(pairs: Sequence[tuple[NumericSide, NumericSide]], *, bins: int = 10) -> list[NumericScores]:
+    """Every numeric score of each (reference, current) pair; both sides must hold values."""
+    steps = reference_steps([r for r, _ in pairs], bins)
+    return _scores([(_Reference(st, r.rank_error, r.mean, r.var), c) for st, (r, c) in zip(steps, pairs, strict=True)],
+                   bins)
+
+
+def numeric_scores_many(pairs: Sequence[tuple[NumericColumn, NumericColumn]], *, bins: int = 10,
+                        cache: bool = True) -> list[NumericScores]:
+    """:func:`numeric_scores` of many column pairs at once (a report's numeric columns).
+
+    With ``cache`` each reference sketch's :class:`ReferenceSteps` come from :data:`REFERENCE_STEPS`
+    when it was compared before (and are kept there otherwise); the scores are the same either way.
+    """
+    found: list[ReferenceSteps | None] = []
+    missing: list[int] = []
+    sketches = [r.kll.serialize() for r, _ in pairs]
+    for i, data in enumerate(sketches):
+        steps = REFERENCE_STEPS.get((data, bins)) if cache else None
+        found.append(steps)
+        if steps is None:
+            missing.append(i)
+    if missing:
+        made = reference_steps([NumericSide.of_column(pairs[i][0], sketches[i]) for i in missing], bins)
+        for i, steps in zip(missing, made, strict=True):
+            found[i] = steps
+            if cache:
+                REFERENCE_STEPS.put((sketches[i], bins), steps)
+    refs = [_Reference(st, *_moments(r)) for st, (r, _) in zip(found, pairs, strict=True) if st is not None]
+    ranges = np.array([(r.min, r.max) for r, _ in pairs], dtype=np.float64).reshape(len(pairs), 2)
+    return _scores(list(zip(refs, [NumericSide.of_column(c) for _, c in pairs], strict=True)), bins, ranges)
 
 
 def numeric_scores(ref: NumericColumn, cur: NumericColumn, *, bins: int = 10) -> NumericScores:

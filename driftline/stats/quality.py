@@ -71,8 +71,13 @@ def _ratio(part: int, col: Column) -> float:
 
 
 def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_category_rate: float = 0.0,
-                  new_categories: list[str] | None = None, role: str = "feature") -> list[Issue]:
-    """Quality findings for one column present on both sides with the same kind."""
+                  new_categories: list[str] | None = None, role: str = "feature",
+                  shares_outside: tuple[float, float] | None = None) -> list[Issue]:
+    """Quality findings for one column present on both sides with the same kind.
+
+    ``shares_outside``: the current's shares strictly below ``ref.min`` and above ``ref.max``, when
+    the numeric scores already read them off the current's step CDF (else asked of its sketch).
+    """
     found: list[Issue] = []
     m_ref, m_cur = missing_ratio(ref), missing_ratio(cur)
     if _present_rows(cur) >= cfg.min_rows and m_cur - m_ref > cfg.missing_rate_tolerance:
@@ -83,9 +88,12 @@ def column_issues(name: str, ref: Column, cur: Column, cfg: DriftConfig, new_cat
         if cur.inf and i_cur > i_ref:
             found.append({"column": name, "signal": "inf_values", "reference": i_ref, "current": i_cur})
         if ref.count >= 2 and cur.count:
-            pts = np.array([ref.min, ref.max], dtype=np.float64)
-            below = float(cur.kll.get_cdf(pts[:1], inclusive=False)[0])  # share strictly below ref.min
-            above = 1.0 - float(cur.kll.get_cdf(pts[1:], inclusive=True)[0])  # share strictly above ref.max
+            if shares_outside is None:
+                pts = np.array([ref.min, ref.max], dtype=np.float64)
+                below = float(cur.kll.get_cdf(pts[:1], inclusive=False)[0])  # share strictly below ref.min
+                above = 1.0 - float(cur.kll.get_cdf(pts[1:], inclusive=True)[0])  # share strictly above ref.max
+            else:
+                below, above = shares_outside
             outside = max(below, 0.0) + max(above, 0.0)
             if cur.min < ref.min or cur.max > ref.max:
                 outside = max(outside, 1.0 / cur.count)

@@ -164,7 +164,7 @@ def _score_column(name: str, ref: Column, cur: Column, cfg: DriftConfig, role: s
     elif isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
         ns = numeric if numeric is not None else numeric_scores(ref, cur, bins=cfg.bins)
         scores, raw_p, effect = ns.as_dict(), ns.ks_p_value, ns.effects[method]
-        issues.extend(column_issues(name, ref, cur, cfg, role=role))
+        issues.extend(column_issues(name, ref, cur, cfg, role=role, shares_outside=ns.outside))
     elif isinstance(ref, CategoricalColumn) and isinstance(cur, CategoricalColumn):
         cs = categorical_scores(ref, cur)
         scores = cs.as_dict()
