@@ -4,7 +4,9 @@ Every request and response passes through byte for byte (heads and bodies as rec
 framing included), on any path. For ``POST /v2/models/{name}[/versions/{v}]/infer`` the proxy also
 keeps a copy of the request and response bodies and, after the response has gone back to the
 client, hands them to a capture thread that decodes the tensors and feeds the monitor. Capture can
-fail in any way without touching the inference call; it is counted and logged.
+fail in any way without touching the inference call; it is counted and logged. With shadow mirroring
+on, the capture thread also submits the call's mirror, with the rows it decoded (one hand-off per
+call on the event loop; a call that is not captured is mirrored from the loop directly).
 
 One asyncio event loop in its own thread serves clients and keeps a pool of keep-alive connections
 to the upstream. A pooled connection the upstream has closed is retried once on a fresh connection
@@ -14,6 +16,7 @@ to the upstream. A pooled connection the upstream has closed is retried once on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue
@@ -63,7 +66,8 @@ class InferenceProxy:
         self.requests = {"ok": 0, "upstream_error": 0}
         self.captured = 0
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-        self._captures: queue.Queue[Exchange | None] = queue.Queue(maxsize=capture_queue)
+        # an exchange to capture, and the mirror the capture thread submits once it decoded the call
+        self._captures: queue.Queue[tuple[Exchange, Mirror | None] | None] = queue.Queue(maxsize=capture_queue)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._threads: list[threading.Thread] = []
@@ -182,7 +186,11 @@ class InferenceProxy:
             if status != 200:
                 self._error(match)
             elif body and resp_body is not None and len(body) <= self.max_capture:
-                self._enqueue(match, req, body, resp, resp_body, latency)
+                # the capture thread submits the mirror, with the rows it decoded: one hand-off per call
+                # on this loop, and the shadow worker decodes neither the request nor the live answer
+                if self._enqueue(match, req, body, resp, resp_body, latency, self._mirror_of(match, req, body, status,
+                                                                                           resp_body)):
+                    return keep and not req.wants_close() and not resp.wants_close()
             else:
                 self._reject(ObserveError("inference body over proxy.max_capture_bytes", "oversized"))
             self._mirror(match, req, body, status, resp_body)
@@ -265,20 +273,26 @@ class InferenceProxy:
                      f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
 
     # ---- capture ---------------------------------------------------------------------------------
-    def _enqueue(self, match: Any, req: Head, body: bytes, resp: Head, resp_body: bytes, latency: float) -> None:
+    def _enqueue(self, match: Any, req: Head, body: bytes, resp: Head, resp_body: bytes, latency: float,
+                 mirror: Mirror | None) -> bool:
+        """Queue a capture (and the call's mirror); False when the queue is full (counted)."""
         try:
             ex = Exchange(match["model"], match["version"], body, _int(req.get("inference-header-content-length")),
                           resp_body, _int(resp.get("inference-header-content-length")),
                           req.get("x-request-id") or None, latency)
-            self._captures.put_nowait(ex)
+            self._captures.put_nowait((ex, mirror))
+            return True
         except queue.Full:
             self._reject(ObserveError("capture queue full", "overloaded"))
+            return False
 
     def _capture_loop(self) -> None:
         while True:
-            ex = self._captures.get()
-            if ex is None:
+            item = self._captures.get()
+            if item is None:
                 return
+            ex, mirror = item
+            rows = None
             try:
                 rows = parse_exchange(ex, self.feature_names, self.max_features)
                 if rows.model_version and not ex.path_version:
@@ -302,11 +316,19 @@ class InferenceProxy:
                 self._reject(exc)
             except Exception as exc:  # capture must never take the proxy down
                 self._reject(ObserveError(f"{type(exc).__name__}: {exc}", "malformed"))
+            if mirror is not None:  # O(1) and never raises: see edge_sidecar/shadow.py
+                self.shadow.submit(mirror if rows is None else dataclasses.replace(mirror, live_rows=rows))
+
+    def _mirror_of(self, match: Any, req: Head, body: bytes, status: int, resp_body: bytes | None) -> Mirror | None:
+        if self.shadow is None or not body:
+            return None
+        return Mirror(match["model"], req.first[1], match["version"], req.headers, body, status, resp_body or b"",
+                      req.get("x-request-id") or None)
 
     def _mirror(self, match: Any, req: Head, body: bytes, status: int, resp_body: bytes | None) -> None:
-        if self.shadow is not None and body:  # O(1) and never raises: see edge_sidecar/shadow.py
-            self.shadow.submit(Mirror(match["model"], req.first[1], match["version"], req.headers, body, status,
-                                      resp_body or b"", req.get("x-request-id") or None))
+        mirror = self._mirror_of(match, req, body, status, resp_body)
+        if mirror is not None:  # O(1) and never raises: see edge_sidecar/shadow.py
+            self.shadow.submit(mirror)
 
     def _error(self, match: Any) -> None:
         # A failed call has no response naming the version: use the path's, else the last one served.

@@ -1,10 +1,13 @@
 """Shadow mirroring: each inference call the proxy served is also sent to a shadow model server.
 
-Never in the serving path: after the caller's response has been written, the proxy hands the
-request and the live answer to :meth:`ShadowMirror.submit`, an O(1) ``put_nowait`` on a bounded
-queue; a full queue drops the mirror and counts it (``driftline_sidecar_shadow_mirrors_dropped_total``).
-One worker thread posts each mirror to the shadow upstream with a short timeout, so a shadow that
-hangs, fails or refuses connections costs the worker its timeout and the caller nothing.
+Never in the serving path: after the caller's response has been written, the proxy (its capture
+thread, once it decoded the call) hands the request, the live answer and their rows to
+:meth:`ShadowMirror.submit`, an O(1) ``put_nowait`` on a bounded queue; a full queue drops the mirror
+and counts it (``driftline_sidecar_shadow_mirrors_dropped_total``). One worker thread posts each
+mirror to the shadow upstream with a short timeout (:mod:`.httppost`), so a shadow that hangs, fails
+or refuses connections costs the worker its timeout and the caller nothing. The worker shares the
+GIL with the proxy's event loop, so it decodes only the shadow's answer: the request's rows and the
+live outputs come with the mirror.
 
 The worker then has both answers to the same request, so the pairing happens here, by
 construction (no request ids have to travel or be joined later): it records the shadow's outputs
@@ -38,7 +41,7 @@ from .errors import CaptureError, SettingsError
 from .httppost import Poster
 from .httpwire import ProtocolError
 from .monitor import Monitor
-from .oip import Exchange, parse_exchange, parse_outputs
+from .oip import Exchange, InferRows, parse_exchange, parse_outputs
 from .ratelog import RateLimitedLog
 
 __all__ = ["Mirror", "ShadowMirror"]
@@ -50,9 +53,10 @@ SMALL_BATCH = 8  # answers with at most this many rows go through the monitor's 
 MAX_MODELS = 1000  # pending summaries (one per model) kept between windows
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Mirror:
-    """One served inference call to mirror: the request as received and the live answer."""
+    """One served inference call to mirror: the request as received and the live answer, and the rows the
+    proxy's capture decoded from them (None when it could not), so the worker decodes neither again."""
 
     model: str
     path: str
@@ -62,6 +66,7 @@ class Mirror:
     live_status: int  # 0: the live upstream failed before answering
     live_body: bytes
     request_id: str | None
+    live_rows: InferRows | None = None
 
 
 class ShadowMirror:
@@ -190,9 +195,12 @@ class ShadowMirror:
         if shadow_ok:
             shadow_rows = self._parse(m, body, headers.get("inference-header-content-length"))
         pair = PairedSummary().add_request(not live_ok, not shadow_ok)
-        if live_ok and shadow_rows is not None:  # the request was decoded once, with the shadow's answer
-            live_outputs, _, _ = parse_outputs(m.live_body, None, shadow_rows.n, self.feature_names,
-                                               self.max_features)
+        if live_ok and shadow_rows is not None:  # the request is decoded once (by the capture, else here)
+            if m.live_rows is not None:
+                live_outputs = m.live_rows.outputs
+            else:
+                live_outputs = parse_outputs(m.live_body, None, shadow_rows.n, self.feature_names,
+                                             self.max_features)[0]
             self._pair(pair, live_outputs, shadow_rows.outputs, shadow_rows.n)
         with self._lock:  # O(1) under the lock: submit() may take it on the serving path (drops)
             s = self._summary(m.model)
@@ -221,6 +229,10 @@ class ShadowMirror:
 
     def _parse(self, m: Mirror, body: bytes, json_len: str | None) -> Any:
         n = int(json_len) if json_len and json_len.isdigit() else None
+        live = m.live_rows
+        if live is not None:  # the request's rows as the capture decoded them, the shadow's outputs
+            outputs, version, dropped = parse_outputs(body, n, live.n, self.feature_names, self.max_features)
+            return InferRows(live.n, live.features, outputs, live.request_id, version or m.path_version, dropped)
         req_len = m.headers.get("inference-header-content-length")
         ex = Exchange(m.model, m.path_version, m.body, int(req_len) if req_len and req_len.isdigit() else None,
                       body, n, m.request_id)
