@@ -72,6 +72,9 @@ class InferenceProxy:
         self._server: asyncio.base_events.Server | None = None
         self._threads: list[threading.Thread] = []
         self._clients: set[asyncio.Task[None]] = set()
+        self._deadlines: dict[asyncio.Task[Any], float] = {}  # exchanges in flight, by their client's task
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watch_every = min(0.25, max(0.01, self.timeout / 8))  # a timeout fires within this after it is due
         self._versions: dict[str, str] = {}  # model -> version its last response named (bounded by streams)
         self._ratelog = RateLimitedLog(log)
         self.shadow: Any = None  # an edge_sidecar.shadow.ShadowMirror: served calls are mirrored to it
@@ -94,6 +97,7 @@ class InferenceProxy:
                 loop.close()
                 return
             ready.set()
+            loop.call_soon(self._watch)
             try:
                 loop.run_forever()
             finally:
@@ -165,19 +169,30 @@ class InferenceProxy:
         streamed = kind == "length" and length > self.max_buffer
         raw_body, body = (b"", b"") if streamed else await read_body(reader, kind, length, self.max_buffer)
         t0 = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = time.monotonic() + self.timeout  # the watchdog enforces it (see _watch)
         try:
-            async with asyncio.timeout(self.timeout):
-                resp, resp_body, keep = await self._forward(req, raw_body, reader if streamed else None, writer,
-                                                            method, sent_100, self.max_capture if match else 0)
-        except (_Upstream, TimeoutError) as exc:
+            resp, resp_body, keep = await self._forward(req, raw_body, reader if streamed else None, writer,
+                                                        method, sent_100, self.max_capture if match else 0)
+        except (_Upstream, asyncio.CancelledError) as failure:
+            exc: BaseException = failure
+            if isinstance(failure, asyncio.CancelledError):
+                if task not in self._expired:
+                    raise  # shutdown
+                self._expired.discard(task)
+                task.uncancel()
+                exc = TimeoutError()
             self.requests["upstream_error"] += 1
             if match:
                 self._error(match)
                 self._mirror(match, req, body, 0, None)
             if isinstance(exc, _Upstream) and exc.args and exc.args[0] == "partial":
                 return False  # the response had started; all we can do is close
-            self._plain(writer, 502, "upstream_unavailable", f"{self.up_host}:{self.up_port}: {exc or 'timeout'}")
+            self._plain(writer, 502, "upstream_unavailable", f"{self.up_host}:{self.up_port}: {str(exc) or 'timeout'}")
             return False
+        finally:
+            self._deadlines.pop(task, None)
         await writer.drain()
         self.requests["ok"] += 1
         latency = (time.perf_counter() - t0) * 1000
@@ -195,6 +210,21 @@ class InferenceProxy:
                 self._reject(ObserveError("inference body over proxy.max_capture_bytes", "oversized"))
             self._mirror(match, req, body, status, resp_body)
         return keep and not req.wants_close() and not resp.wants_close()
+
+    def _watch(self) -> None:
+        """Cancel the exchanges past ``timeout``, every ``_watch_every`` seconds.
+
+        One timer for the whole proxy instead of an ``asyncio.timeout`` per request, whose timer handle
+        (created, pushed on the loop's heap, cancelled) is tens of microseconds on the serving path.
+        """
+        now = time.monotonic()
+        for task, deadline in list(self._deadlines.items()):
+            if now >= deadline:
+                del self._deadlines[task]
+                self._expired.add(task)
+                task.cancel()
+        assert self._loop is not None
+        self._loop.call_later(self._watch_every, self._watch)
 
     # ---- upstream side ---------------------------------------------------------------------------
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
