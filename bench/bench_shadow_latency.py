@@ -129,7 +129,8 @@ def main() -> None:
                   "goal: added p99 with mirroring on <= 1000 us")
             time.sleep(1.0)
             h = health(on)["shadow"]
-            print(f"   mirrored: {h['mirrored']}, dropped {h['dropped']}, queued {h['queued']}")
+            print(f"   mirrored: {h['mirrored']}, dropped {h['dropped']}, queued {h['queued']}; "
+                  f"load average at the end {os.getloadavg()[0]:.1f} (p99 moves with it: compare runs at low load)")
         finally:
             for p in (off, on):
                 if p is not None:
