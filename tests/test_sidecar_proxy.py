@@ -17,7 +17,7 @@ from driftline.edge_sidecar.monitor import Monitor
 from driftline.edge_sidecar.proxy import InferenceProxy
 from driftline.profile import WindowProfile
 from tests.harness.ports import free_port
-from tests.sidecar_support import ModelServer, binary_infer_body
+from tests.sidecar_support import ModelServer, binary_infer_body, wait_until
 
 
 class RawUpstream:
@@ -302,7 +302,9 @@ def test_an_upstream_past_the_timeout_answers_502_and_the_proxy_serves_on(monito
         assert slow.requests == {"ok": 0, "upstream_error": 1}
         assert call(slow.port, "GET", "/v2/health/ready")[0] == 502  # a new connection is served the same way
         assert call(fine.port, "GET", "/v2/health/ready")[0] == 200
-        assert fine.requests == {"ok": 1, "upstream_error": 0} and not fine._deadlines and not slow._deadlines
+        # the counter moves just after the answer is written: wait for it rather than race it
+        assert wait_until(lambda: fine.requests == {"ok": 1, "upstream_error": 0}), fine.requests
+        assert not fine._deadlines and not slow._deadlines
     finally:
         slow.stop()
         fine.stop()
