@@ -56,13 +56,17 @@ def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     a column whose values are all plain numbers becomes float64, all strings a string array. Anything
     else, and rows with differing keys, take the core's general path, so the result is the same.
     """
-    keys = tuple(rows[0])
-    if not keys or any(len(r) != len(keys) for r in rows) or any(tuple(r) != keys for r in rows):
+    first = rows[0].keys()
+    keys = tuple(first)
+    # the same key set is enough (itemgetter fetches by key); a dict_keys comparison is one C call per row
+    if not keys or any(r.keys() != first for r in rows):
         return as_columns(rows)[1]
     getter = operator.itemgetter(*keys)
     table = np.empty((len(rows), len(keys)), dtype=object)
     table[:] = list(map(getter, rows)) if len(keys) > 1 else [(getter(r),) for r in rows]
     cols: dict[str, np.ndarray] = {}
+    if set(map(type, table.ravel())) <= _NUMBER_TYPES:  # all numbers (the usual features): one cast, in C
+        return dict(zip(map(str, keys), table.astype(np.float64).T.copy(), strict=True))
     for j, k in enumerate(keys):
         col = table[:, j]
         kinds = set(map(type, col))

@@ -4,7 +4,9 @@ Every request and response passes through byte for byte (heads and bodies as rec
 framing included), on any path. For ``POST /v2/models/{name}[/versions/{v}]/infer`` the proxy also
 keeps a copy of the request and response bodies and, after the response has gone back to the
 client, hands them to a capture thread that decodes the tensors and feeds the monitor. Capture can
-fail in any way without touching the inference call; it is counted and logged.
+fail in any way without touching the inference call; it is counted and logged. With shadow mirroring
+on, the capture thread also submits the call's mirror, with the rows it decoded (one hand-off per
+call on the event loop; a call that is not captured is mirrored from the loop directly).
 
 One asyncio event loop in its own thread serves clients and keeps a pool of keep-alive connections
 to the upstream. A pooled connection the upstream has closed is retried once on a fresh connection
@@ -14,6 +16,7 @@ to the upstream. A pooled connection the upstream has closed is retried once on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue
@@ -63,11 +66,15 @@ class InferenceProxy:
         self.requests = {"ok": 0, "upstream_error": 0}
         self.captured = 0
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-        self._captures: queue.Queue[Exchange | None] = queue.Queue(maxsize=capture_queue)
+        # an exchange to capture, and the mirror the capture thread submits once it decoded the call
+        self._captures: queue.Queue[tuple[Exchange, Mirror | None] | None] = queue.Queue(maxsize=capture_queue)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._threads: list[threading.Thread] = []
         self._clients: set[asyncio.Task[None]] = set()
+        self._deadlines: dict[asyncio.Task[Any], float] = {}  # exchanges in flight, by their client's task
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watch_every = min(0.25, max(0.01, self.timeout / 8))  # a timeout fires within this after it is due
         self._versions: dict[str, str] = {}  # model -> version its last response named (bounded by streams)
         self._ratelog = RateLimitedLog(log)
         self.shadow: Any = None  # an edge_sidecar.shadow.ShadowMirror: served calls are mirrored to it
@@ -90,6 +97,7 @@ class InferenceProxy:
                 loop.close()
                 return
             ready.set()
+            loop.call_soon(self._watch)
             try:
                 loop.run_forever()
             finally:
@@ -161,19 +169,30 @@ class InferenceProxy:
         streamed = kind == "length" and length > self.max_buffer
         raw_body, body = (b"", b"") if streamed else await read_body(reader, kind, length, self.max_buffer)
         t0 = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = time.monotonic() + self.timeout  # the watchdog enforces it (see _watch)
         try:
-            async with asyncio.timeout(self.timeout):
-                resp, resp_body, keep = await self._forward(req, raw_body, reader if streamed else None, writer,
-                                                            method, sent_100, self.max_capture if match else 0)
-        except (_Upstream, TimeoutError) as exc:
+            resp, resp_body, keep = await self._forward(req, raw_body, reader if streamed else None, writer,
+                                                        method, sent_100, self.max_capture if match else 0)
+        except (_Upstream, asyncio.CancelledError) as failure:
+            exc: BaseException = failure
+            if isinstance(failure, asyncio.CancelledError):
+                if task not in self._expired:
+                    raise  # shutdown
+                self._expired.discard(task)
+                task.uncancel()
+                exc = TimeoutError()
             self.requests["upstream_error"] += 1
             if match:
                 self._error(match)
                 self._mirror(match, req, body, 0, None)
             if isinstance(exc, _Upstream) and exc.args and exc.args[0] == "partial":
                 return False  # the response had started; all we can do is close
-            self._plain(writer, 502, "upstream_unavailable", f"{self.up_host}:{self.up_port}: {exc or 'timeout'}")
+            self._plain(writer, 502, "upstream_unavailable", f"{self.up_host}:{self.up_port}: {str(exc) or 'timeout'}")
             return False
+        finally:
+            self._deadlines.pop(task, None)
         await writer.drain()
         self.requests["ok"] += 1
         latency = (time.perf_counter() - t0) * 1000
@@ -182,11 +201,30 @@ class InferenceProxy:
             if status != 200:
                 self._error(match)
             elif body and resp_body is not None and len(body) <= self.max_capture:
-                self._enqueue(match, req, body, resp, resp_body, latency)
+                # the capture thread submits the mirror, with the rows it decoded: one hand-off per call
+                # on this loop, and the shadow worker decodes neither the request nor the live answer
+                if self._enqueue(match, req, body, resp, resp_body, latency, self._mirror_of(match, req, body, status,
+                                                                                           resp_body)):
+                    return keep and not req.wants_close() and not resp.wants_close()
             else:
                 self._reject(ObserveError("inference body over proxy.max_capture_bytes", "oversized"))
             self._mirror(match, req, body, status, resp_body)
         return keep and not req.wants_close() and not resp.wants_close()
+
+    def _watch(self) -> None:
+        """Cancel the exchanges past ``timeout``, every ``_watch_every`` seconds.
+
+        One timer for the whole proxy instead of an ``asyncio.timeout`` per request, whose timer handle
+        (created, pushed on the loop's heap, cancelled) is tens of microseconds on the serving path.
+        """
+        now = time.monotonic()
+        for task, deadline in list(self._deadlines.items()):
+            if now >= deadline:
+                del self._deadlines[task]
+                self._expired.add(task)
+                task.cancel()
+        assert self._loop is not None
+        self._loop.call_later(self._watch_every, self._watch)
 
     # ---- upstream side ---------------------------------------------------------------------------
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
@@ -265,20 +303,26 @@ class InferenceProxy:
                      f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
 
     # ---- capture ---------------------------------------------------------------------------------
-    def _enqueue(self, match: Any, req: Head, body: bytes, resp: Head, resp_body: bytes, latency: float) -> None:
+    def _enqueue(self, match: Any, req: Head, body: bytes, resp: Head, resp_body: bytes, latency: float,
+                 mirror: Mirror | None) -> bool:
+        """Queue a capture (and the call's mirror); False when the queue is full (counted)."""
         try:
             ex = Exchange(match["model"], match["version"], body, _int(req.get("inference-header-content-length")),
                           resp_body, _int(resp.get("inference-header-content-length")),
                           req.get("x-request-id") or None, latency)
-            self._captures.put_nowait(ex)
+            self._captures.put_nowait((ex, mirror))
+            return True
         except queue.Full:
             self._reject(ObserveError("capture queue full", "overloaded"))
+            return False
 
     def _capture_loop(self) -> None:
         while True:
-            ex = self._captures.get()
-            if ex is None:
+            item = self._captures.get()
+            if item is None:
                 return
+            ex, mirror = item
+            rows = None
             try:
                 rows = parse_exchange(ex, self.feature_names, self.max_features)
                 if rows.model_version and not ex.path_version:
@@ -302,11 +346,19 @@ class InferenceProxy:
                 self._reject(exc)
             except Exception as exc:  # capture must never take the proxy down
                 self._reject(ObserveError(f"{type(exc).__name__}: {exc}", "malformed"))
+            if mirror is not None:  # O(1) and never raises: see edge_sidecar/shadow.py
+                self.shadow.submit(mirror if rows is None else dataclasses.replace(mirror, live_rows=rows))
+
+    def _mirror_of(self, match: Any, req: Head, body: bytes, status: int, resp_body: bytes | None) -> Mirror | None:
+        if self.shadow is None or not body:
+            return None
+        return Mirror(match["model"], req.first[1], match["version"], req.headers, body, status, resp_body or b"",
+                      req.get("x-request-id") or None)
 
     def _mirror(self, match: Any, req: Head, body: bytes, status: int, resp_body: bytes | None) -> None:
-        if self.shadow is not None and body:  # O(1) and never raises: see edge_sidecar/shadow.py
-            self.shadow.submit(Mirror(match["model"], req.first[1], match["version"], req.headers, body, status,
-                                      resp_body or b"", req.get("x-request-id") or None))
+        mirror = self._mirror_of(match, req, body, status, resp_body)
+        if mirror is not None:  # O(1) and never raises: see edge_sidecar/shadow.py
+            self.shadow.submit(mirror)
 
     def _error(self, match: Any) -> None:
         # A failed call has no response naming the version: use the path's, else the last one served.

@@ -1,10 +1,13 @@
 """Shadow mirroring: each inference call the proxy served is also sent to a shadow model server.
 
-Never in the serving path: after the caller's response has been written, the proxy hands the
-request and the live answer to :meth:`ShadowMirror.submit`, an O(1) ``put_nowait`` on a bounded
-queue; a full queue drops the mirror and counts it (``driftline_sidecar_shadow_mirrors_dropped_total``).
-One worker thread posts each mirror to the shadow upstream with a short timeout, so a shadow that
-hangs, fails or refuses connections costs the worker its timeout and the caller nothing.
+Never in the serving path: after the caller's response has been written, the proxy (its capture
+thread, once it decoded the call) hands the request, the live answer and their rows to
+:meth:`ShadowMirror.submit`, an O(1) ``put_nowait`` on a bounded queue; a full queue drops the mirror
+and counts it (``driftline_sidecar_shadow_mirrors_dropped_total``). One worker thread posts each
+mirror to the shadow upstream with a short timeout (:mod:`.httppost`), so a shadow that hangs, fails
+or refuses connections costs the worker its timeout and the caller nothing. The worker shares the
+GIL with the proxy's event loop, so it decodes only the shadow's answer: the request's rows and the
+live outputs come with the mirror.
 
 The worker then has both answers to the same request, so the pairing happens here, by
 construction (no request ids have to travel or be joined later): it records the shadow's outputs
@@ -21,11 +24,11 @@ and ``label_output`` (default: the first string, boolean or integer output colum
 
 from __future__ import annotations
 
-import http.client
 import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,8 +38,10 @@ import numpy as np
 from driftline.pairing import PairedSummary
 
 from .errors import CaptureError, SettingsError
+from .httppost import Poster
+from .httpwire import ProtocolError
 from .monitor import Monitor
-from .oip import Exchange, parse_exchange
+from .oip import Exchange, InferRows, parse_exchange, parse_outputs
 from .ratelog import RateLimitedLog
 
 __all__ = ["Mirror", "ShadowMirror"]
@@ -48,9 +53,10 @@ SMALL_BATCH = 8  # answers with at most this many rows go through the monitor's 
 MAX_MODELS = 1000  # pending summaries (one per model) kept between windows
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Mirror:
-    """One served inference call to mirror: the request as received and the live answer."""
+    """One served inference call to mirror: the request as received and the live answer, and the rows the
+    proxy's capture decoded from them (None when it could not), so the worker decodes neither again."""
 
     model: str
     path: str
@@ -60,6 +66,7 @@ class Mirror:
     live_status: int  # 0: the live upstream failed before answering
     live_body: bytes
     request_id: str | None
+    live_rows: InferRows | None = None
 
 
 class ShadowMirror:
@@ -87,7 +94,7 @@ class ShadowMirror:
         self._queue: queue.Queue[Mirror | None] = queue.Queue(maxsize=queue_size)
         self._pending: dict[str, PairedSummary] = {}
         self._lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
+        self._poster = Poster(self.host, self.port, timeout, self.max_body)  # the worker's alone
         self._thread = threading.Thread(target=self._run, name="driftline-shadow", daemon=True)
         self._ratelog = RateLimitedLog(log)
 
@@ -128,8 +135,8 @@ class ShadowMirror:
             pass
         if self._thread.is_alive():
             self._thread.join(self.timeout * 2 + 1 if timeout is None else timeout)
-        if self._conn is not None:
-            self._conn.close()
+        if not self._thread.is_alive():
+            self._poster.close()
 
     @property
     def queued(self) -> int:
@@ -168,52 +175,33 @@ class ShadowMirror:
             except Exception as exc:  # the worker outlives anything a mirror does
                 self._ratelog.warning("mirror", "shadow mirror failed: %s: %s", type(exc).__name__, exc)
 
-    def _post(self, m: Mirror) -> tuple[int, bytes, dict[str, str], float]:
+    def _post(self, m: Mirror) -> tuple[int, bytes, Mapping[str, str], float]:
         headers = {k: v for k, v in m.headers.items() if k not in _HOP}
         t0 = time.perf_counter()
-        for attempt in (0, 1):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            try:
-                self._conn.request("POST", m.path, body=m.body, headers=headers)
-                r = self._conn.getresponse()
-                body = r.read(self.max_body + 1)
-                out = {k.lower(): v for k, v in r.getheaders()}
-                if len(body) > self.max_body:  # a shadow is never trusted with the sidecar's memory
-                    raise http.client.HTTPException(f"shadow answer over {self.max_body} bytes")
-                if r.will_close:
-                    self._conn.close()
-                    self._conn = None
-                return r.status, body, out, (time.perf_counter() - t0) * 1000
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self._conn.close()
-                self._conn = None
-                if attempt == 1 or time.perf_counter() - t0 > self.timeout:
-                    raise
-            except Exception:
-                self._conn.close()
-                self._conn = None
-                raise
-        raise OSError("unreachable")  # pragma: no cover
+        a = self._poster.post(m.path, headers, m.body)
+        return a.status, a.body, a.headers, (time.perf_counter() - t0) * 1000
 
     def _mirror(self, m: Mirror) -> None:
         try:
             status, body, headers, latency = self._post(m)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ProtocolError) as exc:
             status, body, headers, latency = 0, b"", {}, None
             self._ratelog.warning("post", "shadow %s:%s did not answer: %s: %s", self.host, self.port,
                                   type(exc).__name__, exc)
         shadow_ok = status == 200
         self.results["ok" if shadow_ok else "error"] += 1
         live_ok = m.live_status == 200
-        shadow_rows = live_rows = None
+        shadow_rows = None
         if shadow_ok:
             shadow_rows = self._parse(m, body, headers.get("inference-header-content-length"))
-        if live_ok and shadow_rows is not None:
-            live_rows = self._parse(m, m.live_body, None, live=True)
         pair = PairedSummary().add_request(not live_ok, not shadow_ok)
-        if shadow_rows is not None and live_rows is not None and shadow_rows.n == live_rows.n:
-            self._pair(pair, live_rows.outputs, shadow_rows.outputs, live_rows.n)
+        if live_ok and shadow_rows is not None:  # the request is decoded once (by the capture, else here)
+            if m.live_rows is not None:
+                live_outputs = m.live_rows.outputs
+            else:
+                live_outputs = parse_outputs(m.live_body, None, shadow_rows.n, self.feature_names,
+                                             self.max_features)[0]
+            self._pair(pair, live_outputs, shadow_rows.outputs, shadow_rows.n)
         with self._lock:  # O(1) under the lock: submit() may take it on the serving path (drops)
             s = self._summary(m.model)
             if s is not None:
@@ -239,15 +227,19 @@ class ShadowMirror:
                                      model_version=version, variant=self.variant, request_id=rows.request_id,
                                      latency_ms=latency if i == 0 else None)
 
-    def _parse(self, m: Mirror, body: bytes, json_len: str | None, live: bool = False) -> Any:
+    def _parse(self, m: Mirror, body: bytes, json_len: str | None) -> Any:
         n = int(json_len) if json_len and json_len.isdigit() else None
+        live = m.live_rows
+        if live is not None:  # the request's rows as the capture decoded them, the shadow's outputs
+            outputs, version, dropped = parse_outputs(body, n, live.n, self.feature_names, self.max_features)
+            return InferRows(live.n, live.features, outputs, live.request_id, version or m.path_version, dropped)
         req_len = m.headers.get("inference-header-content-length")
         ex = Exchange(m.model, m.path_version, m.body, int(req_len) if req_len and req_len.isdigit() else None,
                       body, n, m.request_id)
         try:
             return parse_exchange(ex, self.feature_names, self.max_features)
         except CaptureError as exc:
-            self._ratelog.warning("parse", "%s answer not readable: %s", "live" if live else "shadow", exc)
+            self._ratelog.warning("parse", "shadow answer not readable: %s", exc)
             return None
 
     def _pair(self, s: PairedSummary, live: dict[str, np.ndarray], shadow: dict[str, np.ndarray], n: int) -> None:

@@ -17,7 +17,7 @@ from driftline.edge_sidecar.monitor import Monitor
 from driftline.edge_sidecar.proxy import InferenceProxy
 from driftline.profile import WindowProfile
 from tests.harness.ports import free_port
-from tests.sidecar_support import ModelServer, binary_infer_body
+from tests.sidecar_support import ModelServer, binary_infer_body, wait_until
 
 
 class RawUpstream:
@@ -288,6 +288,27 @@ def test_large_bodies_stream_through_and_expect_continue_works(monitor: Monitor)
             proxy.stop()
     monitor.flush()
     assert monitor.snapshot()["rejected"] == {"oversized": 1}
+
+
+def test_an_upstream_past_the_timeout_answers_502_and_the_proxy_serves_on(monitor: Monitor,
+                                                                          model_server: ModelServer) -> None:
+    hung = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never answers
+    slow = start_proxy(monitor, f"http://127.0.0.1:{hung.getsockname()[1]}", timeout=0.3)
+    fine = start_proxy(monitor, model_server.url, timeout=0.3)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", slow.port, timeout=10)
+        status, _, body = call(slow.port, "POST", "/v2/models/m/infer", b"{}", conn=c)
+        assert status == 502 and json.loads(body)["detail"].endswith(": timeout")
+        assert slow.requests == {"ok": 0, "upstream_error": 1}
+        assert call(slow.port, "GET", "/v2/health/ready")[0] == 502  # a new connection is served the same way
+        assert call(fine.port, "GET", "/v2/health/ready")[0] == 200
+        # the counter moves just after the answer is written: wait for it rather than race it
+        assert wait_until(lambda: fine.requests == {"ok": 1, "upstream_error": 0}), fine.requests
+        assert not fine._deadlines and not slow._deadlines
+    finally:
+        slow.stop()
+        fine.stop()
+        hung.close()
 
 
 def test_upstream_down_answers_502_and_counts_an_error(monitor: Monitor) -> None:

@@ -213,3 +213,34 @@ def test_shadow_settings_refuse_a_missing_upstream() -> None:
 
     with pytest.raises(SettingsError, match="proxy.shadow.upstream"):
         load_settings(None, proxy={"enabled": True, "shadow": {"enabled": True}})
+
+
+def test_a_mirror_pairs_alike_with_or_without_the_rows_the_capture_decoded() -> None:
+    from driftline.edge_sidecar.httppost import Answer
+    from driftline.edge_sidecar.monitor import Monitor
+    from driftline.edge_sidecar.monitorconfig import MonitorConfig
+    from driftline.edge_sidecar.oip import Exchange, parse_exchange
+    from driftline.edge_sidecar.shadow import Mirror, ShadowMirror
+
+    body = infer_body(np.random.default_rng(6), "r-6")
+    live = json.dumps({"model_version": "1", "outputs": [
+        {"name": "score", "shape": [8], "datatype": "FP64", "data": [0.1 * i for i in range(8)]},
+        {"name": "label", "shape": [8], "datatype": "BYTES", "data": ["pos", "neg"] * 4}]}).encode()
+    shadow = json.dumps({"model_version": "2", "outputs": [
+        {"name": "score", "shape": [8], "datatype": "FP64", "data": [0.2 * i for i in range(8)]},
+        {"name": "label", "shape": [8], "datatype": "BYTES", "data": ["pos"] * 8}]}).encode()
+    rows = parse_exchange(Exchange("m", None, body, None, live, None, "hdr-id"))
+    got = []
+    for live_rows in (None, rows):
+        monitor = Monitor(MonitorConfig())
+        sm = ShadowMirror(monitor, "http://127.0.0.1:9")
+        sm._poster.post = lambda path, headers, b: Answer(200, {}, shadow)  # type: ignore[method-assign]
+        sm._mirror(Mirror("m", "/v2/models/m/infer", None, {"x-request-id": "hdr-id"}, body, 200, live, "hdr-id",
+                          live_rows))
+        monitor.tick()
+        s = sm.pending("m")
+        assert s is not None
+        got.append((s.to_dict(), monitor.snapshot()["observed"]))
+    assert got[0] == got[1]
+    assert got[0][0]["rows"] == got[0][0]["labelled"] == 8 and got[0][0]["agree"] == 4
+    assert sum(got[0][1].values()) == 8  # the shadow's rows were recorded either way

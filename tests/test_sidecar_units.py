@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -284,6 +285,21 @@ def test_fast_row_unpacking_matches_the_core(rows: list[dict[str, object]]) -> N
             np.testing.assert_array_equal(fast[k], core[k])  # NaN where NaN
         else:
             assert [repr(v) for v in fast[k].tolist()] == [repr(v) for v in core[k].tolist()], k
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"a": st.one_of(st.floats(), st.integers(-10**6, 10**6)),
+                                       "b": st.floats(width=32), "c": st.integers(-5, 5)}), min_size=1, max_size=20),
+       st.randoms(use_true_random=False))
+def test_fast_unpacking_of_all_numeric_rows_in_any_key_order_matches_the_core(rows: list[dict[str, object]],
+                                                                             rnd: random.Random) -> None:
+    """All-number rows take one cast; rows with the same keys in another order are unpacked by key."""
+    rows = [dict(rnd.sample(list(r.items()), len(r))) if i else r for i, r in enumerate(rows)]
+    fast, core = rows_to_columns(rows), as_columns(rows)[1]
+    assert list(fast) == list(core)
+    for k in core:
+        assert fast[k].dtype == core[k].dtype and fast[k].flags.c_contiguous, k
+        np.testing.assert_array_equal(fast[k], core[k])
 
 
 def test_public_names_resolve_and_modules_declare_all() -> None:
