@@ -49,7 +49,7 @@ def reconnect_delay(failures: int, initial: float, maximum: float, rng: random.R
 FETCH_BYTES = 8 << 20
 """Default ``max_partition_fetch_bytes``: kafka-python's 1 MiB holds about 25 envelopes of 50 features,
 so a poll batch took a round trip per 25 records; 8 MiB holds a default poll batch (200 such
-envelopes) in one, which halves the client's CPU per record (bench/bench_service.py)."""
+envelopes) in one, which cuts the client's CPU per record by about a third (bench/bench_service.py)."""
 
 
 def fetch_bytes(max_body_bytes: int) -> int:
