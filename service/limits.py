@@ -20,6 +20,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,13 +138,16 @@ class Catalog:
         with self._lock:
             return model in self._models
 
-    def admit(self, conn: Any, profiles: Iterable[WindowProfile]) -> tuple[str | None, list[Entry]]:
+    def admit(self, conn: Any, profiles: Iterable[WindowProfile],
+              pending: AbstractSet[Entry] = frozenset()) -> tuple[str | None, list[Entry]]:
         """Inside the ingest transaction: ``(None, new entries)`` if the windows fit, else ``(reason, [])``.
 
-        Call :meth:`committed` with the new entries once the transaction has committed.
+        ``pending``: entries this transaction already admitted (an earlier envelope of the same poll
+        batch), so a batch of one new model's windows asks the database about its names once, not
+        once per window. Call :meth:`committed` with the new entries once the transaction has committed.
         """
         with self._lock:
-            missing = sorted(entries(profiles) - self._known)
+            missing = sorted(entries(profiles) - self._known - pending)
         if not missing:
             return None, []
         new: list[Entry] = []

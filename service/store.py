@@ -412,6 +412,7 @@ class Store:
                                         f"outside [0, {MAX_COUNT}]")
         out = []
         names: list[Any] = []
+        admitted: set[Any] = set()  # names admitted by this transaction's earlier envelopes
         try:
             with self.transaction() as conn:
                 fresh = self._record_ids(conn, items, now, transport)
@@ -421,12 +422,13 @@ class Store:
                         out.append(IngestResult(env.envelope_id, "duplicate", 0))
                         continue
                     fresh.discard(env.envelope_id)
-                    refused, new = self.catalog.admit(conn, env.profiles)
+                    refused, new = self.catalog.admit(conn, env.profiles, admitted)
                     if refused is not None:  # not merged: the same id may come back once the cap is raised
                         conn.execute("DELETE FROM envelopes WHERE envelope_id = ?", (env.envelope_id,))
                         out.append(IngestResult(env.envelope_id, "limited", 0, refused))
                         continue
                     names += new
+                    admitted.update(new)
                     single = raw if raw is not None and len(env.profiles) == 1 else None
                     windows.extend(self._window_row(p, now, "raw", single) for p in env.profiles)
                     out.append(IngestResult(env.envelope_id, "accepted", len(env.profiles)))

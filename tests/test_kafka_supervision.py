@@ -142,3 +142,13 @@ def test_reconnect_delay_is_bounded_with_jitter() -> None:
         base = min(30.0, 1.0 * 2 ** (failures - 1))
         assert base / 2 <= reconnect_delay(failures, 1.0, 30.0, rng) <= base
     assert len({round(reconnect_delay(6, 1.0, 30.0, rng), 6) for _ in range(20)}) > 10
+
+
+def test_a_fetch_holds_a_poll_batch_and_the_largest_envelope() -> None:
+    from driftline.service.kafka_consumer import FETCH_BYTES, fetch_bytes
+
+    # kafka-python's 1 MiB default held ~25 envelopes of 50 features: a round trip per 25 records
+    assert FETCH_BYTES >= 200 * (41_600 + 100)  # a default poll batch (max_poll_records) of such envelopes, framed
+    assert fetch_bytes(4 * 1024 * 1024) == FETCH_BYTES
+    assert fetch_bytes(16 * 1024 * 1024) == 16 * 1024 * 1024 + 64 * 1024  # never less than one envelope
+    assert KafkaSettings().max_poll_records == 200

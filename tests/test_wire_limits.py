@@ -160,3 +160,54 @@ def test_largest_valid_counts_decode() -> None:
     p = sample_profile(20)
     p.rows = MAX_COUNT
     assert decode_envelope(encode_envelope(Envelope([p]))).profiles[0].rows == MAX_COUNT
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("count", True, "expected an integer"),
+    ("count", 17.0, "expected an integer"),
+    ("missing", -1, "outside"),
+    ("nan", "0", "expected an integer"),
+    ("inf", None, "expected an integer"),
+    ("absent", MAX_COUNT + 1, "outside"),
+    ("min", float("inf"), "not finite"),
+    ("max", float("nan"), "not finite"),
+    ("min", True, "expected a number"),
+    ("max", "3.5", "expected a number"),
+    ("sum", None, "expected a number"),
+    ("sumsq", [1.0], "expected a number"),
+    ("kll", "not bytes", "expected binary"),
+    ("kll", None, "expected binary"),
+    ("kind", None, "unknown kind None"),
+])
+def test_every_numeric_column_field_is_checked(key: str, value: object, match: str) -> None:
+    # numeric column maps take a fast path (one lookup, chained type tests); any defect in one of
+    # its twelve values must leave it for the precise checks, which refuse it and name the field
+    d = sample_profile(20).to_dict()
+    d["features"]["x"][key] = value
+    refused(seal({"profiles": [d]}), match)
+
+
+@pytest.mark.parametrize("key, match", [("count", "expected an integer"), ("kll", "expected binary"),
+                                        ("sum", "expected a number"), ("kind", "unknown kind None"),
+                                        ("min", "malformed: KeyError")])
+def test_a_numeric_column_missing_a_key_is_refused(key: str, match: str) -> None:
+    d = sample_profile(20).to_dict()
+    del d["features"]["x"][key]
+    refused(seal({"profiles": [d]}), match)
+
+
+@pytest.mark.parametrize("kll", [b"", b"\x05", b"\x05\x01\x0f garbage", None])
+def test_hostile_sketch_bytes_are_refused(kll: bytes | None) -> None:
+    d = sample_profile(20).to_dict()
+    good = d["features"]["x"]["kll"]
+    d["features"]["x"]["kll"] = good[: len(good) // 2] if kll is None else kll  # None: a truncated sketch
+    refused(seal({"profiles": [d]}), "malformed")
+
+
+def test_a_numeric_column_with_extra_keys_still_has_its_depth_checked() -> None:
+    d = sample_profile(20).to_dict()
+    nested: object = 1
+    for _ in range(MAX_DEPTH):
+        nested = [nested]
+    d["features"]["x"]["extra"] = nested
+    refused(seal({"profiles": [d]}), "deeper than")
