@@ -15,7 +15,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from tests.harness.errors import HarnessError
-from tests.harness.gobuilds import GO_BUILDS_MODULES
+from tests.harness.gobuilds import GO_BUILDS_MODULES, GO_BUILDS_WAIT_S
 from tests.harness.kafka import KafkaBroker
 from tests.harness.postgres import PostgresServer
 from tests.harness.prometheus import PrometheusBinaries, find_prometheus_binaries
@@ -58,6 +58,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     first = [i for i in items if i.path.name in FIRST_MODULES]
     late = [i for i in items if i.path.name in GO_BUILDS_MODULES]
     middle = [i for i in items if i.path.name not in GO_BUILDS_MODULES and i.path.name not in FIRST_MODULES]
+    for item in late:
+        # their first test waits (bounded) for the background Go builds, which a cold cache on a busy
+        # machine stretches past the suite's per-test timeout; the wait has its own bound
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(GO_BUILDS_WAIT_S + 300))
     items[:] = first + middle + late
 
 

@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["GO_BUILDS_MODULES", "wait_for_go_builds"]
+__all__ = ["GO_BUILDS_MODULES", "GO_BUILDS_WAIT_S", "wait_for_go_builds"]
 
 GO_BUILDS_MODULES = ("test_helm.py", "test_controllers.py")
 """Test modules that need the background Go builds; the suite runs them last."""
 
+GO_BUILDS_WAIT_S = 2400.0
+"""How long a test waits for the background Go builds (a cold cache on a busy 2-core machine: tens of minutes)."""
+
 _STATUS = os.environ.get("DRIFTLINE_GO_BUILDS")  # read at import, before tests scrub DRIFTLINE_*
 
 
-def wait_for_go_builds(timeout_s: float = 3600.0) -> None:
+def wait_for_go_builds(timeout_s: float = GO_BUILDS_WAIT_S) -> None:
     """Block (bounded) until the background Go builds have finished; fail the test if they failed."""
     if not _STATUS:
         return
