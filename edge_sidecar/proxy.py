@@ -78,6 +78,9 @@ class InferenceProxy:
         self._versions: dict[str, str] = {}  # model -> version its last response named (bounded by streams)
         self._ratelog = RateLimitedLog(log)
         self.shadow: Any = None  # an edge_sidecar.shadow.ShadowMirror: served calls are mirrored to it
+        # requests being served now: written by the loop alone, read (one int load) by the shadow worker,
+        # which leaves the GIL and the CPU to serving while it is above zero (see edge_sidecar/shadow.py)
+        self.in_flight = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> InferenceProxy:
@@ -145,8 +148,12 @@ class InferenceProxy:
                 if raw is None:
                     break
                 req = parse_head(raw)
-                if not await self._exchange(req, reader, writer):
-                    break
+                self.in_flight += 1
+                try:
+                    if not await self._exchange(req, reader, writer):
+                        break
+                finally:
+                    self.in_flight -= 1
         except ProtocolError as exc:
             self._plain(writer, 400, "bad_request", str(exc))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):

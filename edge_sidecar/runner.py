@@ -77,7 +77,8 @@ class Sidecar:
                 self.monitor, sh.upstream or "", timeout=sh.timeout_seconds, queue_size=sh.queue, variant=sh.variant,
                 default_version=sh.model_version, score_output=sh.score_output, label_output=sh.label_output,
                 positive_threshold=sh.positive_threshold, feature_names=s.proxy.feature_names,
-                max_features=s.proxy.max_features_per_tensor, max_body_bytes=int(s.proxy.max_capture_bytes))
+                max_features=s.proxy.max_features_per_tensor, max_body_bytes=int(s.proxy.max_capture_bytes),
+                busy=self._proxy_busy)
         self.registry = sidecar_registry(SidecarCollector(self.monitor, self.spool, self.shipper, self.proxy))
         routes = {"/healthz": self._health, "/metrics": self._metrics}
         if self.judge is not None:
@@ -95,6 +96,10 @@ class Sidecar:
             self.registry.register(HostWatchCollector(self.hostwatch))
 
     # ---- wiring ----------------------------------------------------------------------------------
+    def _proxy_busy(self) -> bool:
+        """Whether the proxy is serving a request now (the shadow worker waits for a gap)."""
+        return self.proxy is not None and self.proxy.in_flight > 0
+
     def producer(self) -> dict[str, str]:
         """The envelope producer map: who sent it, and the device's backlog and footprint right now."""
         out = producer_map("driftline-sidecar", self.settings.device, self.spool)

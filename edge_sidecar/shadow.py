@@ -9,6 +9,12 @@ or refuses connections costs the worker its timeout and the caller nothing. The 
 GIL with the proxy's event loop, so it decodes only the shadow's answer: the request's rows and the
 live outputs come with the mirror.
 
+Serving comes first on this machine too: before each step that holds the GIL or loads the CPU
+(posting the mirror, decoding the shadow's answer), the worker waits while the proxy is serving a
+request (``busy()``, an int read), polling every 0.1 ms for at most ``SERVING_FIRST_MAX_S`` per step,
+so a mirror is done in the gaps between calls; a proxy that is never idle gets its mirrors late by
+that bound, and ones that no longer fit the queue are dropped and counted, as always.
+
 The worker then has both answers to the same request, so the pairing happens here, by
 construction (no request ids have to travel or be joined later): it records the shadow's outputs
 as variant ``shadow`` with the request's id (``monitor.observe``; a failed shadow call is a counted
@@ -28,7 +34,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +57,8 @@ _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-leng
                   "trailer", "upgrade", "proxy-connection"})
 SMALL_BATCH = 8  # answers with at most this many rows go through the monitor's row buffer
 MAX_MODELS = 1000  # pending summaries (one per model) kept between windows
+SERVING_FIRST_MAX_S = 0.002  # the longest one step of a mirror waits for the proxy to be idle
+SERVING_FIRST_POLL_S = 0.0001
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,7 @@ class ShadowMirror:
                  variant: str = "shadow", default_version: str = "shadow", score_output: str | None = None,
                  label_output: str | None = None, positive_threshold: float = 0.5,
                  feature_names: dict[str, list[str]] | None = None, max_features: int = 256,
-                 max_body_bytes: int = 16 << 20) -> None:
+                 max_body_bytes: int = 16 << 20, busy: Callable[[], bool] | None = None) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise SettingsError(f"proxy.shadow.upstream must be an http:// URL, got {upstream!r}")
@@ -89,6 +97,8 @@ class ShadowMirror:
         self.feature_names = dict(feature_names or {})
         self.max_features = max_features
         self.max_body = int(max_body_bytes)
+        self._busy = busy  # True while the proxy serves a request: the worker waits (bounded) for a gap
+        self.waited_seconds = 0.0  # time the worker gave to serving (health, tests)
         self.dropped = 0
         self.results = {"ok": 0, "error": 0}
         self._queue: queue.Queue[Mirror | None] = queue.Queue(maxsize=queue_size)
@@ -175,7 +185,19 @@ class ShadowMirror:
             except Exception as exc:  # the worker outlives anything a mirror does
                 self._ratelog.warning("mirror", "shadow mirror failed: %s: %s", type(exc).__name__, exc)
 
+    def _serving_first(self) -> None:
+        """Wait, at most ``SERVING_FIRST_MAX_S``, while the proxy is serving a request."""
+        busy = self._busy
+        if busy is None or not busy():
+            return
+        t0 = time.perf_counter()
+        end = t0 + SERVING_FIRST_MAX_S
+        while busy() and time.perf_counter() < end:
+            time.sleep(SERVING_FIRST_POLL_S)
+        self.waited_seconds += time.perf_counter() - t0
+
     def _post(self, m: Mirror) -> tuple[int, bytes, Mapping[str, str], float]:
+        self._serving_first()
         headers = {k: v for k, v in m.headers.items() if k not in _HOP}
         t0 = time.perf_counter()
         a = self._poster.post(m.path, headers, m.body)
@@ -193,6 +215,7 @@ class ShadowMirror:
         live_ok = m.live_status == 200
         shadow_rows = None
         if shadow_ok:
+            self._serving_first()
             shadow_rows = self._parse(m, body, headers.get("inference-header-content-length"))
         pair = PairedSummary().add_request(not live_ok, not shadow_ok)
         if live_ok and shadow_rows is not None:  # the request is decoded once (by the capture, else here)

@@ -244,3 +244,36 @@ def test_a_mirror_pairs_alike_with_or_without_the_rows_the_capture_decoded() -> 
     assert got[0] == got[1]
     assert got[0][0]["rows"] == got[0][0]["labelled"] == 8 and got[0][0]["agree"] == 4
     assert sum(got[0][1].values()) == 8  # the shadow's rows were recorded either way
+
+
+def test_the_worker_leaves_busy_moments_to_serving_but_never_waits_past_its_bound() -> None:
+    """While the proxy serves a request the worker holds off each step; a proxy that is never idle
+    delays a mirror by at most the bound per step, and the mirror is still done."""
+    import time
+
+    from driftline.edge_sidecar import shadow as shadow_mod
+    from driftline.edge_sidecar.httppost import Answer
+    from driftline.edge_sidecar.monitor import Monitor
+    from driftline.edge_sidecar.monitorconfig import MonitorConfig
+    from driftline.edge_sidecar.shadow import Mirror, ShadowMirror
+
+    body = infer_body(np.random.default_rng(7), "r-7")
+    answer = json.dumps({"outputs": [{"name": "score", "shape": [8], "datatype": "FP64",
+                                      "data": [0.1 * i for i in range(8)]}]}).encode()
+    posted_at: list[float] = []
+
+    def post(path: str, headers: dict[str, str], b: bytes) -> Answer:
+        posted_at.append(time.perf_counter())
+        return Answer(200, {}, answer)
+
+    for busy_for, expect_min, expect_max in ((0.0, 0.0, 0.0), (0.0015, 0.001, 0.0019),
+                                            (60.0, 2 * shadow_mod.SERVING_FIRST_MAX_S, 2 * shadow_mod.SERVING_FIRST_MAX_S)):
+        monitor = Monitor(MonitorConfig())
+        t0 = time.perf_counter()
+        sm = ShadowMirror(monitor, "http://127.0.0.1:9", busy=lambda: time.perf_counter() - t0 < busy_for)
+        sm._poster.post = post  # type: ignore[method-assign]
+        sm._mirror(Mirror("m", "/v2/models/m/infer", None, {}, body, 200, answer, "r-7"))
+        monitor.tick()
+        assert expect_min <= sm.waited_seconds <= expect_max + 0.05, (busy_for, sm.waited_seconds)
+        assert posted_at[-1] - t0 >= min(busy_for, shadow_mod.SERVING_FIRST_MAX_S) * 0.9
+        assert sm.results == {"ok": 1, "error": 0} and sum(monitor.snapshot()["observed"].values()) == 8
