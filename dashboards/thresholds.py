@@ -66,10 +66,10 @@ SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
 # Rules that name one device (service/device_health.py): read in the alert and its runbook, no panel yet.
 DEVICE_HEALTH_ALERTS = frozenset({"DriftlineDeviceMemoryLeak", "DriftlineDeviceCpuCreep",
                                   "DriftlineDeviceLatencyRegression"})
-# Golden-set conformance and realised performance: read on the status page, in the alert and its
-# runbook; no panel yet.
+# Golden-set conformance, realised performance and shadow verdicts: read on the status page, in the
+# alert and its runbook; no panel yet.
 OUTCOME_ALERTS = frozenset({"DriftlineEdgeConformanceFailed", "DriftlineEdgeConformanceNotRunning",
-                            "DriftlinePerformanceBelowThreshold"})
+                            "DriftlinePerformanceBelowThreshold", "DriftlineShadowWorse"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)
