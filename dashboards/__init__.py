@@ -10,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["DASHBOARDS", "JSON_DIR", "checked_in"]
 
-DASHBOARDS = ("fleet", "model", "canary", "edge")
+DASHBOARDS = ("fleet", "model", "canary", "edge", "shadow")
 JSON_DIR = Path(__file__).resolve().parent
 
 

@@ -57,6 +57,7 @@ ALERTS: dict[str, AlertThreshold] = {a.alert: a for a in (
     _t("DriftlineIngestRejects", ">", 0.1),
     _t("DriftlineEdgeSpoolBacklog", ">", 1800),
     _t("DriftlineRetrainGivenUp", ">", 0, 1),
+    _t("DriftlineShadowWorse", "==", 1),
 )}
 
 # Rules over series that only a sidecar's own /metrics has (no cloud dashboard can show them), and the
@@ -66,10 +67,10 @@ SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
 # Rules that name one device (service/device_health.py): read in the alert and its runbook, no panel yet.
 DEVICE_HEALTH_ALERTS = frozenset({"DriftlineDeviceMemoryLeak", "DriftlineDeviceCpuCreep",
                                   "DriftlineDeviceLatencyRegression"})
-# Golden-set conformance, realised performance and shadow verdicts: read on the status page, in the
-# alert and its runbook; no panel yet.
+# Golden-set conformance and realised performance: read on the status page, in the alert and its
+# runbook; no panel yet.
 OUTCOME_ALERTS = frozenset({"DriftlineEdgeConformanceFailed", "DriftlineEdgeConformanceNotRunning",
-                            "DriftlinePerformanceBelowThreshold", "DriftlineShadowWorse"})
+                            "DriftlinePerformanceBelowThreshold"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)

@@ -30,6 +30,7 @@ import yaml
 
 from driftline.dashboards import checked_in
 from driftline.dashboards.promql import expand, label_values_selector, metric_names, queries
+from driftline.pairing import PairedSummary
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
 from driftline.wire import Envelope, encode_envelope
@@ -92,6 +93,19 @@ class Retrainer:
         self.thread.join(timeout=5)
 
 
+def shadow_pairs(rng: np.random.Generator, requests: int) -> PairedSummary:
+    """What a sidecar folds for ``requests`` mirrored calls of 4 rows: a shadow that mostly agrees."""
+    s = PairedSummary()
+    for _ in range(requests):
+        failed = bool(rng.random() < 0.05)
+        s.add_request(False, failed)
+        if not failed:
+            labels = (rng.beta(5, 2, 4) > 0.5).tolist()
+            s.add_rows(4, labels, [(not v) if rng.random() < 0.1 else v for v in labels],
+                       rng.normal(0, 0.02, 4).tolist())
+    return s
+
+
 def feed(url: str) -> None:
     """References, a canary, drifting and stable windows, a slower canary arm and one malformed envelope."""
     rng = np.random.default_rng(7)
@@ -113,6 +127,9 @@ def feed(url: str) -> None:
             c.post("/v1/ingest", content=envelope(p, "d3")).raise_for_status()
             p = window(rng, "kiosk", "v1", start=past, device="k1", site="rome")
             c.post("/v1/ingest", content=envelope(p, "k1")).raise_for_status()
+            p = window(rng, "cam", "v3", start=past, variant="shadow", device="d1", latency_ms=6.0)
+            p.shadow = shadow_pairs(rng, 40).to_dict()
+            c.post("/v1/ingest", content=envelope(p, "d1")).raise_for_status()
         assert c.post("/v1/ingest", content=b"not an envelope").status_code == 400
 
 
@@ -185,7 +202,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus_binaries) -> Itera
             feed(url)
             prom.start()
             lv = Live(prom, url)
-            for expr in ("driftline_canary_verdict", 'driftline_retrain_requests_total{result="given_up"}',
+            for expr in ("driftline_canary_verdict", "driftline_shadow_verdict", 'driftline_retrain_requests_total{result="given_up"}',
                          'driftline_retrain_requests_total{result="delivered"}', "driftline_reference_info"):
                 prom.wait_for(expr, timeout=60)
             yield lv

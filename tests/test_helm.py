@@ -154,7 +154,7 @@ def test_lint_and_template(values: Path | None, tmp_path: Path, monkeypatch: pyt
         assert rules == expected
     dashboards = {d["metadata"]["name"]: d for d in kinds["ConfigMap"]
                   if d["metadata"]["labels"].get("grafana_dashboard") == "1"}
-    assert len(dashboards) == 4
+    assert len(dashboards) == len(checked_in()) == 5
     settings = loaded_settings(kinds, tmp_path, monkeypatch)  # what the pod's service would run with
     assert settings.host == "0.0.0.0" and settings.port == 8000
 

@@ -28,7 +28,7 @@ from driftline.service.settings import EvaluationSettings, RetrainSettings, Retr
 from tests.harness.ports import free_port
 from tests.harness.prometheus import PrometheusServer, http_get_json
 from tests.service_support import running_service
-from tests.test_dashboards_prometheus import Retrainer, envelope, window
+from tests.test_dashboards_prometheus import Retrainer, envelope, shadow_pairs, window
 
 pytestmark = pytest.mark.prometheus
 
@@ -76,6 +76,10 @@ def traffic(now: float, *, stale: bool = False) -> list[bytes]:
                                        latency_ms=9.0), "d3"))
             out.append(envelope(window(rng, "cam", "v1", start=now + 900 + i * 60, device="d1", site="oslo"), "d1"))
         out.append(envelope(window(rng, "kiosk", "v1", start=base + i * 60, device="k1", site="rome"), "k1"))
+        if not stale:  # a shadow of cam, its paired summaries riding its windows as a sidecar ships them
+            p = window(rng, "cam", "v3", start=base + i * 60, variant="shadow", device="d1", latency_ms=6.0)
+            p.shadow = shadow_pairs(rng, 40).to_dict()
+            out.append(envelope(p, "d1"))
     return out
 
 
@@ -151,7 +155,8 @@ def test_a_restart_mid_run_leaves_the_stale_and_drift_alerts_firing(tmp_path, pr
 TIME_OF_ARRIVAL = {"driftline_ingest_delivery_lag_seconds": 60.0}
 # Scores from merged KLL sketches: each process merges with its own random compaction bits, so two
 # processes given the same windows differ by the sketch's error (a p99 latency ratio by up to ~10%).
-SKETCH_SCORES = ("drift_score", "shift_score", "canary_effect", "canary_p_value", "drift_share", "missing_ratio")
+SKETCH_SCORES = ("drift_score", "shift_score", "canary_effect", "canary_p_value", "drift_share", "missing_ratio",
+                 "shadow_latency_p99")
 
 
 def instant_at(prom: PrometheusServer, expr: str, at: float) -> list[dict[str, Any]]:
@@ -226,12 +231,12 @@ def test_two_replicas_on_postgres_give_every_dashboard_query_the_single_replica_
             # each replica served half of the envelopes: the pair's counters must add up
             for u in urls["pair"]:
                 s = httpx.get(f"{u}/metrics", timeout=30).text
-                assert 'driftline_ingest_envelopes_total{result="accepted",transport="http"} 15.0' in s
+                assert 'driftline_ingest_envelopes_total{result="accepted",transport="http"} 18.0' in s
             settle = time.monotonic() + 60
             for name, prom in proms.items():  # both scraped, evaluated, device reports in the store
                 while not (prom.query('driftline_canary_verdict') and prom.query("driftline_dataset_drift")
                            and prom.query('driftline_retrain_requests_total{result="delivered"} > 0')
-                           and prom.query("driftline_edge_devices_reporting")):
+                           and prom.query("driftline_edge_devices_reporting") and prom.query("driftline_shadow_verdict")):
                     assert time.monotonic() < settle, f"{name}: no fleet state scraped"
                     time.sleep(0.5)
             time.sleep(8 * SCRAPE_S)  # leader refreshes and a few scrapes after the last of them

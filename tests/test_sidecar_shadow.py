@@ -273,7 +273,7 @@ def test_the_worker_leaves_busy_moments_to_serving_but_never_waits_past_its_boun
                                             (60.0, 2 * shadow_mod.SERVING_FIRST_MAX_S, 2 * shadow_mod.SERVING_FIRST_MAX_S)):
         monitor = Monitor(MonitorConfig())
         t0 = time.perf_counter()
-        sm = ShadowMirror(monitor, "http://127.0.0.1:9", busy=lambda: time.perf_counter() - t0 < busy_for)
+        sm = ShadowMirror(monitor, "http://127.0.0.1:9", busy=lambda t0=t0, busy_for=busy_for: time.perf_counter() - t0 < busy_for)
         sm._poster.post = post  # type: ignore[method-assign]
         sm._mirror(Mirror("m", "/v2/models/m/infer", None, {}, body, 200, answer, "r-7"))
         monitor.tick()
