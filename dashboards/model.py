@@ -107,4 +107,30 @@ def build() -> Board:
                         "{{cohort_label}}={{cohort_value}}"),
                    unit="s", th=alert_steps("DriftlineStaleCohort", "orange"),
                    desc=f"Over {COHORT.value:g} s for 10 minutes fires DriftlineStaleCohort."), 24, 7)
+
+    b.row("Performance (delayed labels)")
+    b.add(stat_panel("Below its bound", prom(f"max(driftline_model_performance_below_threshold{{{SEL}}})",
+                                             instant=True),
+                     unit="none", th=alert_steps("DriftlinePerformanceBelowThreshold"),
+                     maps=mapping({"0": ("ok", "green"), "1": ("BELOW", "red")}),
+                     desc="1 when a bound of performance.thresholds is breached on the labelled predictions of "
+                          "the lookback; held for 15 minutes it fires DriftlinePerformanceBelowThreshold."), 6, 8)
+    b.add(stat_panel("Labelled predictions",
+                     prom(f'driftline_model_performance_labelled_predictions{{{SEL},cohort="all"}}', instant=True),
+                     unit="none", desc="Predictions joined to a delayed label in performance.lookback_seconds; "
+                                       "below performance.min_labelled no bound is judged."), 6, 8)
+    b.add(ts_panel("Classification metrics",
+                   *(prom(f'driftline_model_performance_{m}_ratio{{{SEL},cohort="all"}}', label, ref=ref)
+                     for m, label, ref in (("accuracy", "accuracy", "A"), ("precision", "precision", "B"),
+                                           ("recall", "recall", "C"), ("f1", "F1", "D"), ("roc_auc", "ROC AUC", "E"))),
+                   unit="percentunit", desc="Real performance of the version on its labelled predictions (all "
+                                            "cohorts), at the decision threshold; ROC AUC from score sketches."),
+          12, 8)
+    b.add(ts_panel("Accuracy by cohort", prom(f"driftline_model_performance_accuracy_ratio{{{SEL}}}", "{{cohort}}"),
+                   unit="percentunit", desc="Accuracy per cohort (all, and the largest cohorts): a cohort "
+                                            "falling alone points at its devices or inputs."), 12, 8)
+    b.add(ts_panel("Calibration error (ECE)",
+                   prom(f'driftline_model_performance_ece_ratio{{{SEL},cohort="all"}}', "ECE"), unit="none",
+                   desc="Expected calibration error of the scores (equal-width bins); rising while accuracy "
+                        "holds means the scores no longer mean what they say."), 12, 8)
     return b

@@ -58,6 +58,7 @@ ALERTS: dict[str, AlertThreshold] = {a.alert: a for a in (
     _t("DriftlineEdgeSpoolBacklog", ">", 1800),
     _t("DriftlineRetrainGivenUp", ">", 0, 1),
     _t("DriftlineShadowWorse", "==", 1),
+    _t("DriftlinePerformanceBelowThreshold", "==", 1),
 )}
 
 # Rules over series that only a sidecar's own /metrics has (no cloud dashboard can show them), and the
@@ -67,10 +68,8 @@ SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
 # Rules that name one device (service/device_health.py): read in the alert and its runbook, no panel yet.
 DEVICE_HEALTH_ALERTS = frozenset({"DriftlineDeviceMemoryLeak", "DriftlineDeviceCpuCreep",
                                   "DriftlineDeviceLatencyRegression"})
-# Golden-set conformance and realised performance: read on the status page, in the alert and its
-# runbook; no panel yet.
-OUTCOME_ALERTS = frozenset({"DriftlineEdgeConformanceFailed", "DriftlineEdgeConformanceNotRunning",
-                            "DriftlinePerformanceBelowThreshold"})
+# Golden-set conformance: read on the status page, in the alert and its runbook; no panel yet.
+OUTCOME_ALERTS = frozenset({"DriftlineEdgeConformanceFailed", "DriftlineEdgeConformanceNotRunning"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)

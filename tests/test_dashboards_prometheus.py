@@ -31,6 +31,7 @@ import yaml
 from driftline.dashboards import checked_in
 from driftline.dashboards.promql import expand, label_values_selector, metric_names, queries
 from driftline.pairing import PairedSummary
+from driftline.performance import PerformanceSummary
 from driftline.profile import ProfileConfig, StreamKey, WindowProfile
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
 from driftline.wire import Envelope, encode_envelope
@@ -106,6 +107,15 @@ def shadow_pairs(rng: np.random.Generator, requests: int) -> PairedSummary:
     return s
 
 
+def labelled(rng: np.random.Generator, of: WindowProfile, n: int) -> WindowProfile:
+    """Delayed labels joined to ``n`` predictions of window ``of``, as a sidecar ships them: a zero-row
+    window of the prediction's window carrying the performance summary."""
+    score = rng.beta(5, 2, n)
+    p = WindowProfile(of.key, of.start, of.end, CFG)
+    p.performance = PerformanceSummary().update(score.tolist(), (rng.random(n) < score).astype(int).tolist())
+    return p
+
+
 def feed(url: str) -> None:
     """References, a canary, drifting and stable windows, a slower canary arm and one malformed envelope."""
     rng = np.random.default_rng(7)
@@ -123,6 +133,7 @@ def feed(url: str) -> None:
                 for dev, site, shift, nans in (("d1", "oslo", 0.0, 0.0), ("d2", "lima", 1.5, 0.3)):
                     p = window(rng, "cam", "v1", start=start, device=dev, site=site, shift=shift, nan_share=nans)
                     c.post("/v1/ingest", content=envelope(p, dev)).raise_for_status()
+                    c.post("/v1/ingest", content=envelope(labelled(rng, p, 100), dev)).raise_for_status()
             p = window(rng, "cam", "v2", start=future, variant="canary", device="d3", latency_ms=9.0)
             c.post("/v1/ingest", content=envelope(p, "d3")).raise_for_status()
             p = window(rng, "kiosk", "v1", start=past, device="k1", site="rome")

@@ -98,7 +98,7 @@ def test_push_creates_the_folder_and_uploads_every_dashboard(grafana: FakeGrafan
     monkeypatch.setenv("GRAFANA_TOKEN", "tok")
     assert push("--grafana-url", grafana.url, "--folder", "ML monitoring") == 0
     calls = [(m, p) for m, p, _, _ in grafana.requests]
-    assert calls == [("GET", "/api/folders"), ("POST", "/api/folders")] + [("POST", "/api/dashboards/db")] * 4
+    assert calls == [("GET", "/api/folders"), ("POST", "/api/folders")] + [("POST", "/api/dashboards/db")] * len(DASHBOARDS)
     assert all(auth == "Bearer tok" for *_, auth in grafana.requests)
     folder = next(f for f in grafana.folders if f["title"] == "ML monitoring")
     shipped = {json.loads(t)["uid"]: json.loads(t) for t in checked_in().values()}

@@ -28,7 +28,7 @@ from driftline.service.settings import EvaluationSettings, RetrainSettings, Retr
 from tests.harness.ports import free_port
 from tests.harness.prometheus import PrometheusServer, http_get_json
 from tests.service_support import running_service
-from tests.test_dashboards_prometheus import Retrainer, envelope, shadow_pairs, window
+from tests.test_dashboards_prometheus import Retrainer, envelope, labelled, shadow_pairs, window
 
 pytestmark = pytest.mark.prometheus
 
@@ -70,6 +70,7 @@ def traffic(now: float, *, stale: bool = False) -> list[bytes]:
         for dev, site, shift, nans in (("d1", "oslo", 0.0, 0.0), ("d2", "lima", 1.5, 0.3)):
             p = window(rng, "cam", "v1", start=base + i * 60, device=dev, site=site, shift=shift, nan_share=nans)
             out.append(envelope(p, dev))
+            out.append(envelope(labelled(rng, p, 100), dev))
         if not stale:
             # the canary's windows end after any setup's experiment start (its PUT, minutes apart per setup)
             out.append(envelope(window(rng, "cam", "v2", start=now + 900 + i * 60, variant="canary", device="d3",
@@ -156,7 +157,7 @@ TIME_OF_ARRIVAL = {"driftline_ingest_delivery_lag_seconds": 60.0}
 # Scores from merged KLL sketches: each process merges with its own random compaction bits, so two
 # processes given the same windows differ by the sketch's error (a p99 latency ratio by up to ~10%).
 SKETCH_SCORES = ("drift_score", "shift_score", "canary_effect", "canary_p_value", "drift_share", "missing_ratio",
-                 "shadow_latency_p99")
+                 "shadow_latency_p99", "performance_roc_auc")
 
 
 def instant_at(prom: PrometheusServer, expr: str, at: float) -> list[dict[str, Any]]:
@@ -231,7 +232,7 @@ def test_two_replicas_on_postgres_give_every_dashboard_query_the_single_replica_
             # each replica served half of the envelopes: the pair's counters must add up
             for u in urls["pair"]:
                 s = httpx.get(f"{u}/metrics", timeout=30).text
-                assert 'driftline_ingest_envelopes_total{result="accepted",transport="http"} 18.0' in s
+                assert 'driftline_ingest_envelopes_total{result="accepted",transport="http"} 24.0' in s
             settle = time.monotonic() + 60
             for name, prom in proms.items():  # both scraped, evaluated, device reports in the store
                 while not (prom.query('driftline_canary_verdict') and prom.query("driftline_dataset_drift")
