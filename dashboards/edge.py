@@ -76,4 +76,32 @@ def build() -> Board:
                    prom(f"sum by (model) (rate(driftline_edge_sidecar_cpu_seconds_total{{{M}}}[$__rate_interval]))",
                         "{{model}}"),
                    unit="percentunit", desc="CPU the sidecars use, summed over devices (1 = one core)."), 12, 8)
+
+    b.row("Golden-set conformance")
+    b.add(stat_panel("Devices failing conformance",
+                     prom(f'sum(driftline_edge_conformance_devices{{{M},result="fail"}})', instant=True),
+                     unit="none", th=alert_steps("DriftlineEdgeConformanceFailed"),
+                     desc="Devices whose newest golden-set run computed other outputs than the cloud (beyond the "
+                          "set's tolerances); any fires DriftlineEdgeConformanceFailed."), 6, 8)
+    b.add(stat_panel("Devices that cannot run it",
+                     prom(f'sum(driftline_edge_conformance_devices{{{M},result="error"}})', instant=True),
+                     unit="none", th=alert_steps("DriftlineEdgeConformanceNotRunning", "orange"),
+                     desc="Devices whose model server failed, refused or timed out on the golden set; for 30 "
+                          "minutes it fires DriftlineEdgeConformanceNotRunning."), 6, 8)
+    b.add(ts_panel("Devices by conformance result",
+                   prom(f"sum by (model, version, result) (driftline_edge_conformance_devices{{{M}}})",
+                        "{{model}} {{version}} {{result}}"),
+                   unit="none", desc="Devices by the result of their newest golden-set run: pass, fail, error."),
+          12, 8)
+    b.add(ts_panel("Largest output difference from the cloud",
+                   prom(f"max by (model, version) (driftline_edge_conformance_max_abs_diff{{{M}}})",
+                        "{{model}} {{version}}"),
+                   unit="none", desc="Largest absolute difference between a device's and the cloud's outputs on "
+                                     "the golden set, over devices (+Inf: a NaN or infinity on one side only)."),
+          12, 8)
+    b.add(ts_panel("Failing devices by cohort",
+                   prom(f'sum by (cohort_label, cohort_value) (driftline_edge_conformance_cohort_devices{{{M},'
+                        'result="fail"})', "{{cohort_label}}={{cohort_value}}"),
+                   unit="none", desc="Where the failures are: devices failing per firmware, runtime or driver "
+                                     "value (a driver or runtime upgrade shows as one cohort)."), 12, 8)
     return b

@@ -14,7 +14,7 @@ from driftline.stats.canary import CanaryConfig
 from driftline.stats.decision import DEFAULT_THRESHOLDS, DriftConfig
 
 __all__ = ["ALERTS", "CANARY_ALPHA", "DRIFT_SHARE", "KS", "PSI", "SERVICE_ALERTS", "SIDECAR_ONLY_ALERTS",
-           "DEVICE_HEALTH_ALERTS", "OUTCOME_ALERTS",
+           "DEVICE_HEALTH_ALERTS",
            "SIDECAR_RSS_BUDGET_BYTES",
            "AlertThreshold"]
 
@@ -59,6 +59,8 @@ ALERTS: dict[str, AlertThreshold] = {a.alert: a for a in (
     _t("DriftlineRetrainGivenUp", ">", 0, 1),
     _t("DriftlineShadowWorse", "==", 1),
     _t("DriftlinePerformanceBelowThreshold", "==", 1),
+    _t("DriftlineEdgeConformanceFailed", ">", 0, 1),
+    _t("DriftlineEdgeConformanceNotRunning", ">", 0, 1),
 )}
 
 # Rules over series that only a sidecar's own /metrics has (no cloud dashboard can show them), and the
@@ -68,8 +70,6 @@ SERVICE_ALERTS = frozenset({"DriftlineServiceDown"})
 # Rules that name one device (service/device_health.py): read in the alert and its runbook, no panel yet.
 DEVICE_HEALTH_ALERTS = frozenset({"DriftlineDeviceMemoryLeak", "DriftlineDeviceCpuCreep",
                                   "DriftlineDeviceLatencyRegression"})
-# Golden-set conformance: read on the status page, in the alert and its runbook; no panel yet.
-OUTCOME_ALERTS = frozenset({"DriftlineEdgeConformanceFailed", "DriftlineEdgeConformanceNotRunning"})
 
 CANARY_ALPHA = CanaryConfig.alpha
 SIDECAR_RSS_BUDGET_BYTES = 150e6  # the sidecar's footprint budget (docs/sidecar.md)

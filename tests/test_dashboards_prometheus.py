@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
+from driftline.conformance import GoldenSet, compare
 from driftline.dashboards import checked_in
 from driftline.dashboards.promql import expand, label_values_selector, metric_names, queries
 from driftline.pairing import PairedSummary
@@ -116,6 +117,14 @@ def labelled(rng: np.random.Generator, of: WindowProfile, n: int) -> WindowProfi
     return p
 
 
+def golden_run(passed: bool, at: float, driver: str) -> dict[str, Any]:
+    """A device's golden-set result for cam v1, as its sidecar ships it (off by 0.5 on one case when failing)."""
+    x = np.arange(12.0).reshape(6, 2)
+    g = GoldenSet("cam", "v1", {"x": x}, {"score": x.sum(axis=1)})
+    got = x.sum(axis=1) + (0.0 if passed else np.array([0, 0, 0.5, 0, 0, 0]))
+    return compare(g, {"score": got}).to_wire(g, trigger="start", evaluated_at=at, cohort={"driver": driver})
+
+
 def feed(url: str) -> None:
     """References, a canary, drifting and stable windows, a slower canary arm and one malformed envelope."""
     rng = np.random.default_rng(7)
@@ -141,6 +150,11 @@ def feed(url: str) -> None:
             p = window(rng, "cam", "v3", start=past, variant="shadow", device="d1", latency_ms=6.0)
             p.shadow = shadow_pairs(rng, 40).to_dict()
             c.post("/v1/ingest", content=envelope(p, "d1")).raise_for_status()
+        for dev, driver, passed in (("d1", "drv-1", True), ("d2", "drv-2", False)):  # golden-set runs
+            p = window(rng, "cam", "v1", start=now - 90, device=dev)
+            env = Envelope([p], producer={"name": "driftline-sidecar", "device": dev},
+                           conformance=[golden_run(passed, now - 60, driver)])
+            c.post("/v1/ingest", content=encode_envelope(env)).raise_for_status()
         assert c.post("/v1/ingest", content=b"not an envelope").status_code == 400
 
 

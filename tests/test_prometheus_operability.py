@@ -13,6 +13,7 @@ import json
 import math
 import time
 import urllib.parse
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ import yaml
 from driftline.dashboards import checked_in
 from driftline.dashboards.promql import expand, label_values_selector, queries
 from driftline.service.settings import EvaluationSettings, RetrainSettings, RetrainTarget, ServiceSettings
+from driftline.wire import Envelope, encode_envelope
 from tests.harness.ports import free_port
 from tests.harness.prometheus import PrometheusServer, http_get_json
 from tests.service_support import running_service
-from tests.test_dashboards_prometheus import Retrainer, envelope, labelled, shadow_pairs, window
+from tests.test_dashboards_prometheus import Retrainer, envelope, golden_run, labelled, shadow_pairs, window
 
 pytestmark = pytest.mark.prometheus
 
@@ -89,8 +91,20 @@ REFERENCES = [(m, v, envelope(window(np.random.default_rng(5), m, v, start=0.0, 
               for m, v in (("cam", "v1"), ("cam", "v2"), ("kiosk", "v1"))]
 
 
-def feed(urls: list[str], envelopes: list[bytes]) -> None:
-    """References, envelope i to ``urls[i % len(urls)]`` (a load balancer), a canary, one bad envelope."""
+def golden_envelopes(now: float) -> list[bytes]:
+    rng = np.random.default_rng(13)
+    return [encode_envelope(Envelope([window(rng, "cam", "v1", start=now - 90, device=dev)],
+                                     producer={"name": "driftline-sidecar", "device": dev},
+                                     conformance=[golden_run(passed, now - 60, driver)]))
+            for dev, driver, passed in (("d1", "drv-1", True), ("d2", "drv-2", False))]
+
+
+GOLDEN_RUNS = golden_envelopes(time.time())
+
+
+def feed(urls: list[str], envelopes: list[bytes], golden: Sequence[bytes] = ()) -> None:
+    """References, envelope i to ``urls[i % len(urls)]`` (a load balancer), golden-set runs, a canary, one bad
+    envelope."""
     with httpx.Client(timeout=30) as c:
         for model, version, body in REFERENCES:
             c.put(f"{urls[0]}/v1/models/{model}/versions/{version}/reference", content=body).raise_for_status()
@@ -100,6 +114,8 @@ def feed(urls: list[str], envelopes: list[bytes]) -> None:
         # would freeze fewer rows in one setup than in the other
         c.put(f"{urls[-1]}/v1/models/cam/canary", json={"baseline_version": "v1", "canary_version": "v2",
                                                        "min_rows": 200, "min_duration_seconds": 5}).raise_for_status()
+        for i, body in enumerate(golden):  # each device's newest golden-set run, one per replica
+            c.post(f"{urls[i % len(urls)]}/v1/ingest", content=body).raise_for_status()
         assert c.post(f"{urls[0]}/v1/ingest", content=b"not an envelope").status_code == 400
 
 
@@ -225,14 +241,14 @@ def test_two_replicas_on_postgres_give_every_dashboard_query_the_single_replica_
             for name, dbs in setups.items():
                 urls[name] = [stack.enter_context(running_service(ServiceSettings(
                     database_url=db, port=0, evaluation=evaluation, retrain=retrain))) for db in dbs]
-                feed(urls[name], envelopes)
+                feed(urls[name], envelopes, GOLDEN_RUNS)
                 targets = [u.removeprefix("http://") for u in urls[name]]
                 proms[name] = PrometheusServer(tmp_path / name, prom_config(tmp_path / f"{name}.yml", targets),
                                                binaries=prometheus_binaries).start()
             # each replica served half of the envelopes: the pair's counters must add up
             for u in urls["pair"]:
                 s = httpx.get(f"{u}/metrics", timeout=30).text
-                assert 'driftline_ingest_envelopes_total{result="accepted",transport="http"} 24.0' in s
+                assert 'driftline_ingest_envelopes_total{result="accepted",transport="http"} 25.0' in s
             settle = time.monotonic() + 60
             for name, prom in proms.items():  # both scraped, evaluated, device reports in the store
                 while not (prom.query('driftline_canary_verdict') and prom.query("driftline_dataset_drift")
