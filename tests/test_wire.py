@@ -65,6 +65,28 @@ def test_uncompressed_round_trip_and_header_layout() -> None:
     assert decode_envelope(data).profiles[0].to_dict() == env.profiles[0].to_dict()
 
 
+def test_the_default_compresses_only_a_body_that_zlib_shrinks_by_a_quarter() -> None:
+    """Float64 sketches barely compress, so they go plain (no inflate at the service); a body of
+    repetitive labels goes compressed; both forms, and both forced forms, decode to the same profiles."""
+    rng = np.random.default_rng(3)
+    numeric = WindowProfile(StreamKey.of("m", "v"), 0.0, 60.0).update(rng.normal(size=(100, 20)),
+                                                                      feature_names=[f"f{i}" for i in range(20)])
+    labels = WindowProfile(StreamKey.of("m", "v"), 0.0, 60.0, ProfileConfig(categorical=frozenset({"c"})))
+    labels.update({"c": np.array(["same-long-category-label"] * 500)}, {"label": np.zeros(500)})
+    for prof, flag in ((numeric, 0), (labels, 1)):
+        env = Envelope([prof])
+        data = encode_envelope(env)
+        forced = {c: encode_envelope(env, compress=c) for c in (True, False)}
+        plain = len(forced[False]) - HEADER.size
+        packed = len(zlib.compress(forced[False][HEADER.size:], 1))
+        assert (packed <= 0.75 * plain) == bool(flag), (packed, plain)
+        assert HEADER.unpack_from(data)[3] == flag
+        assert data == forced[bool(flag)]
+        assert (HEADER.unpack_from(forced[True])[3], HEADER.unpack_from(forced[False])[3]) == (1, 0)
+        for raw in (data, *forced.values()):
+            assert decode_envelope(raw).profiles[0].to_dict() == prof.to_dict()
+
+
 def test_a_profile_as_a_blob() -> None:
     """The store's and spool's one-profile blob: the zero id and time, deterministic, exactly one profile."""
     p = sample_profile(50)
