@@ -18,7 +18,7 @@ import pytest
 from driftline.errors import WireFormatError
 from driftline.profile import StreamKey, WindowProfile
 from driftline.service.limits import Caps
-from driftline.service.store import Store
+from driftline.service.store import SQLITE_PAGE_SIZE, Store
 from driftline.wire import HEADER, MAGIC, Envelope, decode_envelope, encode_envelope
 
 
@@ -52,6 +52,31 @@ def test_batched_ingest_outcomes_sqlite(tmp_path) -> None:
         _check_batch(store)
     finally:
         store.close()
+
+
+def test_a_new_sqlite_database_has_16k_pages_and_an_old_one_keeps_its_own(tmp_path) -> None:
+    """The page size only applies to a new database: one made by an earlier version (4 KiB pages,
+    WAL) opens unchanged, and both hold the same windows."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "old.sqlite")
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE t (x INTEGER)")
+    old.close()
+    for name, pages in (("new.sqlite", SQLITE_PAGE_SIZE), ("old.sqlite", 4096)):
+        store = Store(f"sqlite:///{tmp_path / name}", caps=Caps(max_models=3))
+        try:
+            assert store.query("PRAGMA page_size")[0][0] == pages
+            _check_batch(store)
+        finally:
+            store.close()
+        store = Store(f"sqlite:///{tmp_path / name}", caps=Caps(max_models=3))  # and again, reopened
+        try:
+            assert store.query("PRAGMA page_size")[0][0] == pages
+            assert sorted(w.model for m in ("m-a", "m-b", "m-c") for w in store.windows(m)) == ["m-a", "m-b", "m-c"]
+        finally:
+            store.close()
 
 
 def test_batched_ingest_outcomes_postgres(postgres_server) -> None:
