@@ -130,7 +130,7 @@ def encode_envelope(env: Envelope, *, compress: bool | None = None) -> bytes:
 
 
 def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                    instant_ok: bool = False, trusted: bool = False) -> Envelope:
+                    instant_ok: bool = False, trusted: bool = False, lazy: bool = False) -> Envelope:
     """Decode and validate an envelope; raise :class:`WireFormatError` with a clear reason on any defect.
 
     Every bound of ``docs/wire-format.md`` is checked before the profiles are built, so any input
@@ -138,16 +138,18 @@ def decode_envelope(data: bytes | bytearray | memoryview, *, max_bytes: int = DE
     ``start == end`` (reference profiles, which summarise a data set rather than a window).
     ``trusted`` skips the bounds (the frame, checksum and types are still checked): only for bytes
     this process's own side validated before storing them, such as the service's stored windows.
+    ``lazy`` checks every numeric sketch as always but builds its object only on first use
+    (:class:`~driftline.columns.NumericColumn`): for the service's ingest, which stores the bytes.
     """
     try:
-        return _decode(bytes(data), max_bytes, instant_ok, trusted)
+        return _decode(bytes(data), max_bytes, instant_ok, trusted, lazy)
     except WireFormatError:
         raise
     except Exception as exc:  # any defect deeper in the body is still a wire-format defect
         raise WireFormatError(f"envelope body is malformed: {type(exc).__name__}: {exc}") from exc
 
 
-def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False) -> Envelope:
+def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False, lazy: bool = False) -> Envelope:
     if len(data) > max_bytes:
         raise WireFormatError(f"envelope is {len(data)} bytes, over the {max_bytes}-byte limit")
     if not data:
@@ -185,7 +187,7 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
             raise WireFormatError(f"body nests containers deeper than {MAX_DEPTH} levels")
         check_body(obj, instant_ok=instant_ok)
     kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
-    profiles = [_profile(p, i, kll_items) for i, p in enumerate(obj["profiles"])]
+    profiles = [_profile(p, i, kll_items, lazy) for i, p in enumerate(obj["profiles"])]
     return Envelope(
         profiles=profiles,
         producer={k: str(v) for k, v in (obj.get("producer") or {}).items()},
@@ -222,9 +224,9 @@ def _unpack_checked(body: bytes, budget: int, max_bin: int) -> Any:
                            max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
 
 
-def _profile(raw: Any, index: int, kll_items: str) -> WindowProfile:
+def _profile(raw: Any, index: int, kll_items: str, lazy: bool = False) -> WindowProfile:
     try:
-        return WindowProfile.from_dict(raw, kll_items)
+        return WindowProfile.from_dict(raw, kll_items, lazy=lazy)
     except (KeyError, TypeError, ValueError, DriftlineError) as exc:
         raise WireFormatError(f"profile #{index} is malformed: {type(exc).__name__}: {exc}") from exc
 
