@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT_MINOR",
     "COMPRESS_MIN_SAVING",
     "MAGIC",
+    "PLAIN_MAX_BYTES",
     "READABLE_MAJORS",
     "Envelope",
     "decode_envelope",
@@ -95,13 +96,17 @@ Inflating costs the receiver CPU for every byte it yields; numeric columns' floa
 compress (an envelope of 50 of them shrinks by about 14%), and inflating them was the service's
 largest single cost per Kafka envelope (about 16%). Bodies that do compress well (categorical
 sketches, reservoirs, long names) keep zlib. Readers have always accepted both (flag bit 0)."""
+PLAIN_MAX_BYTES = 1 << 20
+"""A body over this size is sent compressed whenever zlib saves anything: sent plain it could cross a
+size limit (the service's 4 MiB ``max_body_bytes``, Kafka's ``max_request_size``) it fitted before."""
 
 
 def encode_envelope(env: Envelope, *, compress: bool | None = None) -> bytes:
     """Encode an envelope to bytes (deterministic for equal inputs).
 
     ``compress``: True always sends the body zlib-compressed, False never; None (the default) sends
-    it compressed only when that saves at least :data:`COMPRESS_MIN_SAVING` of its bytes.
+    it compressed only when that saves at least :data:`COMPRESS_MIN_SAVING` of its bytes, or any
+    bytes of a body over :data:`PLAIN_MAX_BYTES`.
     """
     doc: dict[str, Any] = {
         "producer": dict(env.producer),
@@ -114,7 +119,8 @@ def encode_envelope(env: Envelope, *, compress: bool | None = None) -> bytes:
     flags = 0
     if compress is not False:
         packed = zlib.compress(body, 1)
-        if compress or len(packed) <= len(body) * (1.0 - COMPRESS_MIN_SAVING):
+        if (compress or len(packed) <= len(body) * (1.0 - COMPRESS_MIN_SAVING)
+                or (len(body) > PLAIN_MAX_BYTES and len(packed) < len(body))):
             body = packed
             flags |= FLAG_ZLIB
     header = HEADER.pack(

@@ -18,6 +18,7 @@ from driftline.wire import (
     FORMAT_MAJOR,
     HEADER,
     MAGIC,
+    PLAIN_MAX_BYTES,
     Envelope,
     decode_envelope,
     decode_profile,
@@ -65,7 +66,7 @@ def test_uncompressed_round_trip_and_header_layout() -> None:
     assert decode_envelope(data).profiles[0].to_dict() == env.profiles[0].to_dict()
 
 
-def test_the_default_compresses_only_a_body_that_zlib_shrinks_by_a_quarter() -> None:
+def test_the_default_compresses_a_body_zlib_shrinks_by_a_quarter_or_one_over_1_mib() -> None:
     """Float64 sketches barely compress, so they go plain (no inflate at the service); a body of
     repetitive labels goes compressed; both forms, and both forced forms, decode to the same profiles."""
     rng = np.random.default_rng(3)
@@ -85,6 +86,15 @@ def test_the_default_compresses_only_a_body_that_zlib_shrinks_by_a_quarter() -> 
         assert (HEADER.unpack_from(forced[True])[3], HEADER.unpack_from(forced[False])[3]) == (1, 0)
         for raw in (data, *forced.values()):
             assert decode_envelope(raw).profiles[0].to_dict() == prof.to_dict()
+    # a body over 1 MiB goes compressed whenever that saves anything, so it meets the size limits it
+    # met before (here float64 sketches of 1,500 columns: about 14% smaller)
+    wide = WindowProfile(StreamKey.of("m", "v"), 0.0, 60.0).update(rng.normal(size=(100, 1500)),
+                                                                   feature_names=[f"f{i}" for i in range(1500)])
+    big = Envelope([wide])
+    plain = encode_envelope(big, compress=False)
+    assert len(plain) - HEADER.size > PLAIN_MAX_BYTES
+    assert len(zlib.compress(plain[HEADER.size:], 1)) > 0.75 * (len(plain) - HEADER.size)
+    assert encode_envelope(big) == encode_envelope(big, compress=True)
 
 
 def test_a_profile_as_a_blob() -> None:
