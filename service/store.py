@@ -295,6 +295,8 @@ class Store:
             else:
                 raise StoreError(f"unsupported database_url {url!r}: use sqlite:///PATH or postgresql://...")
             self.create_tables(SCHEMA)
+            if self._pool is not None:
+                self._store_blobs_uncompressed()
             self.catalog = Catalog(self, caps or Caps())
         except StoreError:
             self.close()
@@ -325,6 +327,19 @@ class Store:
         else:
             with self._pool.connection() as conn:
                 yield conn
+
+    def _store_blobs_uncompressed(self) -> None:
+        """PostgreSQL: window blobs are kept out of line without pglz (``STORAGE EXTERNAL``).
+
+        Envelope bodies are zlib-compressed only when that saves a quarter (driftline/wire.py), so a
+        blob of float64 sketches arrives plain; the default (``EXTENDED``) makes the server try pglz
+        on every such 48 KB blob, which costs its CPU for ~10% at best. Checked first, so replicas
+        that start later take no lock on the table; rows written before keep their storage.
+        """
+        rows = self.query("SELECT attstorage FROM pg_attribute WHERE attrelid = 'windows'::regclass "
+                          "AND attname = 'profile'")
+        if rows and str(rows[0][0]) != "e":
+            self.execute("ALTER TABLE windows ALTER COLUMN profile SET STORAGE EXTERNAL")
 
     def create_tables(self, ddl: Sequence[str]) -> None:
         """Create the tables (and indexes) a module declares, if missing: ``{serial}``/``{blob}`` per engine.

@@ -87,6 +87,24 @@ def test_batched_ingest_outcomes_postgres(postgres_server) -> None:
         store.close()
 
 
+def test_postgres_keeps_window_blobs_out_of_line_without_pglz(postgres_server) -> None:
+    """Window blobs are stored EXTERNAL (plain bodies are not worth pglz's try); a second store on the
+    same database finds it set and opens without altering the table; the windows read back as sent."""
+    url = postgres_server.new_database(f"storage_{uuid.uuid4().hex[:8]}")
+    first = Store(url, caps=Caps(max_models=3))
+    try:
+        second = Store(url, caps=Caps(max_models=3))
+        try:
+            storage = second.query("SELECT attstorage FROM pg_attribute WHERE attrelid = 'windows'::regclass "
+                                   "AND attname = 'profile'")
+            assert storage == [("e",)]
+            _check_batch(second)
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
 def test_batched_ingest_many_ids_in_several_statements(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'many.sqlite'}")
     try:
