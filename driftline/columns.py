@@ -126,13 +126,20 @@ class NumericColumn:
 
     The sketch holds float64 items (``kll_doubles_sketch``), so large offsets and epoch timestamps
     keep their resolution; each batch goes in as one whole-array update.
+
+    A column read with ``from_dict(..., lazy=True)`` keeps its checked sketch bytes and builds the
+    sketch object on first use of :attr:`kll`: the service's ingest stores the envelope's own bytes
+    and never reads its sketches, and holding 25,000 live sketch objects per poll batch cost it more
+    than checking them (the heap grows and is faulted in again each batch).
     """
 
     kind = "numeric"
-    __slots__ = ("kll", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max", "sum", "sumsq")
+    __slots__ = ("_kll", "_kll_bytes", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max", "sum",
+                 "sumsq")
 
     def __init__(self, k: int = DEFAULT_KLL_K) -> None:
-        self.kll = kll_doubles_sketch(k)
+        self._kll: kll_doubles_sketch | None = kll_doubles_sketch(k)
+        self._kll_bytes: bytes | None = None
         self.count = 0
         self.missing = 0
         self.nan = 0
@@ -143,6 +150,20 @@ class NumericColumn:
         self.max = -math.inf
         self.sum = 0.0
         self.sumsq = 0.0
+
+    @property
+    def kll(self) -> kll_doubles_sketch:
+        """The KLL sketch, built from the kept bytes on first use (then the bytes are dropped)."""
+        sketch = self._kll
+        if sketch is None:
+            sketch = self._kll = kll_doubles_sketch.deserialize(self._kll_bytes)
+            self._kll_bytes = None
+        return sketch
+
+    @kll.setter
+    def kll(self, sketch: kll_doubles_sketch) -> None:
+        self._kll = sketch
+        self._kll_bytes = None
 
     @property
     def k(self) -> int:
@@ -259,12 +280,22 @@ class NumericColumn:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], kll_items: str = KLL_DOUBLES) -> NumericColumn:
-        """Rebuild from the dict form; ``kll_items="floats"`` reads a wire format 1 sketch (widened)."""
+    def from_dict(cls, d: dict[str, Any], kll_items: str = KLL_DOUBLES, *, lazy: bool = False) -> NumericColumn:
+        """Rebuild from the dict form; ``kll_items="floats"`` reads a wire format 1 sketch (widened).
+
+        ``lazy``: the sketch bytes are still deserialized here (so bad bytes raise exactly as they
+        always did), but the object is dropped at once and rebuilt from the bytes on first use.
+        """
         col = cls.__new__(cls)
         raw, count, missing, nan, inf, invalid, absent, vmin, vmax, vsum, vsumsq = _numeric_fields(d)  # one lookup
         raw = bytes(raw)
-        col.kll = kll_doubles_sketch.deserialize(widen_kll_floats(raw) if kll_items == KLL_FLOATS else raw)
+        if kll_items == KLL_FLOATS:
+            raw = widen_kll_floats(raw)
+        sketch = kll_doubles_sketch.deserialize(raw)
+        if lazy:
+            col._kll, col._kll_bytes = None, raw
+        else:
+            col._kll, col._kll_bytes = sketch, None
         col.count = int(count)
         col.missing = int(missing)
         col.nan = int(nan)
@@ -426,11 +457,12 @@ class CategoricalColumn:
 Column = NumericColumn | CategoricalColumn
 
 
-def column_from_dict(d: dict[str, Any], kll_items: str = KLL_DOUBLES) -> Column:
-    """Rebuild a column from its dict form (the wire format's column map)."""
+def column_from_dict(d: dict[str, Any], kll_items: str = KLL_DOUBLES, *, lazy: bool = False) -> Column:
+    """Rebuild a column from its dict form (the wire format's column map); ``lazy`` as in
+    :meth:`NumericColumn.from_dict` (categorical columns are always built)."""
     kind = d.get("kind")
     if kind == "numeric":
-        return NumericColumn.from_dict(d, kll_items)
+        return NumericColumn.from_dict(d, kll_items, lazy=lazy)
     if kind == "categorical":
         return CategoricalColumn.from_dict(d)
     raise ValueError(f"unknown column kind {kind!r}")

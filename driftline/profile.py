@@ -545,8 +545,12 @@ class WindowProfile:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], kll_items: str = KLL_DOUBLES) -> WindowProfile:
-        """Rebuild from the dict form; ``kll_items="floats"`` for profiles of wire format 1."""
+    def from_dict(cls, d: Mapping[str, Any], kll_items: str = KLL_DOUBLES, *, lazy: bool = False) -> WindowProfile:
+        """Rebuild from the dict form; ``kll_items="floats"`` for profiles of wire format 1.
+
+        ``lazy``: numeric columns keep their (checked) sketch bytes and build the sketch on first use
+        (:class:`~driftline.columns.NumericColumn`), for a reader that may never look at them.
+        """
         c = d.get("config") or {}
         cfg = ProfileConfig(
             kll_k=int(c.get("kll_k", DEFAULT_KLL_K)),
@@ -570,8 +574,8 @@ class WindowProfile:
             config=cfg,
             rows=int(d["rows"]),
             rows_profiled=int(d["rows_profiled"]),
-            features={str(k): column_from_dict(v, kll_items) for k, v in dict(d["features"]).items()},
-            outputs={str(k): column_from_dict(v, kll_items) for k, v in dict(d["outputs"]).items()},
+            features={str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in dict(d["features"]).items()},
+            outputs={str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in dict(d["outputs"]).items()},
         )
         if d.get("runtime") is not None:
             prof.runtime = RuntimeStats.from_dict(d["runtime"])

@@ -116,8 +116,8 @@ class KafkaTransportSettings(_Section):
     retries: int = Field(default=5, ge=0)
     retry_backoff_ms: int = Field(default=200, ge=0)
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        default="none", description="producer batch compression; envelopes are already zlib-compressed, so "
-        "'none' is the default ('lz4', 'zstd', 'snappy' need their Python package on the device)")
+        default="none", description="producer batch compression; envelope bodies are zlib-compressed when that "
+        "saves a quarter of their bytes, so 'none' is the default ('lz4', 'zstd', 'snappy' need their Python package on the device)")
     enable_idempotence: bool = Field(default=True, description="idempotent producer: a retried batch is "
                                      "written once per partition (kafka-python >= 2.2.0)")
     max_request_size: ByteSize = Field(default=ByteSize(4 * 1024 * 1024 + 64 * 1024), ge=1024,

@@ -52,8 +52,13 @@ class Ingest:
         self.transport = transport
 
     def decode(self, raw: bytes) -> Envelope:
-        """Decode one envelope within ``max_body_bytes``; raises :class:`WireFormatError` (permanent)."""
-        return decode_envelope(raw, max_bytes=self.parts.settings.max_body_bytes)
+        """Decode one envelope within ``max_body_bytes``; raises :class:`WireFormatError` (permanent).
+
+        Numeric sketches are checked but built lazily: the store keeps the envelope's own bytes (or
+        re-encodes a multi-profile envelope's windows, which builds them then), and nothing else on
+        the ingest path reads them.
+        """
+        return decode_envelope(raw, max_bytes=self.parts.settings.max_body_bytes, lazy=True)
 
     def store(self, items: Sequence[tuple[Envelope, bytes]]) -> list[IngestResult]:
         """Merge envelopes (with their own bytes) in one transaction, then count each by its result.

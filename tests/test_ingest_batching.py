@@ -18,7 +18,7 @@ import pytest
 from driftline.errors import WireFormatError
 from driftline.profile import StreamKey, WindowProfile
 from driftline.service.limits import Caps
-from driftline.service.store import Store
+from driftline.service.store import SQLITE_PAGE_SIZE, Store
 from driftline.wire import HEADER, MAGIC, Envelope, decode_envelope, encode_envelope
 
 
@@ -54,12 +54,55 @@ def test_batched_ingest_outcomes_sqlite(tmp_path) -> None:
         store.close()
 
 
+def test_a_new_sqlite_database_has_16k_pages_and_an_old_one_keeps_its_own(tmp_path) -> None:
+    """The page size only applies to a new database: one made by an earlier version (4 KiB pages,
+    WAL) opens unchanged, and both hold the same windows."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "old.sqlite")
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE t (x INTEGER)")
+    old.close()
+    for name, pages in (("new.sqlite", SQLITE_PAGE_SIZE), ("old.sqlite", 4096)):
+        store = Store(f"sqlite:///{tmp_path / name}", caps=Caps(max_models=3))
+        try:
+            assert store.query("PRAGMA page_size")[0][0] == pages
+            _check_batch(store)
+        finally:
+            store.close()
+        store = Store(f"sqlite:///{tmp_path / name}", caps=Caps(max_models=3))  # and again, reopened
+        try:
+            assert store.query("PRAGMA page_size")[0][0] == pages
+            assert sorted(w.model for m in ("m-a", "m-b", "m-c") for w in store.windows(m)) == ["m-a", "m-b", "m-c"]
+        finally:
+            store.close()
+
+
 def test_batched_ingest_outcomes_postgres(postgres_server) -> None:
     store = Store(postgres_server.new_database(f"batch_{uuid.uuid4().hex[:8]}"), caps=Caps(max_models=3))
     try:
         _check_batch(store)
     finally:
         store.close()
+
+
+def test_postgres_keeps_window_blobs_out_of_line_without_pglz(postgres_server) -> None:
+    """Window blobs are stored EXTERNAL (plain bodies are not worth pglz's try); a second store on the
+    same database finds it set and opens without altering the table; the windows read back as sent."""
+    url = postgres_server.new_database(f"storage_{uuid.uuid4().hex[:8]}")
+    first = Store(url, caps=Caps(max_models=3))
+    try:
+        second = Store(url, caps=Caps(max_models=3))
+        try:
+            storage = second.query("SELECT attstorage FROM pg_attribute WHERE attrelid = 'windows'::regclass "
+                                   "AND attname = 'profile'")
+            assert storage == [("e",)]
+            _check_batch(second)
+        finally:
+            second.close()
+    finally:
+        first.close()
 
 
 def test_batched_ingest_many_ids_in_several_statements(tmp_path) -> None:
@@ -94,7 +137,7 @@ def _deep(levels: int) -> object:
 
 
 def test_depth_still_refused_around_numeric_column_maps() -> None:
-    profile = encode_envelope(Envelope([_env("m")[0].profiles[0]]))
+    profile = encode_envelope(Envelope([_env("m")[0].profiles[0]]), compress=True)  # the body is inflated below
     body = msgpack.unpackb(zlib.decompress(profile[HEADER.size:]), raw=False)
     # a numeric-shaped map under an unknown key is walked: the nesting below it is refused
     hostile = dict(body, extra={"x": _numeric_shaped(_deep(20))})

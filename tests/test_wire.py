@@ -18,6 +18,7 @@ from driftline.wire import (
     FORMAT_MAJOR,
     HEADER,
     MAGIC,
+    PLAIN_MAX_BYTES,
     Envelope,
     decode_envelope,
     decode_profile,
@@ -63,6 +64,37 @@ def test_uncompressed_round_trip_and_header_layout() -> None:
     assert length == len(data) - HEADER.size and crc == zlib.crc32(data[HEADER.size:])
     assert msgpack.unpackb(data[HEADER.size:])["profiles"][0]["model"] == "m"
     assert decode_envelope(data).profiles[0].to_dict() == env.profiles[0].to_dict()
+
+
+def test_the_default_compresses_a_body_zlib_shrinks_by_a_quarter_or_one_over_1_mib() -> None:
+    """Float64 sketches barely compress, so they go plain (no inflate at the service); a body of
+    repetitive labels goes compressed; both forms, and both forced forms, decode to the same profiles."""
+    rng = np.random.default_rng(3)
+    numeric = WindowProfile(StreamKey.of("m", "v"), 0.0, 60.0).update(rng.normal(size=(100, 20)),
+                                                                      feature_names=[f"f{i}" for i in range(20)])
+    labels = WindowProfile(StreamKey.of("m", "v"), 0.0, 60.0, ProfileConfig(categorical=frozenset({"c"})))
+    labels.update({"c": np.array(["same-long-category-label"] * 500)}, {"label": np.zeros(500)})
+    for prof, flag in ((numeric, 0), (labels, 1)):
+        env = Envelope([prof])
+        data = encode_envelope(env)
+        forced = {c: encode_envelope(env, compress=c) for c in (True, False)}
+        plain = len(forced[False]) - HEADER.size
+        packed = len(zlib.compress(forced[False][HEADER.size:], 1))
+        assert (packed <= 0.75 * plain) == bool(flag), (packed, plain)
+        assert HEADER.unpack_from(data)[3] == flag
+        assert data == forced[bool(flag)]
+        assert (HEADER.unpack_from(forced[True])[3], HEADER.unpack_from(forced[False])[3]) == (1, 0)
+        for raw in (data, *forced.values()):
+            assert decode_envelope(raw).profiles[0].to_dict() == prof.to_dict()
+    # a body over 1 MiB goes compressed whenever that saves anything, so it meets the size limits it
+    # met before (here float64 sketches of 1,500 columns: about 14% smaller)
+    wide = WindowProfile(StreamKey.of("m", "v"), 0.0, 60.0).update(rng.normal(size=(100, 1500)),
+                                                                   feature_names=[f"f{i}" for i in range(1500)])
+    big = Envelope([wide])
+    plain = encode_envelope(big, compress=False)
+    assert len(plain) - HEADER.size > PLAIN_MAX_BYTES
+    assert len(zlib.compress(plain[HEADER.size:], 1)) > 0.75 * (len(plain) - HEADER.size)
+    assert encode_envelope(big) == encode_envelope(big, compress=True)
 
 
 def test_a_profile_as_a_blob() -> None:
@@ -159,6 +191,36 @@ def test_sketch_bytes_that_are_garbage_inside_a_valid_frame() -> None:
         decode_envelope(_seal({"profiles": [d]}))
 
 
+def test_lazy_sketches_are_checked_at_decode_and_behave_like_built_ones() -> None:
+    """``lazy=True`` (the service's ingest) still deserializes every numeric sketch while decoding, so
+    bad bytes are refused there with the same error; a kept column builds its sketch on first use and
+    then answers, merges, copies and re-encodes exactly like an eagerly built one."""
+    d = sample_profile(20).to_dict()
+    d["features"]["x"]["kll"] = b"\x05\x01\x0f garbage"
+    errors = []
+    for lazy in (False, True):
+        with pytest.raises(WireFormatError, match="malformed") as info:
+            decode_envelope(_seal({"profiles": [d]}), lazy=lazy)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    eager, lazy_env = (decode_envelope(ENVELOPE, lazy=v) for v in (False, True))
+    for a, b in zip(eager.profiles, lazy_env.profiles, strict=True):
+        for name, col in b.features.items():
+            if col.kind == "numeric":
+                assert col._kll is None and col._kll_bytes is not None  # not built yet
+        assert encode_profile(b) == encode_profile(a)  # re-encoding builds them: the same bytes
+        assert b.features["x"]._kll is not None and b.features["x"]._kll_bytes is None
+    fresh = decode_envelope(ENVELOPE, lazy=True).profiles[0]
+    ref = eager.profiles[0]
+    assert fresh.features["x"].quantiles([0.1, 0.5, 0.9]).tolist() == ref.features["x"].quantiles([0.1, 0.5, 0.9]).tolist()
+    assert fresh.outputs["score"].copy().to_dict() == ref.outputs["score"].to_dict()
+    merged_lazy = decode_envelope(ENVELOPE, lazy=True).profiles[0]
+    merged_lazy.merge(decode_envelope(ENVELOPE, lazy=True).profiles[1])
+    merged_eager = decode_envelope(ENVELOPE).profiles[0]
+    merged_eager.merge(decode_envelope(ENVELOPE).profiles[1])
+    assert merged_lazy.to_dict() == merged_eager.to_dict()
+
+
 def test_inconsistent_counts_are_refused() -> None:
     d = sample_profile(20).to_dict()
     d["rows_profiled"] = d["rows"] + 1
@@ -166,13 +228,20 @@ def test_inconsistent_counts_are_refused() -> None:
         decode_envelope(_seal({"profiles": [d]}))
 
 
-def _assert_only_typed(data: bytes) -> None:
+def _outcome(data: bytes, lazy: bool) -> tuple[str, object]:
     try:
-        decode_envelope(data, max_bytes=64 * 1024)
-    except WireFormatError:
-        pass
+        env = decode_envelope(data, max_bytes=64 * 1024, lazy=lazy)
+    except WireFormatError as exc:
+        return type(exc).__name__, str(exc)
     except Exception as exc:  # pragma: no cover - the failure we are looking for
-        raise AssertionError(f"decode raised {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(f"decode (lazy={lazy}) raised {type(exc).__name__}: {exc}") from exc
+    return "ok", [p.to_dict() for p in env.profiles]
+
+
+def _assert_only_typed(data: bytes) -> None:
+    """Only typed errors, and the lazy decode (the service's ingest) refuses and accepts exactly what
+    the eager one does, with the same error and the same profiles."""
+    assert _outcome(data, lazy=True) == _outcome(data, lazy=False)
 
 
 @settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
