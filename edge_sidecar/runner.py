@@ -50,14 +50,16 @@ class Sidecar:
         # golden-set conformance (edge_sidecar/golden.py): the OIP upstream, or the SDK callback given here
         self.golden: GoldenRunner | None = (GoldenRunner.from_settings(s, golden_predict, golden_version)
                                             if s.golden.enabled else None)
+        compress = {"auto": None, "always": True, "never": False}[s.transport.compress]
         self.spool = Spool(s.spool.path, int(s.spool.max_bytes), fsync=s.spool.fsync, producer=self.producer,
-                           rejected_max_files=s.spool.rejected_max_files)
+                           rejected_max_files=s.spool.rejected_max_files, compress=compress)
         self.transport = transport or make_transport(s.transport)
         self.shipper = Shipper(self.spool, self.transport, producer=self.producer,
                                batch_windows=s.shipper.batch_windows,
                                backoff_initial=s.shipper.backoff_initial_seconds,
                                backoff_max=s.shipper.backoff_max_seconds,
-                               conformance=self.golden.entries if self.golden is not None else None)
+                               conformance=self.golden.entries if self.golden is not None else None,
+                               compress=compress)
         self.judge: Judge | None = Judge.from_settings(s) if s.judge.enabled else None
         self.monitor = Monitor(MonitorConfig.from_settings(s), sink=self._spool_window)
         if self.judge is not None:  # multivariate drift: the reference's reconstruction model, per batch

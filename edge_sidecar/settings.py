@@ -137,6 +137,10 @@ class TransportSettings(_Section):
     """Where closed windows go: ``http`` (the default) or ``kafka``."""
 
     kind: Literal["http", "kafka"] = "http"
+    compress: Literal["auto", "always", "never"] = Field(
+        default="auto", description="zlib on envelope bodies (in the spool and on the wire): 'auto' only when it "
+        "saves a quarter of the bytes (float64 sketches barely compress, and inflating them is the service's "
+        "largest cost per envelope), 'always' for metered links where every byte counts, 'never' for the least CPU")
     http: HttpTransportSettings = HttpTransportSettings()
     kafka: KafkaTransportSettings = KafkaTransportSettings()
 

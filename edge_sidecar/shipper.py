@@ -49,8 +49,10 @@ class Shipper:
         backoff_max: float = 60.0,
         seed: int | None = None,
         conformance: Callable[[], list[dict[str, Any]]] | None = None,
+        compress: bool | None = None,
     ) -> None:
         self.spool = spool
+        self.compress = compress  # encode_envelope's: None compresses when it saves a quarter
         self.transport = transport
         self.producer = producer
         self.batch_windows = batch_windows
@@ -159,7 +161,7 @@ class Shipper:
                 env.conformance = self.conformance()
             source = env.profiles[0].key.source if env.profiles else ""
             batch.append(Outgoing(record_key(lease.model, source or str((producer or env.producer).get("device", ""))),
-                                  encode_envelope(env), lease.envelope_id))
+                                  encode_envelope(env, compress=self.compress), lease.envelope_id))
             ready.append(lease)
         if not batch:
             return 0, False

@@ -107,8 +107,10 @@ class Spool:
         producer: Callable[[], dict[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
         rejected_max_files: int = 1000,
+        compress: bool | None = None,
     ) -> None:
         self.root = Path(path)
+        self.compress = compress  # encode_envelope's: None compresses when it saves a quarter
         self.max_bytes = int(max_bytes)
         self.fsync = fsync
         self.producer = producer or (lambda: {"name": "driftline-sidecar"})
@@ -206,7 +208,7 @@ class Spool:
 
     def _encode(self, profile: WindowProfile) -> tuple[bytes, str]:
         env = Envelope([profile], producer=self.producer())
-        return encode_envelope(env), env.envelope_id
+        return encode_envelope(env, compress=self.compress), env.envelope_id
 
     def _write(self, key: StreamKey, data: bytes, env_id: str, rows: int, spooled_at: float,
                seq: int | None = None, replaces: list[str] | None = None) -> str:

@@ -205,7 +205,7 @@ def test_lazy_sketches_are_checked_at_decode_and_behave_like_built_ones() -> Non
     assert errors[0] == errors[1]
     eager, lazy_env = (decode_envelope(ENVELOPE, lazy=v) for v in (False, True))
     for a, b in zip(eager.profiles, lazy_env.profiles, strict=True):
-        for name, col in b.features.items():
+        for col in b.features.values():
             if col.kind == "numeric":
                 assert col._kll is None and col._kll_bytes is not None  # not built yet
         assert encode_profile(b) == encode_profile(a)  # re-encoding builds them: the same bytes
