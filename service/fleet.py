@@ -169,17 +169,24 @@ class Fleet:
             self._pending.setdefault((model, source), []).append(report)
 
     def flush(self) -> int:
-        """Write the device reports queued since the last flush (one transaction); returns how many."""
+        """Write the device reports queued since the last flush (one transaction); returns how many.
+
+        Rows go in one order (model, source, life) in every replica, so two replicas flushing the same
+        devices at once wait for each other instead of deadlocking; a flush that fails puts its reports
+        back (only the newest of each life, so an outage keeps one report per device life), and the
+        next flush writes them.
+        """
         with self._lock:
             pending, self._pending = self._pending, {}
-        rows = []
+        rows, newest = [], {}
         for (model, source), reports in pending.items():
             lives: dict[float, dict[str, Any]] = {}
             for r in reports:  # one row per life seen, the newest report of each
                 started = _num(r.get("started_at"))
-                if started not in lives or r["seen"] >= lives[started]["seen"]:
-                    lives[started] = {**r, "_cpu": max(_num(r.get("cpu_seconds")),
+                if started not in lives or r["seen"] >= lives[started]["seen"]:  # _cpu: a report put back
+                    lives[started] = {**r, "_cpu": max(_num(r.get("cpu_seconds")), _num(r.get("_cpu")),
                                                        lives.get(started, {}).get("_cpu", 0.0))}
+            newest[(model, source)] = list(lives.values())
             for started in sorted(lives):
                 r = lives[started]
                 report = {k: v for k, v in r.items() if k not in ("seen", "cohort", "_cpu", "cpu_base")}
@@ -187,9 +194,16 @@ class Fleet:
                              json.dumps(report, sort_keys=True), started, 0.0, r["_cpu"]))
         if not rows:
             return 0
-        with self.store.transaction() as conn:
-            for row in rows:
-                conn.execute(DEVICE_UPSERT, row)
+        rows.sort(key=lambda row: (row[0], row[1], row[5]))
+        try:
+            with self.store.transaction() as conn:
+                for row in rows:
+                    conn.execute(DEVICE_UPSERT, row)
+        except Exception:
+            with self._lock:  # reports queued meanwhile are newer: they go after these
+                for key, kept in newest.items():
+                    self._pending[key] = kept + self._pending.get(key, [])
+            raise
         return len(rows)
 
     # ---- fleet state ----------------------------------------------------------------------------

@@ -191,3 +191,82 @@ def test_two_replicas_on_postgres_one_leader_exposes_fleet_state_and_hands_over(
     finally:
         for st in stacks:
             st.close()
+
+
+def _fleet_on(url: str):  # noqa: ANN202 - a Fleet and its store on a real database
+    from driftline.service.fleet import Fleet, Leadership
+    from driftline.service.parts import IngestStats
+    from driftline.service.store import Store
+
+    store = Store(url)
+    return Fleet(store, IngestStats(), Leadership(url)), store
+
+
+def _report(device: int, cpu: float) -> dict:
+    return {"seen": time.time(), "cohort": {"site": "oslo"}, "started_at": 1.0, "cpu_seconds": cpu,
+            "rss_bytes": 1000 + device}
+
+
+@pytest.mark.postgres
+def test_replicas_flushing_the_same_devices_at_once_never_deadlock(postgres_server) -> None:
+    """Two replicas write reports of the same 40 devices, queued in opposite orders, at the same moment,
+    20 times: rows go in one order, so each flush waits for the other instead of deadlocking, and the
+    store ends with the highest CPU counter of every device."""
+    import threading
+
+    url = postgres_server.new_database("driftline_flush_order")
+    (a, sa), (b, sb) = _fleet_on(url), _fleet_on(url)
+    errors: list[BaseException] = []
+    try:
+        for round_ in range(20):
+            for i in range(40):
+                a._queue("m", f"d{i:02d}", _report(i, round_ * 2.0))
+                b._queue("m", f"d{39 - i:02d}", _report(39 - i, round_ * 2.0 + 1))
+            go = threading.Barrier(2)
+
+            def flush(fleet, go=go) -> None:  # noqa: ANN001
+                go.wait(5)
+                try:
+                    fleet.flush()
+                except BaseException as exc:  # noqa: BLE001 - the assertion below names it
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=flush, args=(f,)) for f in (a, b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        assert errors == []
+        cpu = dict(sa.query("SELECT source, cpu_last FROM device_reports WHERE model = 'm'"))
+        assert len(cpu) == 40 and set(cpu.values()) == {39.0}
+    finally:
+        sa.close()
+        sb.close()
+
+
+def test_a_failed_flush_keeps_the_newest_report_of_each_device_for_the_next(tmp_path, monkeypatch) -> None:
+    """The database refuses one flush: the reports stay queued (the newest of each device life, with the
+    highest CPU counter seen) and the next flush writes them; nothing is lost to a transient error."""
+    from driftline.service.errors import StoreError
+
+    fleet, store = _fleet_on(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    try:
+        for cpu in (1.0, 5.0, 3.0):  # the newest report of d1 carries 3.0; the counter's high mark is 5.0
+            fleet._queue("m", "d1", {**_report(1, cpu), "seen": 100.0 + cpu if cpu != 3.0 else 200.0})
+        fleet._queue("m", "d2", _report(2, 7.0))
+        real = store.transaction
+
+        def refuse():  # noqa: ANN202
+            raise StoreError("database write failed: injected")
+
+        monkeypatch.setattr(store, "transaction", refuse)
+        with pytest.raises(StoreError):
+            fleet.flush()
+        monkeypatch.setattr(store, "transaction", real)
+        fleet._queue("m", "d2", {**_report(2, 8.0), "seen": time.time() + 1})  # arrived meanwhile: newer
+        assert fleet.flush() == 2
+        rows = dict(store.query("SELECT source, cpu_last FROM device_reports"))
+        assert rows == {"d1": 5.0, "d2": 8.0}
+        assert fleet.flush() == 0  # written once, not again
+    finally:
+        store.close()
