@@ -249,10 +249,11 @@ def test_a_mirror_pairs_alike_with_or_without_the_rows_the_capture_decoded() -> 
     assert sum(got[0][1].values()) == 8  # the shadow's rows were recorded either way
 
 
-def test_the_worker_leaves_busy_moments_to_serving_but_never_waits_past_its_bound() -> None:
+def test_the_worker_leaves_busy_moments_to_serving_but_never_waits_past_its_bound(monkeypatch) -> None:
     """While the proxy serves a request the worker holds off each step; a proxy that is never idle
-    delays a mirror by at most the bound per step, and the mirror is still done."""
-    import time
+    delays a mirror by at most the bound per step, and the mirror is still done. A fake clock (each
+    poll's sleep advances it) makes the bounds exact instead of a wall-clock race."""
+    import types
 
     from driftline.edge_sidecar import shadow as shadow_mod
     from driftline.edge_sidecar.httppost import Answer
@@ -260,23 +261,32 @@ def test_the_worker_leaves_busy_moments_to_serving_but_never_waits_past_its_boun
     from driftline.edge_sidecar.monitorconfig import MonitorConfig
     from driftline.edge_sidecar.shadow import Mirror, ShadowMirror
 
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(shadow_mod, "time", types.SimpleNamespace(perf_counter=lambda: now[0], sleep=sleep))
     body = infer_body(np.random.default_rng(7), "r-7")
     answer = json.dumps({"outputs": [{"name": "score", "shape": [8], "datatype": "FP64",
                                       "data": [0.1 * i for i in range(8)]}]}).encode()
     posted_at: list[float] = []
 
     def post(path: str, headers: dict[str, str], b: bytes) -> Answer:
-        posted_at.append(time.perf_counter())
+        posted_at.append(now[0])
         return Answer(200, {}, answer)
 
-    for busy_for, expect_min, expect_max in ((0.0, 0.0, 0.0), (0.0015, 0.001, 0.0019),
-                                            (60.0, 2 * shadow_mod.SERVING_FIRST_MAX_S, 2 * shadow_mod.SERVING_FIRST_MAX_S)):
+    bound, poll = shadow_mod.SERVING_FIRST_MAX_S, shadow_mod.SERVING_FIRST_POLL_S
+    # (busy for, least and most waited): idle; busy 1.5 ms (the first step waits it out, to a poll);
+    # never idle (each of the two steps waits its whole bound, to a poll)
+    for busy_for, expect_min, expect_max in ((0.0, 0.0, 0.0), (0.0015, 0.0015, 0.0015 + poll),
+                                            (60.0, 2 * bound, 2 * (bound + poll))):
+        now[0] = 0.0
         monitor = Monitor(MonitorConfig())
-        t0 = time.perf_counter()
-        sm = ShadowMirror(monitor, "http://127.0.0.1:9", busy=lambda t0=t0, busy_for=busy_for: time.perf_counter() - t0 < busy_for)
+        sm = ShadowMirror(monitor, "http://127.0.0.1:9", busy=lambda busy_for=busy_for: now[0] < busy_for)
         sm._poster.post = post  # type: ignore[method-assign]
         sm._mirror(Mirror("m", "/v2/models/m/infer", None, {}, body, 200, answer, "r-7"))
         monitor.tick()
-        assert expect_min <= sm.waited_seconds <= expect_max + 0.05, (busy_for, sm.waited_seconds)
-        assert posted_at[-1] - t0 >= min(busy_for, shadow_mod.SERVING_FIRST_MAX_S) * 0.9
+        assert expect_min - 1e-9 <= sm.waited_seconds <= expect_max + 1e-9, (busy_for, sm.waited_seconds)
+        assert posted_at[-1] >= min(busy_for, bound) - 1e-9  # posted only after the wait
         assert sm.results == {"ok": 1, "error": 0} and sum(monitor.snapshot()["observed"].values()) == 8
