@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -31,9 +32,11 @@ from driftline.wire import Envelope
 
 from .ingest import REFUSAL_REASONS, Ingest, refusal
 from .parts import Parts
+from .settings import kafka_options
 from .store import is_outage
 
-__all__ = ["DEAD_LETTER_REASONS", "FETCH_BYTES", "ConsumerCollector", "EnvelopeConsumer", "fetch_bytes", "reconnect_delay"]
+__all__ = ["DEAD_LETTER_REASONS", "FETCH_BYTES", "ConsumerCollector", "EnvelopeConsumer", "Record", "fetch_bytes",
+           "reconnect_delay"]
 
 log = logging.getLogger("driftline.service.kafka")
 DEAD_LETTER_REASONS = REFUSAL_REASONS
@@ -47,9 +50,8 @@ def reconnect_delay(failures: int, initial: float, maximum: float, rng: random.R
 
 
 FETCH_BYTES = 8 << 20
-"""Default ``max_partition_fetch_bytes``: kafka-python's 1 MiB holds about 25 envelopes of 50 features,
-so a poll batch took a round trip per 25 records; 8 MiB holds a default poll batch (200 such
-envelopes) in one, which cuts the client's CPU per record by about a third (bench/bench_service.py)."""
+"""Default ``max.partition.fetch.bytes``: librdkafka's 1 MiB holds about 20 envelopes of 50 features, so
+a consume batch took a fetch per 20 records; 8 MiB holds a default batch (200 such envelopes) in one."""
 
 
 def fetch_bytes(max_body_bytes: int) -> int:
@@ -58,12 +60,39 @@ def fetch_bytes(max_body_bytes: int) -> int:
     return max(FETCH_BYTES, max_body_bytes + (64 << 10))
 
 
+# librdkafka's answers to a commit whose partitions a rebalance took: the new owner replays, ids dedupe
+_REBALANCE_CODES = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "_ASSIGNMENT_LOST",
+                    "_STATE", "_NO_OFFSET")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, copied out of the client: what a batch hands to decode, store and the
+    dead-letter topic, so nothing past the poll depends on the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    @property
+    def source(self) -> str:
+        """``topic/partition/offset``: the ``driftline-source`` header of a dead letter."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
 class _SessionLost(Exception):
     """The broker stopped answering; the supervisor opens a new session."""
 
 
 class EnvelopeConsumer:
-    """Consumes ``kafka.topic`` in group ``kafka.group_id`` until :meth:`stop`; the thread owns the clients."""
+    """Consumes ``kafka.topic`` in group ``kafka.group_id`` until :meth:`stop`; the thread owns the clients.
+
+    The client is librdkafka (``confluent-kafka``): its fetcher reads the socket in C, which costs
+    about 35 us of CPU per 48 KB record against about 195 us for kafka-python's 4 KiB reads
+    (bench/bench_service.py, docs/operations.md).
+    """
 
     def __init__(self, parts: Parts, *, seed: int | None = None) -> None:
         self.parts = parts
@@ -78,17 +107,50 @@ class EnvelopeConsumer:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="driftline-kafka", daemon=True)
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_config(self) -> dict[str, Any]:
+        """librdkafka properties both clients share: brokers, security, timeouts, logging."""
         k = self.parts.settings.kafka
-        kw: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "security_protocol": k.security_protocol,
-                              "request_timeout_ms": k.request_timeout_ms, "bootstrap_timeout_ms": k.request_timeout_ms,
-                              "reconnect_backoff_max_ms": int(k.reconnect_backoff_max_seconds * 1000)}
-        for name in ("sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        conf: dict[str, Any] = {"bootstrap.servers": ",".join(k.bootstrap_servers),
+                                "security.protocol": k.security_protocol,
+                                "socket.timeout.ms": max(k.request_timeout_ms, 10),
+                                "reconnect.backoff.max.ms": int(k.reconnect_backoff_max_seconds * 1000),
+                                "logger": log, "error_cb": self._client_error, "log.connection.close": False}
+        for name, prop in (("sasl_mechanism", "sasl.mechanism"), ("sasl_plain_username", "sasl.username"),
+                           ("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                           ("ssl_keyfile", "ssl.key.location")):
             if getattr(k, name) is not None:
-                kw[name] = getattr(k, name)
+                conf[prop] = getattr(k, name)
         if k.sasl_plain_password is not None:
-            kw["sasl_plain_password"] = k.sasl_plain_password.get_secret_value()
-        return kw
+            conf["sasl.password"] = k.sasl_plain_password.get_secret_value()
+        return conf
+
+    def consumer_config(self) -> dict[str, Any]:
+        """The consumer's librdkafka properties: commits only by the service, after the store."""
+        k = self.parts.settings.kafka
+        fetch = fetch_bytes(self.parts.settings.max_body_bytes)
+        defaults = {"client.id": "driftline-service", "auto.offset.reset": "earliest", "max.partition.fetch.bytes": fetch,
+                    "fetch.max.bytes": max(52428800, fetch), "receive.message.max.bytes": max(100000000, fetch * 2),
+                    "session.timeout.ms": 45000, "heartbeat.interval.ms": 3000,
+                    "queued.max.messages.kbytes": 65536}
+        return {**defaults, **kafka_options(k.consumer_options), **self._client_config(), "group.id": k.group_id,
+                "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": False}
+
+    def producer_config(self) -> dict[str, Any]:
+        """The dead-letter producer's properties: every refused record fits, and is acknowledged by all
+        in-sync replicas before the consumer commits past it."""
+        k = self.parts.settings.kafka
+        fetch = fetch_bytes(self.parts.settings.max_body_bytes)
+        defaults = {"client.id": "driftline-service-dlq", "message.max.bytes": fetch, "message.timeout.ms": k.request_timeout_ms + 5000}
+        return {**defaults, **kafka_options(k.producer_options), **self._client_config(), "acks": "all"}
+
+    def _client_error(self, err: Any) -> None:
+        """librdkafka's own errors (a broker down, a refused login): logged and kept for /readyz; the
+        probe decides whether the session is lost."""
+        self.last_error = f"{err.name()}: {err.str()}"
+        if err.fatal():
+            log.error("Kafka client error (fatal): %s", self.last_error)
+        else:
+            log.debug("Kafka client error: %s", self.last_error)
 
     def start(self) -> EnvelopeConsumer:
         self._thread.start()
@@ -125,86 +187,104 @@ class EnvelopeConsumer:
 
     def _session(self) -> bool:
         """Connect, consume until the broker is lost or :meth:`stop`; True if it was ever up."""
-        from kafka import KafkaConsumer, KafkaProducer
+        from confluent_kafka import Consumer, Producer
 
         k = self.parts.settings.kafka
-        defaults = {"auto_offset_reset": "earliest",
-                    "max_partition_fetch_bytes": fetch_bytes(self.parts.settings.max_body_bytes)}
-        consumer = KafkaConsumer(k.topic, **{**defaults, **k.consumer_options},
-                                 group_id=k.group_id, enable_auto_commit=False,
-                                 max_poll_records=k.max_poll_records, **self._client_kwargs())
+        consumer = Consumer(self.consumer_config())
         dlq = None
         was_up = False
         try:
-            dlq = KafkaProducer(**{"max_block_ms": k.request_timeout_ms, **k.producer_options}, acks="all",
-                                **self._client_kwargs())
+            consumer.subscribe([k.topic])
+            dlq = Producer(self.producer_config())
             next_probe = 0.0
             while not self._stop.is_set():
                 if time.monotonic() >= next_probe:
                     self._probe(consumer)
                     was_up = self.up = True
                     next_probe = time.monotonic() + k.health_interval_seconds
-                batch = consumer.poll(timeout_ms=k.poll_timeout_ms)
-                messages = [m for msgs in batch.values() for m in msgs]
-                if not messages:
+                records = self._poll(consumer, k.max_poll_records, k.poll_timeout_ms / 1000)
+                if not records:
                     continue
-                if not self._handle(messages, dlq):
+                if not self._handle(records, dlq):
                     return was_up  # stopping with a batch not stored: do not commit it
-                self._commit(consumer)
+                self._commit(consumer, records)
             return was_up
         finally:
             self.up = False
-            consumer.close(autocommit=False, timeout_ms=2000)
+            consumer.close()  # auto-commit is off: closing commits nothing
             if dlq is not None:
-                dlq.close(timeout=2)
+                dlq.flush(2)
+
+    def _poll(self, consumer: Any, n: int, timeout: float) -> list[Record]:
+        """Up to ``n`` records; a fatal client error ends the session, others are librdkafka's to retry."""
+        records = []
+        for m in consumer.consume(num_messages=n, timeout=timeout):
+            err = m.error()
+            if err is None:
+                records.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b""))
+            elif err.fatal():
+                raise _SessionLost(f"Kafka consumer failed: {err.name()}: {err.str()}")
+            else:  # a topic not created yet, a partition moving: the client retries by itself
+                self.last_error = f"{err.name()}: {err.str()}"
+                log.debug("Kafka consumer: %s", self.last_error)
+        return records
 
     def _probe(self, consumer: Any) -> None:
-        """Ask the broker for the topic's end offsets (bounded by request_timeout_ms): liveness and lag."""
-        from kafka import TopicPartition
-        from kafka.errors import KafkaError
+        """Ask the broker for the topic's metadata and end offsets (bounded by request_timeout_ms):
+        liveness and lag."""
+        from confluent_kafka import KafkaException, TopicPartition
 
-        topic = self.parts.settings.kafka.topic
+        k = self.parts.settings.kafka
+        timeout = k.request_timeout_ms / 1000
         try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            assigned = {tp for tp in consumer.assignment() if tp.topic == topic}
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            ends = consumer.end_offsets(tps) if tps else {}
-            if not tps and not consumer.bootstrap_connected():
-                raise _SessionLost("no connection to any broker")
+            consumer.list_topics(k.topic, timeout=timeout)  # raises when no broker answers
+            assigned = [tp for tp in consumer.assignment() if tp.topic == k.topic]
+            positions = {tp.partition: tp.offset for tp in consumer.position(assigned)} if assigned else {}
+            unknown = [TopicPartition(k.topic, p) for p, off in positions.items() if off < 0]
+            if unknown:  # nothing consumed yet: the committed offset, else the start of the log
+                positions.update({tp.partition: tp.offset for tp in consumer.committed(unknown, timeout=timeout)})
             lag = {}
             for tp in assigned:
-                pos = consumer.position(tp, timeout_ms=self.parts.settings.kafka.request_timeout_ms)
-                lag[tp.partition] = max(0, int(ends.get(tp, pos)) - int(pos))
-        except KafkaError as exc:
-            raise _SessionLost(f"broker probe failed: {type(exc).__name__}: {exc}") from exc
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+                pos = positions.get(tp.partition, -1)
+                lag[tp.partition] = max(0, int(high) - int(pos if pos >= 0 else low))
+        except KafkaException as exc:
+            raise _SessionLost(f"broker probe failed: {exc.args[0] if exc.args else exc}") from exc
         with self._lock:
             self.lag = lag
 
-    def _commit(self, consumer: Any) -> None:
-        from kafka.errors import CommitFailedError
+    def _commit(self, consumer: Any, records: list[Record]) -> None:
+        """Commit past the batch (only after the store transaction): each partition's last offset + 1."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+        ends: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            ends[key] = max(ends.get(key, -1), r.offset + 1)
         try:
-            consumer.commit()  # only after the store transaction
-        except CommitFailedError as exc:  # a rebalance took the partitions: their new owner replays, ids dedupe
-            log.info("commit after a rebalance failed (the batch will be replayed harmlessly): %s", exc)
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            name = err.name() if isinstance(err, KafkaError) else ""
+            if name not in _REBALANCE_CODES:
+                raise
+            log.info("commit after a rebalance failed (the batch will be replayed harmlessly): %s", err)
 
     # ---- one batch -----------------------------------------------------------------------------
-    def _handle(self, messages: list[Any], dlq: Any) -> bool:
+    def _handle(self, messages: list[Record], dlq: Any) -> bool:
         """Store what can be stored, dead-letter what never can; False if stopped before storing."""
-        good: list[tuple[Any, Envelope, bytes]] = []
-        dead: list[tuple[Any, str, str]] = []
+        good: list[tuple[Record, Envelope, bytes]] = []
+        dead: list[tuple[Record, str, str]] = []
         for m in messages:
-            value = m.value or b""
             try:
-                good.append((m, self.ingest.decode(value), value))
+                good.append((m, self.ingest.decode(m.value), m.value))
             except WireFormatError as exc:
                 dead.append((m, refusal(exc) or "malformed", str(exc)))
         if not self._store(good, dead):
             return False
         self._dead_letter(dlq, dead)  # before the commit: a failed send ends the session, uncommitted
         return True
-
-    def _store(self, good: list[tuple[Any, Envelope, bytes]], dead: list[tuple[Any, str, str]]) -> bool:
+    def _store(self, good: list[tuple[Record, Envelope, bytes]], dead: list[tuple[Record, str, str]]) -> bool:
         """Store the batch in one transaction; if that fails, record by record. True when every record
         is stored or marked for the dead-letter topic, False if stopped first.
 
@@ -247,31 +327,41 @@ class EnvelopeConsumer:
             self._stop.wait(min(30.0, 0.5 * 2 ** min(outages, 6)))
         return False
 
-    def _try_store(self, items: list[tuple[Any, Envelope, bytes]]) -> Exception | None:
+    def _try_store(self, items: list[tuple[Record, Envelope, bytes]]) -> Exception | None:
         try:
             self.ingest.store([(env, raw) for _, env, raw in items])
         except Exception as exc:  # classified by ingest.refusal (type and ``retriable``)
             return exc
         return None
 
-    def _dead_letter(self, dlq: Any, dead: list[tuple[Any, str, str]]) -> None:
-        from kafka.errors import KafkaError
+    def _dead_letter(self, dlq: Any, dead: list[tuple[Record, str, str]]) -> None:
+        """Send refused records to the dead-letter topic, each acknowledged before the batch is committed."""
+        from confluent_kafka import KafkaException
 
         if not dead:
             return
         topic = self.parts.settings.kafka.dead_letter_topic
+        failed: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failed.append(f"{err.name()}: {err.str()}")
+
         try:
-            futures = [dlq.send(topic, value=m.value, key=m.key, headers=[
-                ("driftline-reason", reason.encode()), ("driftline-error", why.encode("utf-8", "replace")[:1000]),
-                ("driftline-source", f"{m.topic}/{m.partition}/{m.offset}".encode())]) for m, reason, why in dead]
-            for f in futures:
-                f.get(timeout=self.parts.settings.kafka.request_timeout_ms / 1000 + 5)
-        except KafkaError as exc:
+            for m, reason, why in dead:
+                dlq.produce(topic, value=m.value, key=m.key, on_delivery=delivered, headers=[
+                    ("driftline-reason", reason.encode()), ("driftline-error", why.encode("utf-8", "replace")[:1000]),
+                    ("driftline-source", m.source.encode())])
+            left = dlq.flush(self.parts.settings.kafka.request_timeout_ms / 1000 + 5)
+        except (KafkaException, BufferError) as exc:
             raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {exc}") from exc
+        if left or failed:
+            why = failed[0] if failed else f"{left} records not acknowledged in time"
+            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {why}")
         for m, reason, why in dead:
             with self._lock:
                 self.dead_letters[reason] += 1
-            self.ingest.refused(len(m.value or b""), "dead_lettered")
+            self.ingest.refused(len(m.value), "dead_lettered")
             log.warning("dead-lettered %s[%s]@%s (%s): %s", m.topic, m.partition, m.offset, reason, why)
 
     def snapshot(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ __all__ = [
     "ServiceSettings",
     "ShadowSettings",
     "exposure_problem",
+    "kafka_options",
     "load_settings",
 ]
 
@@ -88,35 +89,55 @@ class KafkaSettings(_Section):
                                     "is noticed")
     record_attempts: int = Field(3, ge=1, description="store attempts of a record that fails while others "
                                  "store fine, before it is dead-lettered")
-    consumer_options: dict[str, Any] = Field({}, description="any other kafka-python KafkaConsumer keyword "
-                                             "(e.g. fetch_max_bytes, session_timeout_ms, client_rack)")
-    producer_options: dict[str, Any] = Field({}, description="any other KafkaProducer keyword for the "
-                                             "dead-letter producer (e.g. compression_type)")
+    consumer_options: dict[str, Any] = Field({}, description="any other librdkafka consumer property, dotted "
+                                             "(fetch.max.bytes) or with underscores (session_timeout_ms)")
+    producer_options: dict[str, Any] = Field({}, description="any other librdkafka producer property for the "
+                                             "dead-letter producer (e.g. compression.type)")
 
     @field_validator("consumer_options", "producer_options")
     @classmethod
     def _known_options(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
-        """Refuse keys kafka-python does not know, and those the service owns (named settings, commits)."""
-        owned = _KAFKA_OWNED & set(v)
+        """Refuse properties librdkafka does not know or takes a bad value of, and those the service owns
+        (named settings, commits)."""
+        owned = sorted(key for key in v if _dotted(key) in _KAFKA_OWNED)
         if owned:
-            raise ValueError(f"{', '.join(sorted(owned))}: set by the service or by a named kafka setting, "
+            raise ValueError(f"{', '.join(owned)}: set by the service or by a named kafka setting, "
                              "not through the options")
         try:
-            from kafka import KafkaConsumer, KafkaProducer
+            import confluent_kafka
         except ImportError:  # validated again when the consumer starts
             return v
-        known = (KafkaConsumer if info.field_name == "consumer_options" else KafkaProducer).DEFAULT_CONFIG
-        unknown = sorted(set(v) - set(known))
-        if unknown:
-            raise ValueError(f"not a kafka-python option: {', '.join(unknown)}")
+        client = confluent_kafka.Consumer if info.field_name == "consumer_options" else confluent_kafka.Producer
+        try:  # no bootstrap servers: the client checks its properties and connects nowhere
+            probe = client({"group.id": "driftline-settings-check", **kafka_options(v)}
+                           if client is confluent_kafka.Consumer else kafka_options(v))
+        except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
+            err = exc.args[0] if exc.args else exc
+            raise ValueError(f"not a valid Kafka client option: {getattr(err, 'str', lambda: err)()}") from None
+        if client is confluent_kafka.Consumer:
+            probe.close()
         return v
 
 
-# Options a passthrough must not change: the commit-after-store protocol, and keys with their own setting.
-_KAFKA_OWNED = frozenset({"bootstrap_servers", "group_id", "enable_auto_commit", "security_protocol",
-                          "sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile",
-                          "ssl_certfile", "ssl_keyfile", "max_poll_records", "value_deserializer",
-                          "key_deserializer", "acks", "isolation_level"})
+def _dotted(key: str) -> str:
+    """A Kafka client property in librdkafka's spelling: ``max_partition_fetch_bytes`` is
+    ``max.partition.fetch.bytes`` (the Java client's and kafka-python's names map one to one)."""
+    return key.replace("_", ".")
+
+
+def kafka_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``consumer_options`` / ``producer_options`` as librdkafka properties, values as strings where
+    librdkafka wants them (YAML gives booleans and numbers)."""
+    return {_dotted(k): (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()}
+
+
+# Properties a passthrough must not change: the commit-after-store protocol, and those with their own setting.
+_KAFKA_OWNED = frozenset({"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store",
+                          "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username",
+                          "sasl.password", "sasl.plain.username", "sasl.plain.password", "ssl.ca.location",
+                          "ssl.certificate.location", "ssl.key.location", "ssl.cafile", "ssl.certfile",
+                          "ssl.keyfile", "max.poll.records", "acks", "request.required.acks", "isolation.level",
+                          "enable.partition.eof", "logger", "error.cb", "on.commit", "on.delivery"})
 
 
 class RetrainTarget(_Section):

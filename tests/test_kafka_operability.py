@@ -16,7 +16,7 @@ from driftline.edge_sidecar.errors import DeliveryRejected, TransportError
 from driftline.edge_sidecar.settings import KafkaTransportSettings
 from driftline.edge_sidecar.transport import Outgoing, record_key
 from driftline.edge_sidecar.transport.kafka import KafkaTransport
-from driftline.service.settings import EvaluationSettings, KafkaSettings, ServiceSettings
+from driftline.service.settings import EvaluationSettings, KafkaSettings, ServiceSettings, kafka_options
 from tests.harness.kafka import KafkaBroker
 from tests.service_support import envelope, running_service, window
 
@@ -145,3 +145,11 @@ def test_service_consumer_options_reach_kafka(tmp_path, kafka_broker: KafkaBroke
         t.close()
     with pytest.raises(ValueError, match="enable_auto_commit"):
         KafkaSettings(consumer_options={"enable_auto_commit": True})
+    with pytest.raises(ValueError, match="enable.auto.commit"):  # the same property in librdkafka's spelling
+        KafkaSettings(consumer_options={"enable.auto.commit": True})
+    with pytest.raises(ValueError, match="No such configuration property"):
+        KafkaSettings(consumer_options={"max_partition_fetch_bytez": 1})
+    with pytest.raises(ValueError, match="compression"):
+        KafkaSettings(producer_options={"compression.type": "zzz"})
+    assert kafka_options({"session_timeout_ms": 30000, "check.crcs": True}) == {"session.timeout.ms": 30000,
+                                                                                "check.crcs": "true"}
