@@ -36,6 +36,7 @@ __all__ = [
     "canonical_label",
     "kll_levels",
     "kll_weighted_items",
+    "numeric_fields",
     "widen_kll_floats",
 ]
 
@@ -287,7 +288,7 @@ class NumericColumn:
         always did), but the object is dropped at once and rebuilt from the bytes on first use.
         """
         col = cls.__new__(cls)
-        raw, count, missing, nan, inf, invalid, absent, vmin, vmax, vsum, vsumsq = _numeric_fields(d)  # one lookup
+        raw, count, missing, nan, inf, invalid, absent, vmin, vmax, vsum, vsumsq = numeric_fields(d)  # one lookup
         raw = bytes(raw)
         if kll_items == KLL_FLOATS:
             raw = widen_kll_floats(raw)
@@ -309,8 +310,9 @@ class NumericColumn:
         return col
 
 
-_numeric_fields = operator.itemgetter("kll", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max",
-                                      "sum", "sumsq")
+numeric_fields = operator.itemgetter("kll", "count", "missing", "nan", "inf", "invalid", "absent", "min", "max",
+                                     "sum", "sumsq")
+"""A numeric column map's eleven values in one lookup (a missing one raises ``KeyError``)."""
 
 
 _NUMERIC_LABEL = re.compile(r"[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")

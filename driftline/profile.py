@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from datasketches import kll_floats_sketch
+from datasketches import kll_doubles_sketch, kll_floats_sketch
 
 from .batch import as_columns, categorical_data, infer_kind, numeric_data
 from .columns import (
@@ -28,10 +28,13 @@ from .columns import (
     DEFAULT_HLL_LG_K,
     DEFAULT_KLL_K,
     KLL_DOUBLES,
+    KLL_FLOATS,
     CategoricalColumn,
     Column,
     NumericColumn,
     column_from_dict,
+    numeric_fields,
+    widen_kll_floats,
 )
 from .errors import ProfileError, SchemaConflictError
 from .pairing import SHADOW_KEYS, PairedSummary
@@ -544,12 +547,37 @@ class WindowProfile:
             d["shadow"] = dict(self.shadow)
         return d
 
+    def __getattr__(self, name: str) -> Any:
+        """Build the columns of a profile read with ``from_dict(..., lazy=True)`` on first access.
+
+        Only called for an attribute the instance lacks, so a built profile pays nothing."""
+        if name in ("features", "outputs"):
+            pending = self.__dict__.pop("_pending_columns", None)
+            if pending is not None:
+                features, outputs, kll_items = pending
+                self.features = {str(k): column_from_dict(v, kll_items, lazy=True) for k, v in features.items()}
+                self.outputs = {str(k): column_from_dict(v, kll_items, lazy=True) for k, v in outputs.items()}
+                return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def column_names(self, group: str) -> tuple[str, ...]:
+        """The names of ``features`` or ``outputs``, without building the columns of a lazily read profile
+        (the service's catalog needs only the names)."""
+        pending = self.__dict__.get("_pending_columns")
+        if pending is not None:
+            return tuple(str(k) for k in pending[0 if group == "features" else 1])
+        return tuple(self.features if group == "features" else self.outputs)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], kll_items: str = KLL_DOUBLES, *, lazy: bool = False) -> WindowProfile:
         """Rebuild from the dict form; ``kll_items="floats"`` for profiles of wire format 1.
 
         ``lazy``: numeric columns keep their (checked) sketch bytes and build the sketch on first use
-        (:class:`~driftline.columns.NumericColumn`), for a reader that may never look at them.
+        (:class:`~driftline.columns.NumericColumn`), for a reader that may never look at them. A
+        profile whose columns are all numeric goes further: every sketch is deserialized here (so bad
+        bytes raise exactly as they would eagerly), but the column objects are built only when
+        ``features`` or ``outputs`` is first read. Only for a body :func:`~driftline.wirecheck.check_body`
+        passed, whose field types are then known to convert.
         """
         c = d.get("config") or {}
         cfg = ProfileConfig(
@@ -574,9 +602,14 @@ class WindowProfile:
             config=cfg,
             rows=int(d["rows"]),
             rows_profiled=int(d["rows_profiled"]),
-            features={str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in dict(d["features"]).items()},
-            outputs={str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in dict(d["outputs"]).items()},
         )
+        features, outputs = dict(d["features"]), dict(d["outputs"])
+        if lazy and _check_numeric_columns(features, outputs, kll_items):
+            del prof.features, prof.outputs  # built by __getattr__ on first access
+            prof._pending_columns = (features, outputs, kll_items)
+        else:
+            prof.features = {str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in features.items()}
+            prof.outputs = {str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in outputs.items()}
         if d.get("runtime") is not None:
             prof.runtime = RuntimeStats.from_dict(d["runtime"])
         if d.get("reservoir") is not None:
@@ -594,6 +627,19 @@ class WindowProfile:
         if isinstance(d.get("shadow"), Mapping):
             prof.shadow = {k: d["shadow"][k] for k in SHADOW_KEYS if k in d["shadow"]}
         return prof
+
+
+def _check_numeric_columns(features: dict[Any, Any], outputs: dict[Any, Any], kll_items: str) -> bool:
+    """True when every column is numeric and its sketch deserializes (raising as building it would);
+    False (nothing checked) when one is not numeric, so the caller builds them all."""
+    groups = (features, outputs)
+    if any(type(v) is not dict or v.get("kind") != "numeric" for g in groups for v in g.values()):
+        return False
+    for g in groups:
+        for v in g.values():
+            raw = bytes(numeric_fields(v)[0])  # a missing field raises the KeyError building would
+            kll_doubles_sketch.deserialize(widen_kll_floats(raw) if kll_items == KLL_FLOATS else raw)
+    return True
 
 
 def _empty_column(kind: str, cfg: ProfileConfig) -> Column:

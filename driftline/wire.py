@@ -193,7 +193,7 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
             raise WireFormatError(f"body nests containers deeper than {MAX_DEPTH} levels")
         check_body(obj, instant_ok=instant_ok)
     kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
-    profiles = [_profile(p, i, kll_items, lazy) for i, p in enumerate(obj["profiles"])]
+    profiles = [_profile(p, i, kll_items, lazy and not trusted) for i, p in enumerate(obj["profiles"])]
     return Envelope(
         profiles=profiles,
         producer={k: str(v) for k, v in (obj.get("producer") or {}).items()},

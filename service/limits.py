@@ -60,7 +60,7 @@ def entries(profiles: Iterable[WindowProfile]) -> set[Entry]:
     out: set[Entry] = set()
     for p in profiles:
         k = p.key
-        shape = (k.model, k.model_version, k.cohort, tuple(p.features), tuple(p.outputs))
+        shape = (k.model, k.model_version, k.cohort, p.column_names("features"), p.column_names("outputs"))
         # only small shapes are cached (128 of up to 128 columns): a hostile stream of ever-new shapes costs ~25 MB at most
         out |= _entries_cached(*shape) if len(shape[3]) + len(shape[4]) <= _CACHED_COLUMNS else _entries_of(*shape)
     return out

@@ -298,6 +298,8 @@ class ServiceSettings(EnvFirstSettings):
                                           "per process")
     limits: LimitSettings = LimitSettings()
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    gc_young_objects: int = Field(50_000, ge=0, description="allocations between the garbage collector's "
+                                  "young passes (Python's default is 700; 0 keeps it); see service/process.py")
     cohort_top_n: int = Field(20, ge=1)
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line, "
                                                 "with request and model ids")

@@ -221,6 +221,45 @@ def test_lazy_sketches_are_checked_at_decode_and_behave_like_built_ones() -> Non
     assert merged_lazy.to_dict() == merged_eager.to_dict()
 
 
+def test_a_lazily_read_numeric_profile_builds_its_columns_on_first_read() -> None:
+    """The service's ingest reads all-numeric profiles without building column objects: every sketch
+    is still deserialized at decode (bad bytes and missing fields raise the same errors as an eager
+    read), the catalog gets the names without building anything, and the first read of ``features``
+    builds columns equal to eagerly read ones."""
+    import copy
+
+    from driftline.service.limits import entries
+
+    rng = np.random.default_rng(5)
+    p = WindowProfile(StreamKey.of("m", "v1", "baseline", "d"), 60.0, 120.0)
+    p.update({"x": rng.normal(size=300), "y": rng.gamma(2, 2, 300)}, {"score": rng.random(300)})
+    good = p.to_dict()
+    for defect in ("kll", "sum"):
+        d = p.to_dict()
+        if defect == "kll":
+            d["features"]["y"]["kll"] = b"\x05\x01\x0f garbage"
+        else:
+            del d["features"]["y"]["sum"]
+        messages = []
+        for lazy in (False, True):
+            with pytest.raises(WireFormatError) as info:
+                decode_envelope(_seal({"profiles": [d]}), lazy=lazy)
+            messages.append(str(info.value))
+        assert messages[0] == messages[1]
+    eager = decode_envelope(_seal({"profiles": [good]})).profiles[0]
+    lazy_p = decode_envelope(_seal({"profiles": [good]}), lazy=True).profiles[0]
+    assert "features" not in vars(lazy_p) and "outputs" not in vars(lazy_p)  # nothing built yet
+    assert lazy_p.column_names("features") == ("x", "y") and lazy_p.column_names("outputs") == ("score",)
+    assert entries([lazy_p]) == entries([eager]) and "features" not in vars(lazy_p)
+    twin = copy.deepcopy(lazy_p)  # a copy of an unbuilt profile builds its own columns
+    assert sorted(lazy_p.features) == ["x", "y"]  # the first read builds them
+    assert "_pending_columns" not in vars(lazy_p) and lazy_p.features["x"]._kll is None  # sketches still lazy
+    assert lazy_p.to_dict() == eager.to_dict() and twin.to_dict() == eager.to_dict()
+    assert encode_profile(lazy_p) == encode_profile(eager)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        _ = lazy_p.nonexistent
+
+
 def test_inconsistent_counts_are_refused() -> None:
     d = sample_profile(20).to_dict()
     d["rows_profiled"] = d["rows"] + 1

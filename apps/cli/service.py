@@ -58,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                                            log_level="warning", timeout_graceful_shutdown=10, log_config=log_config))
+    from driftline.service.process import tune_gc
+
+    tune_gc(settings.gc_young_objects)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     announce = threading.Thread(target=_announce, daemon=True, args=(
         server, f"driftline service on http://{host}:{settings.port} (store {settings.database_url.split('@')[-1]}, "
