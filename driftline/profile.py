@@ -565,7 +565,7 @@ class WindowProfile:
         (the service's catalog needs only the names)."""
         pending = self.__dict__.get("_pending_columns")
         if pending is not None:
-            return tuple(str(k) for k in pending[0 if group == "features" else 1])
+            return tuple(map(str, pending[0 if group == "features" else 1]))
         return tuple(self.features if group == "features" else self.outputs)
 
     @classmethod
@@ -630,15 +630,18 @@ class WindowProfile:
 
 
 def _check_numeric_columns(features: dict[Any, Any], outputs: dict[Any, Any], kll_items: str) -> bool:
-    """True when every column is numeric and its sketch deserializes (raising as building it would);
-    False (nothing checked) when one is not numeric, so the caller builds them all."""
-    groups = (features, outputs)
-    if any(type(v) is not dict or v.get("kind") != "numeric" for g in groups for v in g.values()):
-        return False
-    for g in groups:
-        for v in g.values():
-            raw = bytes(numeric_fields(v)[0])  # a missing field raises the KeyError building would
-            kll_doubles_sketch.deserialize(widen_kll_floats(raw) if kll_items == KLL_FLOATS else raw)
+    """True when every column is numeric and its sketch deserializes (raising as building it would, in
+    the same order); False at the first column that is not numeric, so the caller builds them all."""
+    deserialize = kll_doubles_sketch.deserialize
+    widen = kll_items == KLL_FLOATS
+    for group in (features, outputs):
+        for v in group.values():
+            if type(v) is not dict or v.get("kind") != "numeric":
+                return False
+            raw = numeric_fields(v)[0]  # a missing field raises the KeyError building would
+            if type(raw) is not bytes:
+                raw = bytes(raw)
+            deserialize(widen_kll_floats(raw) if widen else raw)
     return True
 
 

@@ -306,10 +306,11 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
     slots = 0
     for group in ("features", "outputs"):
         cols = _map(p.get(group), f"{what} {group}", MAX_COLUMNS)
+        clean = _names_clean(cols)
         for name, col in cols.items():
             # the common case checked without building a message; anything odd is explained by the
             # precise checks below, which raise the same errors they always did
-            if type(name) is str and 0 < len(name) <= MAX_NAME_CHARS and not _CONTROL.search(name):
+            if clean or (type(name) is str and 0 < len(name) <= MAX_NAME_CHARS and not _CONTROL.search(name)):
                 fast = _column_slots_fast(col, profiled)
                 if fast is not None:
                     slots += fast
@@ -341,6 +342,19 @@ def _check_profile(p: Mapping[str, Any], what: str, instant_ok: bool) -> int:
     return slots
 
 
+def _names_clean(cols: Mapping[Any, Any]) -> bool:
+    """Whether every key is a string of 1 to MAX_NAME_CHARS characters with no control character, in a
+    few C calls for the whole map (a separator that is not a control character cannot make a match)."""
+    if not cols:
+        return True
+    try:
+        joined = " ".join(cols)
+    except TypeError:  # a key that is not a string: the precise checks name it
+        return False
+    return (type(next(iter(cols))) is str and min(map(len, cols)) > 0 and max(map(len, cols)) <= MAX_NAME_CHARS
+            and not _CONTROL.search(joined))
+
+
 _numeric_values = operator.itemgetter("kind", "kll", "count", "missing", "nan", "inf", "invalid", "absent", "min",
                                       "max", "sum", "sumsq")
 
@@ -359,15 +373,15 @@ def _column_slots_fast(col: Any, profiled: int) -> int | None:
         kind, kll, count, missing, nan, inf, invalid, absent, vmin, vmax, vsum, vsumsq = _numeric_values(col)
     except KeyError:
         return None
+    # (a | b) < 0 exactly when a < 0 or b < 0, for ints; a float is finite when v - v == 0.0
     if (kind != "numeric" or type(kll) is not bytes
             or not type(count) is type(missing) is type(nan) is type(inf) is type(invalid) is type(absent) is int
-            or min(count, missing, nan, inf, invalid, absent) < 0
+            or (count | missing | nan | inf | invalid | absent) < 0
             or count + missing + nan + inf + invalid + absent != profiled
-            or type(vsum) not in _NUMBER or type(vsumsq) not in _NUMBER):
+            or type(vsum) not in _NUMBER or type(vsumsq) not in _NUMBER
+            or (vmin is not None and type(vmin) is not int and (type(vmin) is not float or vmin - vmin != 0.0))
+            or (vmax is not None and type(vmax) is not int and (type(vmax) is not float or vmax - vmax != 0.0))):
         return None
-    for v in (vmin, vmax):  # null, an int, or a finite float (inf - inf and nan - nan are nan)
-        if v is not None and type(v) is not int and (type(v) is not float or v - v != 0.0):
-            return None
     return 0
 
 

@@ -118,6 +118,11 @@ def test_column_invariants_and_names() -> None:
     d = sample_profile(20).to_dict()
     d["features"]["bad\tname"] = d["features"].pop("x")
     refused(seal({"profiles": [d]}), "control characters")
+    for bad, match in (("", "is empty"), ("n" * 257, "over the 256-character limit"), (b"bin", "expected a string"),
+                       ("ok\x85", "control characters")):  # each name checked even when the rest are clean
+        d = sample_profile(20).to_dict()
+        d["features"][bad] = d["features"].pop("x")
+        refused(seal({"profiles": [d]}), match)
     d = sample_profile(20).to_dict()
     d["features"]["x"]["kind"] = "tensor"
     refused(seal({"profiles": [d]}), "unknown kind 'tensor'")
