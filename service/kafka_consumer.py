@@ -41,6 +41,7 @@ __all__ = ["DEAD_LETTER_REASONS", "FETCH_BYTES", "ConsumerCollector", "EnvelopeC
 log = logging.getLogger("driftline.service.kafka")
 DEAD_LETTER_REASONS = REFUSAL_REASONS
 """Values of the ``driftline-reason`` header and of the dead-letter counter's ``reason`` label."""
+_TOO_LARGE = frozenset({10, 18})  # librdkafka's MSG_SIZE_TOO_LARGE and RECORD_LIST_TOO_LARGE (broker codes)
 
 
 def reconnect_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -110,19 +111,10 @@ class EnvelopeConsumer:
     def _client_config(self) -> dict[str, Any]:
         """librdkafka properties both clients share: brokers, security, timeouts, logging."""
         k = self.parts.settings.kafka
-        conf: dict[str, Any] = {"bootstrap.servers": ",".join(k.bootstrap_servers),
-                                "security.protocol": k.security_protocol,
-                                "socket.timeout.ms": max(k.request_timeout_ms, 10),
-                                "reconnect.backoff.max.ms": int(k.reconnect_backoff_max_seconds * 1000),
-                                "logger": log, "error_cb": self._client_error, "log.connection.close": False}
-        for name, prop in (("sasl_mechanism", "sasl.mechanism"), ("sasl_plain_username", "sasl.username"),
-                           ("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                           ("ssl_keyfile", "ssl.key.location")):
-            if getattr(k, name) is not None:
-                conf[prop] = getattr(k, name)
-        if k.sasl_plain_password is not None:
-            conf["sasl.password"] = k.sasl_plain_password.get_secret_value()
-        return conf
+        return {"bootstrap.servers": ",".join(k.bootstrap_servers), **k.security_properties(),
+                "socket.timeout.ms": max(k.request_timeout_ms, 10),
+                "reconnect.backoff.max.ms": int(k.reconnect_backoff_max_seconds * 1000),
+                "logger": log, "error_cb": self._client_error, "log.connection.close": False}
 
     def consumer_config(self) -> dict[str, Any]:
         """The consumer's librdkafka properties: commits only by the service, after the store."""
@@ -335,34 +327,76 @@ class EnvelopeConsumer:
         return None
 
     def _dead_letter(self, dlq: Any, dead: list[tuple[Record, str, str]]) -> None:
-        """Send refused records to the dead-letter topic, each acknowledged before the batch is committed."""
-        from confluent_kafka import KafkaException
+        """Send refused records to the dead-letter topic, each acknowledged before the batch is committed.
 
+        A record the dead-letter topic refuses as too large (its ``max.message.bytes`` is below the
+        source topic's) is sent again alone, then, if refused again, without its value, with
+        ``driftline-truncated`` giving its size: that refusal is permanent, so retrying the record would
+        hold the partition forever, and the headers still say where the original is (until the source
+        topic's retention). Any other failure ends the session, uncommitted.
+        """
         if not dead:
             return
         topic = self.parts.settings.kafka.dead_letter_topic
-        failed: list[str] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failed.append(f"{err.name()}: {err.str()}")
-
-        try:
-            for m, reason, why in dead:
-                dlq.produce(topic, value=m.value, key=m.key, on_delivery=delivered, headers=[
-                    ("driftline-reason", reason.encode()), ("driftline-error", why.encode("utf-8", "replace")[:1000]),
-                    ("driftline-source", m.source.encode())])
-            left = dlq.flush(self.parts.settings.kafka.request_timeout_ms / 1000 + 5)
-        except (KafkaException, BufferError) as exc:
-            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {exc}") from exc
-        if left or failed:
-            why = failed[0] if failed else f"{left} records not acknowledged in time"
-            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {why}")
+        failed = self._send_dead(dlq, topic, [(m, reason, why, m.value) for m, reason, why in dead])
+        too_large = [i for i, err in failed.items() if err.code() in _TOO_LARGE]
+        if len(too_large) < len(failed):
+            err = next(e for i, e in failed.items() if i not in too_large)
+            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {err.name()}: {err.str()}")
+        for i in too_large:  # alone first (the broker refuses a whole batch), then without the value
+            m, reason, why = dead[i]
+            for value in (m.value, None):
+                again = self._send_dead(dlq, topic, [(m, reason, why, value)])
+                if not again:
+                    break
+                err = again[0]
+                if err.code() not in _TOO_LARGE or value is None:
+                    raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {err.name()}: {err.str()}")
+            if value is None:
+                log.warning("the dead-letter topic %s refused a record of %d bytes as too large: sent its "
+                            "headers only (raise its max.message.bytes to the envelope topic's)", topic, len(m.value))
         for m, reason, why in dead:
             with self._lock:
                 self.dead_letters[reason] += 1
             self.ingest.refused(len(m.value), "dead_lettered")
             log.warning("dead-lettered %s[%s]@%s (%s): %s", m.topic, m.partition, m.offset, reason, why)
+
+    def _send_dead(self, dlq: Any, topic: str, items: list[tuple[Record, str, str, bytes | None]]) -> dict[int, Any]:
+        """Produce and flush; the delivery error of each item that failed, by its index.
+
+        A value of None sends the headers alone, with ``driftline-truncated`` set to the record's size.
+        A broker that does not acknowledge in time ends the session (nothing is committed).
+        """
+        from confluent_kafka import KafkaError, KafkaException
+
+        failed: dict[int, Any] = {}
+
+        def on_delivery(i: int) -> Any:
+            def delivered(err: Any, _msg: Any) -> None:
+                if err is not None:
+                    failed[i] = err
+            return delivered
+
+        try:
+            for i, (m, reason, why, value) in enumerate(items):
+                headers = [("driftline-reason", reason.encode()),
+                           ("driftline-error", why.encode("utf-8", "replace")[:1000]),
+                           ("driftline-source", m.source.encode())]
+                if value is None:
+                    headers.append(("driftline-truncated", str(len(m.value)).encode()))
+                try:
+                    dlq.produce(topic, value=value, key=m.key, on_delivery=on_delivery(i), headers=headers)
+                except KafkaException as exc:  # refused before sending (larger than message.max.bytes)
+                    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    if err is None or err.code() not in _TOO_LARGE:
+                        raise
+                    failed[i] = err
+            left = dlq.flush(self.parts.settings.kafka.request_timeout_ms / 1000 + 5)
+        except (KafkaException, BufferError) as exc:
+            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {exc}") from exc
+        if left:
+            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {left} records not acknowledged in time")
+        return failed
 
     def snapshot(self) -> dict[str, Any]:
         """State for the collector and /readyz."""

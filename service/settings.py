@@ -8,6 +8,8 @@ See ``service/config.example.yaml`` for every key.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,8 +111,9 @@ class KafkaSettings(_Section):
             return v
         client = confluent_kafka.Consumer if info.field_name == "consumer_options" else confluent_kafka.Producer
         try:  # no bootstrap servers: the client checks its properties and connects nowhere
-            probe = client({"group.id": "driftline-settings-check", **kafka_options(v)}
-                           if client is confluent_kafka.Consumer else kafka_options(v))
+            conf = {**kafka_options(v), "logger": _QUIET}
+            probe = client({"group.id": "driftline-settings-check", **conf} if client is confluent_kafka.Consumer
+                           else conf)
         except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
             err = exc.args[0] if exc.args else exc
             raise ValueError(f"not a valid Kafka client option: {getattr(err, 'str', lambda: err)()}") from None
@@ -118,11 +121,55 @@ class KafkaSettings(_Section):
             probe.close()
         return v
 
+    def security_properties(self) -> dict[str, Any]:
+        """The librdkafka properties of the named security settings (protocol, SASL, TLS files)."""
+        conf: dict[str, Any] = {"security.protocol": self.security_protocol}
+        for name, prop in (("sasl_mechanism", "sasl.mechanism"), ("sasl_plain_username", "sasl.username"),
+                           ("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                           ("ssl_keyfile", "ssl.key.location")):
+            if getattr(self, name) is not None:
+                conf[prop] = getattr(self, name)
+        if self.sasl_plain_password is not None:
+            conf["sasl.password"] = self.sasl_plain_password.get_secret_value()
+        return conf
+
+    @model_validator(mode="after")
+    def _security_loads(self) -> KafkaSettings:
+        """An enabled consumer's TLS files and SASL mechanism are loaded once here, as librdkafka loads
+        them, so a missing or unreadable certificate stops the start with its reason instead of
+        surfacing as a reconnect loop."""
+        if not self.enabled or self.security_protocol == "PLAINTEXT":
+            return self
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"kafka.{name}: {path} is not a readable file")
+        try:
+            import confluent_kafka
+        except ImportError:
+            return self
+        try:  # no bootstrap servers: builds the TLS context and SASL state, connects nowhere
+            confluent_kafka.Producer({**self.security_properties(), "logger": _QUIET})
+        except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
+            err = exc.args[0] if exc.args else exc
+            raise ValueError(f"kafka security settings: {getattr(err, 'str', lambda: err)()}") from None
+        return self
+
 
 def _dotted(key: str) -> str:
     """A Kafka client property in librdkafka's spelling: ``max_partition_fetch_bytes`` is
-    ``max.partition.fetch.bytes`` (the Java client's and kafka-python's names map one to one)."""
-    return key.replace("_", ".")
+    ``max.partition.fetch.bytes``; the few names the Java client and kafka-python spell differently
+    (``fetch_max_wait_ms``) map to librdkafka's, so options written for the old consumer still work."""
+    dotted = key.replace("_", ".")
+    return _JAVA_NAMES.get(dotted, dotted)
+
+
+_QUIET = logging.getLogger("driftline.service.kafka.settings_check")
+"""librdkafka's log of the clients built only to check settings (they warn that they have no brokers)."""
+_QUIET.propagate = False
+_QUIET.addHandler(logging.NullHandler())
+
+_JAVA_NAMES = {"fetch.max.wait.ms": "fetch.wait.max.ms"}  # same meaning and unit, another spelling
 
 
 def kafka_options(options: dict[str, Any]) -> dict[str, Any]:

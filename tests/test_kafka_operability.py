@@ -153,3 +153,24 @@ def test_service_consumer_options_reach_kafka(tmp_path, kafka_broker: KafkaBroke
         KafkaSettings(producer_options={"compression.type": "zzz"})
     assert kafka_options({"session_timeout_ms": 30000, "check.crcs": True}) == {"session.timeout.ms": 30000,
                                                                                 "check.crcs": "true"}
+    # the old consumer's spelling of the fetch wait maps to librdkafka's, and librdkafka accepts it
+    assert kafka_options({"fetch_max_wait_ms": 200}) == {"fetch.wait.max.ms": 200}
+    assert KafkaSettings(consumer_options={"fetch_max_wait_ms": 200}).consumer_options == {"fetch_max_wait_ms": 200}
+
+
+def test_tls_files_and_sasl_mechanism_are_checked_when_settings_load(tmp_path) -> None:
+    """A bad certificate or mechanism stops the start with its reason; it does not become a reconnect loop."""
+    with pytest.raises(ValueError, match="ssl_cafile: .* is not a readable file"):
+        KafkaSettings(enabled=True, security_protocol="SSL", ssl_cafile=str(tmp_path / "missing.pem"))
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="ssl.ca.location failed"):
+        KafkaSettings(enabled=True, security_protocol="SSL", ssl_cafile=str(not_pem))
+    with pytest.raises(ValueError, match="Unsupported SASL mechanism: BOGUS"):
+        KafkaSettings(enabled=True, security_protocol="SASL_SSL", sasl_mechanism="BOGUS")
+    ok = KafkaSettings(enabled=True, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                       sasl_plain_username="u", sasl_plain_password="p")
+    assert ok.security_properties() == {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                                        "sasl.username": "u", "sasl.password": "p"}
+    # a disabled consumer is not checked (its files may not exist where the service runs without Kafka)
+    KafkaSettings(enabled=False, security_protocol="SSL", ssl_cafile=str(tmp_path / "missing.pem"))

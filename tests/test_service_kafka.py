@@ -163,3 +163,42 @@ def _replica_safe(tmp_path, name: str, dsn: str, bootstrap: str, topic: str) -> 
         proc.kill()
         pytest.fail(f"replica {name} did not start: {log_path.read_text()[-3000:]}")
     return proc, url
+
+
+def test_a_record_too_large_for_the_dead_letter_topic_goes_as_headers_and_ingest_moves_on(tmp_path,
+                                                                                            kafka_broker) -> None:
+    """The dead-letter topic allows 4 KB: a 20 KB bad record is sent there without its value (its size in
+    ``driftline-truncated``), a small one whole, and the envelope behind them in the partition is stored."""
+    topic, dlq = f"env-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=1)
+    with kafka_broker.admin() as admin:
+        admin.create_topics({dlq: {"num_partitions": 1, "replication_factor": 1,
+                                   "configs": {"max.message.bytes": "4096"}}}, timeout_ms=30000)
+        admin.wait_for_topics([dlq], timeout_ms=30000)
+    rng = np.random.default_rng(1)
+    s = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'k.sqlite'}", port=0,
+                        kafka=KafkaSettings(enabled=True, bootstrap_servers=[kafka_broker.bootstrap], topic=topic,
+                                            dead_letter_topic=dlq, group_id=f"g-{topic}"),
+                        evaluation=EvaluationSettings(interval_seconds=3600))
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    big = b"DLNE" + bytes(20_000)
+    for junk in (b"garbage", big):
+        producer.send(topic, key=b"x", value=junk)
+    p = window(rng, "model-a", "v1", device="d1", start=time.time() - 120)
+    producer.send(topic, key=b"model-a", value=envelope(p))
+    producer.flush()
+    producer.close()
+    with running_service(s) as url:
+        assert wait_for(lambda: total_rows(url) == p.rows, 60), total_rows(url)
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'driftline_ingest_envelopes_total{result="dead_lettered",transport="kafka"} 2.0' in metrics, metrics
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    consumer = KafkaConsumer(dlq, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000, group_id=None)
+    dead = [m for m in consumer]
+    consumer.close()
+    by_value = {m.value: dict(m.headers) for m in dead}
+    assert set(by_value) == {b"garbage", None}, by_value
+    assert by_value[None]["driftline-truncated"] == str(len(big)).encode()
+    assert by_value[None]["driftline-source"] == f"{topic}/0/1".encode()
+    assert "driftline-truncated" not in by_value[b"garbage"]
