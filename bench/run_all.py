@@ -56,7 +56,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("sidecar_judge", "bench_sidecar_judge.py", "judging drift on the device: CPU per window, memory",
           quick=("--windows", "5")),
     Bench("service", "bench_service.py", "Kafka ingest, drift at 1,000 features, /metrics at 10k series and at the caps",
-          quick=("--envelopes", "1200")),
+          args=("--repeat", "3"), quick=("--envelopes", "1200")),
     Bench("scaleout", "bench_scaleout.py", "whole service processes draining Kafka: SQLite, PostgreSQL, two replicas",
           args=("--envelopes", "6000"), quick=("--envelopes", "400")),
     Bench("wire_hostile", "bench_wire_hostile.py", "hostile and large envelopes: time and memory per input"),

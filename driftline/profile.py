@@ -554,7 +554,12 @@ class WindowProfile:
         if name in ("features", "outputs"):
             pending = self.__dict__.pop("_pending_columns", None)
             if pending is not None:
-                features, outputs, kll_items = pending
+                _names, source, kll_items = pending
+                if callable(source):  # the decoder re-reads this profile from its own bytes
+                    d = source()
+                    features, outputs = dict(d["features"]), dict(d["outputs"])
+                else:
+                    features, outputs = source
                 self.features = {str(k): column_from_dict(v, kll_items, lazy=True) for k, v in features.items()}
                 self.outputs = {str(k): column_from_dict(v, kll_items, lazy=True) for k, v in outputs.items()}
                 return self.__dict__[name]
@@ -565,11 +570,13 @@ class WindowProfile:
         (the service's catalog needs only the names)."""
         pending = self.__dict__.get("_pending_columns")
         if pending is not None:
-            return tuple(map(str, pending[0 if group == "features" else 1]))
+            return pending[0][0 if group == "features" else 1]
         return tuple(self.features if group == "features" else self.outputs)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], kll_items: str = KLL_DOUBLES, *, lazy: bool = False) -> WindowProfile:
+    def from_dict(cls, d: Mapping[str, Any], kll_items: str = KLL_DOUBLES, *, lazy: bool = False,
+                  reread: Callable[[], Mapping[str, Any]] | None = None,
+                  numeric_names: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> WindowProfile:
         """Rebuild from the dict form; ``kll_items="floats"`` for profiles of wire format 1.
 
         ``lazy``: numeric columns keep their (checked) sketch bytes and build the sketch on first use
@@ -578,6 +585,15 @@ class WindowProfile:
         bytes raise exactly as they would eagerly), but the column objects are built only when
         ``features`` or ``outputs`` is first read. Only for a body :func:`~driftline.wirecheck.check_body`
         passed, whose field types are then known to convert.
+
+        ``reread`` (with ``lazy``): returns ``d`` again, for the wire decoder, which can read it back
+        from its own bytes. An all-numeric profile then keeps only its column names, and the decoded
+        column maps are freed at once: a batch of envelopes waiting for the store holds their bytes,
+        not a thousand objects each.
+
+        ``numeric_names`` (with ``lazy`` and ``reread``): the feature and output names of a profile
+        whose columns the caller has read and checked itself, all numeric, their sketches
+        deserialized (:mod:`driftline.wirefast`); ``d`` then needs no ``features`` or ``outputs``.
         """
         c = d.get("config") or {}
         cfg = ProfileConfig(
@@ -603,13 +619,18 @@ class WindowProfile:
             rows=int(d["rows"]),
             rows_profiled=int(d["rows_profiled"]),
         )
-        features, outputs = dict(d["features"]), dict(d["outputs"])
-        if lazy and _check_numeric_columns(features, outputs, kll_items):
+        if numeric_names is not None and lazy and reread is not None:  # checked by the caller
             del prof.features, prof.outputs  # built by __getattr__ on first access
-            prof._pending_columns = (features, outputs, kll_items)
+            prof._pending_columns = (numeric_names, reread, kll_items)
         else:
-            prof.features = {str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in features.items()}
-            prof.outputs = {str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in outputs.items()}
+            features, outputs = dict(d["features"]), dict(d["outputs"])
+            if lazy and _check_numeric_columns(features, outputs, kll_items):
+                del prof.features, prof.outputs
+                names = (tuple(map(str, features)), tuple(map(str, outputs)))
+                prof._pending_columns = (names, reread if reread is not None else (features, outputs), kll_items)
+            else:
+                prof.features = {str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in features.items()}
+                prof.outputs = {str(k): column_from_dict(v, kll_items, lazy=lazy) for k, v in outputs.items()}
         if d.get("runtime") is not None:
             prof.runtime = RuntimeStats.from_dict(d["runtime"])
         if d.get("reservoir") is not None:
@@ -627,6 +648,18 @@ class WindowProfile:
         if isinstance(d.get("shadow"), Mapping):
             prof.shadow = {k: d["shadow"][k] for k in SHADOW_KEYS if k in d["shadow"]}
         return prof
+
+
+def check_numeric_sketches(sketches: Iterable[bytes], kll_items: str = KLL_DOUBLES) -> None:
+    """Deserialize each numeric column's KLL sketch bytes (widened first for wire format 1), raising
+    as building the column would; the objects are dropped (a lazy column builds its own on use)."""
+    deserialize = kll_doubles_sketch.deserialize
+    if kll_items == KLL_FLOATS:
+        for raw in sketches:
+            deserialize(widen_kll_floats(raw))
+    else:
+        for raw in sketches:
+            deserialize(raw)
 
 
 def _check_numeric_columns(features: dict[Any, Any], outputs: dict[Any, Any], kll_items: str) -> bool:

@@ -17,6 +17,7 @@ Every failure to decode raises :class:`~driftline.errors.WireFormatError` (or it
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 import uuid
@@ -43,6 +44,7 @@ from .wirecheck import (
     object_budget,
     scan_msgpack,
 )
+from .wirefast import decode_common
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -183,6 +185,15 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
         body = d.decompress(body, limit)
         if d.unconsumed_tail or not d.eof:
             raise WireFormatError(f"compressed body is corrupt or inflates past {limit} bytes")
+    envelope_id = str(uuid.UUID(bytes=raw_id))
+    lazy = lazy and not trusted
+    if lazy and len(body) <= object_budget(max_bytes):  # the general path's fast-unpack size, see wirefast
+        reread = _Reread(body)
+        common = decode_common(body, KLL_FLOATS if major == 1 else KLL_DOUBLES, instant_ok=instant_ok,
+                               reread=reread.profile)
+        if common is not None:
+            profiles, producer, created_at = common
+            return Envelope(profiles=profiles, producer=producer, envelope_id=envelope_id, created_at=created_at)
     if trusted:
         obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
         if not isinstance(obj, dict) or not isinstance(obj.get("profiles"), list):
@@ -193,11 +204,12 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
             raise WireFormatError(f"body nests containers deeper than {MAX_DEPTH} levels")
         check_body(obj, instant_ok=instant_ok)
     kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
-    profiles = [_profile(p, i, kll_items, lazy and not trusted) for i, p in enumerate(obj["profiles"])]
+    reread = _Reread(body) if lazy else None
+    profiles = [_profile(p, i, kll_items, lazy, reread) for i, p in enumerate(obj["profiles"])]
     return Envelope(
         profiles=profiles,
         producer={k: str(v) for k, v in (obj.get("producer") or {}).items()},
-        envelope_id=str(uuid.UUID(bytes=raw_id)),
+        envelope_id=envelope_id,
         created_at=float(obj.get("created_at", 0.0)),
         conformance=check_conformance_entries(obj["conformance"]) if obj.get("conformance") is not None else [],
     )
@@ -230,8 +242,27 @@ def _unpack_checked(body: bytes, budget: int, max_bin: int) -> Any:
                            max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0)
 
 
-def _profile(raw: Any, index: int, kll_items: str, lazy: bool = False) -> WindowProfile:
+class _Reread:
+    """A checked body read back on demand: the profiles of a lazily decoded envelope re-read their
+    column maps from it (the first to ask unpacks it once for all), so none are kept meanwhile."""
+
+    __slots__ = ("body", "profiles")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.profiles: list[Any] | None = None
+
+    def profile(self, index: int) -> Any:
+        if self.profiles is None:
+            self.profiles = msgpack.unpackb(self.body, raw=False, strict_map_key=True)["profiles"]
+        return self.profiles[index]
+
+
+def _profile(raw: Any, index: int, kll_items: str, lazy: bool = False,
+             reread: _Reread | None = None) -> WindowProfile:
     try:
+        if reread is not None:
+            return WindowProfile.from_dict(raw, kll_items, lazy=lazy, reread=functools.partial(reread.profile, index))
         return WindowProfile.from_dict(raw, kll_items, lazy=lazy)
     except (KeyError, TypeError, ValueError, DriftlineError) as exc:
         raise WireFormatError(f"profile #{index} is malformed: {type(exc).__name__}: {exc}") from exc

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_MAP_LEN",
     "MAX_NAME_CHARS",
     "MAX_PRODUCER_ENTRIES",
+    "MAX_PRODUCER_VALUE_CHARS",
     "MAX_RECONSTRUCTION_MODEL_BYTES",
     "MAX_PROFILES",
     "MAX_RESERVOIR",
@@ -40,6 +41,7 @@ __all__ = [
     "SKETCH_SLOT_BUDGET",
     "check_body",
     "check_name",
+    "has_control_chars",
     "max_depth_ok",
     "name_ok",
     "object_budget",
@@ -197,6 +199,11 @@ def scan_msgpack(buf: bytes, max_objects: int, max_bin: int) -> None:
 
 
 # ---- the built body -------------------------------------------------------------------------------
+def has_control_chars(text: str) -> bool:
+    """Whether ``text`` holds a character no name may hold; one call checks many names joined by spaces."""
+    return _CONTROL.search(text) is not None
+
+
 def name_ok(value: str, limit: int = MAX_NAME_CHARS) -> bool:
     """Whether ``value`` is a name the wire format admits (producers drop or refuse other names)."""
     return 0 < len(value) <= limit and not _CONTROL.search(value)

@@ -38,7 +38,15 @@ class Case:
     data: bytes
 
 
-def _bases(rng: np.random.Generator, now: float) -> list[dict]:
+def _bases(rng: np.random.Generator, now: float, numeric_only: bool = False) -> list[dict]:
+    if numeric_only:  # the common shape (driftline.wirefast): numeric columns, serving stats on some
+        return [WindowProfile(StreamKey.of(f"fuzz-{i % 4}", f"v{i % 2}", "baseline", f"dev-{i}",
+                                           {"site": "s"} if i % 3 else None),
+                              now - 600 + i, now - 540 + i, ProfileConfig(kll_k=64 if i % 2 else 200))
+                .update({"a": rng.normal(size=20 + 10 * i), "b": rng.exponential(size=20 + 10 * i)},
+                        {"score": rng.random(20 + 10 * i)},
+                        latency_ms=rng.gamma(2, 2, 20 + 10 * i) if i % 2 else None).to_dict()
+                for i in range(12)]
     out = []
     for i in range(12):
         cfg = ProfileConfig(categorical=frozenset({"city"}), reservoir_size=5 if i % 4 == 0 else 0, kll_k=64)
@@ -119,10 +127,11 @@ def _mutate(r: random.Random, body: dict) -> str:
     return kind
 
 
-def cases(seed: int, n: int, now: float) -> Iterator[Case]:
-    """``n`` requests, about a third of them valid, from ``seed``."""
+def cases(seed: int, n: int, now: float, *, numeric_only: bool = False) -> Iterator[Case]:
+    """``n`` requests, about a third of them valid, from ``seed``; ``numeric_only``: mutations of
+    envelopes of the common shape (numeric columns only), which the service reads on its fast path."""
     r = random.Random(seed)
-    bases = _bases(np.random.default_rng(seed), now)
+    bases = _bases(np.random.default_rng(seed), now, numeric_only)
     packed_bases = [msgpack.packb(b, use_bin_type=True) for b in bases]
     bombs = [_seal(b"\x81\xa8profiles\xdc\xff\xff" + b"\x90" * 65535 + b"\x00" * size)
              for size in (1 << 20, 1 << 23, 1 << 25)]
