@@ -58,7 +58,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("service", "bench_service.py", "Kafka ingest, drift at 1,000 features, /metrics at 10k series and at the caps",
           args=("--repeat", "3"), quick=("--envelopes", "1200")),
     Bench("scaleout", "bench_scaleout.py", "whole service processes draining Kafka: SQLite, PostgreSQL, two replicas",
-          args=("--envelopes", "6000"), quick=("--envelopes", "400")),
+          args=("--envelopes", "10000"), quick=("--envelopes", "400")),
     Bench("wire_hostile", "bench_wire_hostile.py", "hostile and large envelopes: time and memory per input"),
     Bench("stats_accuracy", "bench_stats_accuracy.py", "sketch scores vs exact scores on the raw data",
           quick=("--seeds", "2")),
