@@ -133,27 +133,30 @@ class KafkaSettings(_Section):
             conf["sasl.password"] = self.sasl_plain_password.get_secret_value()
         return conf
 
-    @model_validator(mode="after")
-    def _security_loads(self) -> KafkaSettings:
-        """An enabled consumer's TLS files and SASL mechanism are loaded once here, as librdkafka loads
-        them, so a missing or unreadable certificate stops the start with its reason instead of
-        surfacing as a reconnect loop."""
+    def security_problem(self) -> str | None:
+        """Why an enabled consumer's TLS files or SASL mechanism would not load, or None.
+
+        They are loaded here as librdkafka loads them (a client built with no brokers), so ``driftline
+        service`` stops at start with the reason instead of entering a reconnect loop. Not a settings
+        validator: a configuration is valid on a machine where the files are not mounted (a chart
+        rendered in CI), and only the process that will use them needs them.
+        """
         if not self.enabled or self.security_protocol == "PLAINTEXT":
-            return self
+            return None
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
             if path is not None and not os.access(path, os.R_OK):
-                raise ValueError(f"kafka.{name}: {path} is not a readable file")
+                return f"kafka.{name}: {path} is not a readable file"
         try:
             import confluent_kafka
         except ImportError:
-            return self
+            return None
         try:  # no bootstrap servers: builds the TLS context and SASL state, connects nowhere
             confluent_kafka.Producer({**self.security_properties(), "logger": _QUIET})
         except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
             err = exc.args[0] if exc.args else exc
-            raise ValueError(f"kafka security settings: {getattr(err, 'str', lambda: err)()}") from None
-        return self
+            return f"kafka security settings: {getattr(err, 'str', lambda: err)()}"
+        return None
 
 
 def _dotted(key: str) -> str:

@@ -5,6 +5,8 @@ consumer options passed through."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -158,19 +160,30 @@ def test_service_consumer_options_reach_kafka(tmp_path, kafka_broker: KafkaBroke
     assert KafkaSettings(consumer_options={"fetch_max_wait_ms": 200}).consumer_options == {"fetch_max_wait_ms": 200}
 
 
-def test_tls_files_and_sasl_mechanism_are_checked_when_settings_load(tmp_path) -> None:
-    """A bad certificate or mechanism stops the start with its reason; it does not become a reconnect loop."""
-    with pytest.raises(ValueError, match="ssl_cafile: .* is not a readable file"):
-        KafkaSettings(enabled=True, security_protocol="SSL", ssl_cafile=str(tmp_path / "missing.pem"))
+def test_tls_files_and_sasl_mechanism_stop_the_service_at_start(tmp_path) -> None:
+    """A bad certificate or mechanism stops ``driftline service`` with its reason, not a reconnect loop;
+    the settings themselves stay valid where the files are not mounted (a chart rendered in CI)."""
+    missing = KafkaSettings(enabled=True, security_protocol="SSL", ssl_cafile=str(tmp_path / "missing.pem"))
+    assert missing.security_problem() == f"kafka.ssl_cafile: {tmp_path / 'missing.pem'} is not a readable file"
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("not a certificate\n")
-    with pytest.raises(ValueError, match="ssl.ca.location failed"):
-        KafkaSettings(enabled=True, security_protocol="SSL", ssl_cafile=str(not_pem))
-    with pytest.raises(ValueError, match="Unsupported SASL mechanism: BOGUS"):
-        KafkaSettings(enabled=True, security_protocol="SASL_SSL", sasl_mechanism="BOGUS")
+    assert "ssl.ca.location failed" in KafkaSettings(enabled=True, security_protocol="SSL",
+                                                     ssl_cafile=str(not_pem)).security_problem()
+    assert "Unsupported SASL mechanism: BOGUS" in KafkaSettings(
+        enabled=True, security_protocol="SASL_SSL", sasl_mechanism="BOGUS").security_problem()
     ok = KafkaSettings(enabled=True, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
                        sasl_plain_username="u", sasl_plain_password="p")
+    assert ok.security_problem() is None
     assert ok.security_properties() == {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
                                         "sasl.username": "u", "sasl.password": "p"}
-    # a disabled consumer is not checked (its files may not exist where the service runs without Kafka)
-    KafkaSettings(enabled=False, security_protocol="SSL", ssl_cafile=str(tmp_path / "missing.pem"))
+    assert KafkaSettings(enabled=False, security_protocol="SSL", ssl_cafile="/nope").security_problem() is None
+    # the whole command: exit 2, one line naming the file, before anything listens
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database_url: sqlite:///{tmp_path / 'x.sqlite'}\nport: 0\n"
+                      f"kafka: {{enabled: true, security_protocol: SSL, ssl_cafile: {tmp_path / 'missing.pem'}}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    proc = subprocess.run([sys.executable, "-m", "driftline.apps.cli.main", "service", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "ssl_cafile" in proc.stderr and "is not a readable file" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise MissingExtraError(exc.name or "fastapi", "service") from None
     settings = load_settings(args.config, host=args.host, port=args.port, insecure=args.insecure)
-    problem = exposure_problem(settings)
+    problem = exposure_problem(settings) or settings.kafka.security_problem()
     if problem is not None:
         print(f"driftline service: {problem}", file=sys.stderr)
         return 2
