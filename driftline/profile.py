@@ -619,7 +619,9 @@ class WindowProfile:
             rows=int(d["rows"]),
             rows_profiled=int(d["rows_profiled"]),
         )
-        if numeric_names is not None and lazy and reread is not None:  # checked by the caller
+        if numeric_names is not None:  # checked by the caller (wirefast), which can re-read the columns
+            if not lazy or reread is None:
+                raise ValueError("numeric_names needs lazy=True and reread")
             del prof.features, prof.outputs  # built by __getattr__ on first access
             prof._pending_columns = (numeric_names, reread, kll_items)
         else:

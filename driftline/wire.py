@@ -186,11 +186,11 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
         if d.unconsumed_tail or not d.eof:
             raise WireFormatError(f"compressed body is corrupt or inflates past {limit} bytes")
     envelope_id = str(uuid.UUID(bytes=raw_id))
+    kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
     lazy = lazy and not trusted
-    if lazy and len(body) <= object_budget(max_bytes):  # the general path's fast-unpack size, see wirefast
-        reread = _Reread(body)
-        common = decode_common(body, KLL_FLOATS if major == 1 else KLL_DOUBLES, instant_ok=instant_ok,
-                               reread=reread.profile)
+    reread = _Reread(body) if lazy else None
+    if reread is not None and len(body) <= object_budget(max_bytes):  # the general path's fast-unpack size
+        common = decode_common(body, kll_items, instant_ok=instant_ok, reread=reread.profile)
         if common is not None:
             profiles, producer, created_at = common
             return Envelope(profiles=profiles, producer=producer, envelope_id=envelope_id, created_at=created_at)
@@ -203,8 +203,6 @@ def _decode(data: bytes, max_bytes: int, instant_ok: bool, trusted: bool = False
         if not max_depth_ok(obj):
             raise WireFormatError(f"body nests containers deeper than {MAX_DEPTH} levels")
         check_body(obj, instant_ok=instant_ok)
-    kll_items = KLL_FLOATS if major == 1 else KLL_DOUBLES
-    reread = _Reread(body) if lazy else None
     profiles = [_profile(p, i, kll_items, lazy, reread) for i, p in enumerate(obj["profiles"])]
     return Envelope(
         profiles=profiles,

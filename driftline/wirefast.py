@@ -23,7 +23,6 @@ import functools
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from .columns import KLL_DOUBLES
 from .profile import WindowProfile, check_numeric_sketches
 from .wirecheck import (
     MAX_COHORT_LABELS,
@@ -114,8 +113,7 @@ if AVAILABLE:
     _DECODER = msgspec.msgpack.Decoder(_Body)
 
 
-def decode_common(body: bytes, kll_items: str = KLL_DOUBLES, *, instant_ok: bool = False,
-                  reread: Callable[[int], Any] | None = None
+def decode_common(body: bytes, kll_items: str, *, reread: Callable[[int], Any], instant_ok: bool = False
                   ) -> tuple[list[WindowProfile], dict[str, str], float] | None:
     """The profiles, producer and creation time of a body of the common shape, or None if it is not one.
 
@@ -171,7 +169,7 @@ def decode_common(body: bytes, kll_items: str = KLL_DOUBLES, *, instant_ok: bool
                             "rss_bytes": rt.rss_bytes}
         try:
             profiles.append(WindowProfile.from_dict(
-                d, kll_items, lazy=True, reread=functools.partial(reread, i) if reread is not None else None,
+                d, kll_items, lazy=True, reread=functools.partial(reread, i),
                 numeric_names=(tuple(p.features), tuple(p.outputs))))
         except Exception:  # noqa: BLE001 - a runtime sketch that does not deserialize, named by the general path
             return None

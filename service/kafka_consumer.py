@@ -83,6 +83,11 @@ class Record:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
+def _lost(topic: str, err: Any) -> _SessionLost:
+    """The session ends on a dead-letter write that failed for another reason than size (librdkafka's error)."""
+    return _SessionLost(f"cannot write to the dead-letter topic {topic}: {err.name()}: {err.str()}")
+
+
 class _SessionLost(Exception):
     """The broker stopped answering; the supervisor opens a new session."""
 
@@ -340,26 +345,30 @@ class EnvelopeConsumer:
         topic = self.parts.settings.kafka.dead_letter_topic
         failed = self._send_dead(dlq, topic, [(m, reason, why, m.value) for m, reason, why in dead])
         too_large = [i for i, err in failed.items() if err.code() in _TOO_LARGE]
-        if len(too_large) < len(failed):
-            err = next(e for i, e in failed.items() if i not in too_large)
-            raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {err.name()}: {err.str()}")
-        for i in too_large:  # alone first (the broker refuses a whole batch), then without the value
-            m, reason, why = dead[i]
-            for value in (m.value, None):
-                again = self._send_dead(dlq, topic, [(m, reason, why, value)])
-                if not again:
-                    break
-                err = again[0]
-                if err.code() not in _TOO_LARGE or value is None:
-                    raise _SessionLost(f"cannot write to the dead-letter topic {topic}: {err.name()}: {err.str()}")
-            if value is None:
-                log.warning("the dead-letter topic %s refused a record of %d bytes as too large: sent its "
-                            "headers only (raise its max.message.bytes to the envelope topic's)", topic, len(m.value))
+        other = [err for err in failed.values() if err.code() not in _TOO_LARGE]
+        if other:
+            raise _lost(topic, other[0])
+        for i in too_large:  # the broker refuses a whole batch for one record: each alone, then its headers
+            self._send_alone(dlq, topic, dead[i])
         for m, reason, why in dead:
             with self._lock:
                 self.dead_letters[reason] += 1
             self.ingest.refused(len(m.value), "dead_lettered")
             log.warning("dead-lettered %s[%s]@%s (%s): %s", m.topic, m.partition, m.offset, reason, why)
+
+    def _send_alone(self, dlq: Any, topic: str, item: tuple[Record, str, str]) -> None:
+        """One record the dead-letter topic refused in a batch: whole if it fits alone, else its headers."""
+        m, reason, why = item
+        for value in (m.value, None):
+            err = self._send_dead(dlq, topic, [(m, reason, why, value)]).get(0)
+            if err is None:
+                if value is None:
+                    log.warning("the dead-letter topic %s refused a record of %d bytes as too large: sent its "
+                                "headers only (raise its max.message.bytes to the envelope topic's)", topic,
+                                len(m.value))
+                return
+            if err.code() not in _TOO_LARGE or value is None:
+                raise _lost(topic, err)
 
     def _send_dead(self, dlq: Any, topic: str, items: list[tuple[Record, str, str, bytes | None]]) -> dict[int, Any]:
         """Produce and flush; the delivery error of each item that failed, by its index.

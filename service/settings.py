@@ -115,8 +115,7 @@ class KafkaSettings(_Section):
             probe = client({"group.id": "driftline-settings-check", **conf} if client is confluent_kafka.Consumer
                            else conf)
         except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
-            err = exc.args[0] if exc.args else exc
-            raise ValueError(f"not a valid Kafka client option: {getattr(err, 'str', lambda: err)()}") from None
+            raise ValueError(f"not a valid Kafka client option: {_client_error_text(exc)}") from None
         if client is confluent_kafka.Consumer:
             probe.close()
         return v
@@ -154,8 +153,7 @@ class KafkaSettings(_Section):
         try:  # no bootstrap servers: builds the TLS context and SASL state, connects nowhere
             confluent_kafka.Producer({**self.security_properties(), "logger": _QUIET})
         except (confluent_kafka.KafkaException, TypeError, ValueError) as exc:
-            err = exc.args[0] if exc.args else exc
-            return f"kafka security settings: {getattr(err, 'str', lambda: err)()}"
+            return f"kafka security settings: {_client_error_text(exc)}"
         return None
 
 
@@ -165,6 +163,12 @@ def _dotted(key: str) -> str:
     (``fetch_max_wait_ms``) map to librdkafka's, so options written for the old consumer still work."""
     dotted = key.replace("_", ".")
     return _JAVA_NAMES.get(dotted, dotted)
+
+
+def _client_error_text(exc: BaseException) -> str:
+    """librdkafka's own text of a client that refused to build (a KafkaError inside the exception)."""
+    err = exc.args[0] if exc.args else exc
+    return str(err.str()) if hasattr(err, "str") else str(err)
 
 
 _QUIET = logging.getLogger("driftline.service.kafka.settings_check")

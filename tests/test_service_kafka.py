@@ -36,15 +36,39 @@ def wait_for(pred, timeout: float, step: float = 0.3) -> bool:
     return False
 
 
+def kafka_settings(tmp_path, kafka_broker, topic: str, dlq: str) -> ServiceSettings:
+    """A service on SQLite consuming ``topic`` from the test broker, dead letters to ``dlq``."""
+    return ServiceSettings(database_url=f"sqlite:///{tmp_path / 'k.sqlite'}", port=0,
+                           kafka=KafkaSettings(enabled=True, bootstrap_servers=[kafka_broker.bootstrap], topic=topic,
+                                               dead_letter_topic=dlq, group_id=f"g-{topic}"),
+                           evaluation=EvaluationSettings(interval_seconds=3600))
+
+
+def read_dead_letters(kafka_broker, dlq: str) -> list:
+    """Every record of the dead-letter topic, from the start."""
+    consumer = KafkaConsumer(dlq, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000, group_id=None)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def dead_lettered(url: str, n: int) -> bool:
+    """Whether the service counts ``n`` dead-lettered Kafka records (counted after the topic acknowledges)."""
+    try:
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return False
+    return f'driftline_ingest_envelopes_total{{result="dead_lettered",transport="kafka"}} {n:.1f}' in metrics
+
+
 def test_consumer_merges_exactly_once_and_dead_letters_garbage(tmp_path, kafka_broker) -> None:
     topic, dlq = f"env-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
     kafka_broker.create_topic(topic, partitions=3)
     kafka_broker.create_topic(dlq, partitions=1)
     rng = np.random.default_rng(0)
-    s = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'k.sqlite'}", port=0,
-                        kafka=KafkaSettings(enabled=True, bootstrap_servers=[kafka_broker.bootstrap], topic=topic,
-                                            dead_letter_topic=dlq, group_id=f"g-{topic}"),
-                        evaluation=EvaluationSettings(interval_seconds=3600))
+    s = kafka_settings(tmp_path, kafka_broker, topic, dlq)
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
     expected = 0
     now = time.time()
@@ -73,10 +97,7 @@ def test_consumer_merges_exactly_once_and_dead_letters_garbage(tmp_path, kafka_b
         time.sleep(1.0)
         assert total_rows(url) == expected  # nothing counted twice
     producer.close()
-    consumer = KafkaConsumer(dlq, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000, group_id=None)
-    dead = [m for m in consumer]
-    consumer.close()
+    dead = read_dead_letters(kafka_broker, dlq)
     assert sorted(m.value for m in dead) == sorted([b"garbage", b"DLNE\x01\x00truncated"])
     assert all(dict(m.headers).get("driftline-error") for m in dead)
 
@@ -176,10 +197,7 @@ def test_a_record_too_large_for_the_dead_letter_topic_goes_as_headers_and_ingest
                                    "configs": {"max.message.bytes": "4096"}}}, timeout_ms=30000)
         admin.wait_for_topics([dlq], timeout_ms=30000)
     rng = np.random.default_rng(1)
-    s = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'k.sqlite'}", port=0,
-                        kafka=KafkaSettings(enabled=True, bootstrap_servers=[kafka_broker.bootstrap], topic=topic,
-                                            dead_letter_topic=dlq, group_id=f"g-{topic}"),
-                        evaluation=EvaluationSettings(interval_seconds=3600))
+    s = kafka_settings(tmp_path, kafka_broker, topic, dlq)
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
     big = b"DLNE" + bytes(20_000)
     for junk in (b"garbage", big):
@@ -190,13 +208,9 @@ def test_a_record_too_large_for_the_dead_letter_topic_goes_as_headers_and_ingest
     producer.close()
     with running_service(s) as url:
         assert wait_for(lambda: total_rows(url) == p.rows, 60), total_rows(url)
-        metrics = httpx.get(f"{url}/metrics").text
-        assert 'driftline_ingest_envelopes_total{result="dead_lettered",transport="kafka"} 2.0' in metrics, metrics
+        assert wait_for(lambda: dead_lettered(url, 2), 20), httpx.get(f"{url}/metrics").text
         assert httpx.get(f"{url}/readyz").status_code == 200
-    consumer = KafkaConsumer(dlq, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000, group_id=None)
-    dead = [m for m in consumer]
-    consumer.close()
+    dead = read_dead_letters(kafka_broker, dlq)
     by_value = {m.value: dict(m.headers) for m in dead}
     assert set(by_value) == {b"garbage", None}, by_value
     assert by_value[None]["driftline-truncated"] == str(len(big)).encode()

@@ -142,3 +142,30 @@ def test_bodies_past_the_fast_unpack_size_take_the_general_path(fast_hits: list[
 def _outcome_limited(data: bytes, lazy: bool, max_bytes: int) -> tuple[str, object]:
     env = decode_envelope(data, lazy=lazy, max_bytes=max_bytes)
     return "accepted", [p.to_dict() for p in env.profiles]
+
+
+@pytest.mark.parametrize("body", [
+    b"\x81\xa8profiles\xdd\x7f\xff\xff\xff",                 # an array that claims 2**31 profiles, holds none
+    b"\x81\xa8profiles\x91" + b"\xdf\x7f\xff\xff\xff" * 8,  # nested maps that each claim 2**31 entries
+    b"\x81\xa8profiles" + b"\x91" * 5000 + b"\xc0",           # 5,000 levels deep
+    b"\x81\xa8profiles\xdc\xff\xff" + b"\x90" * 65535,       # 65,535 empty profiles
+])
+def test_hostile_small_bodies_cost_the_fast_path_little_memory(body: bytes) -> None:
+    """What the claimed lengths would allocate is never allocated: the decoder fails first and says None."""
+    import tracemalloc
+
+    from driftline.wirefast import decode_common
+
+    tracemalloc.start()
+    try:
+        assert decode_common(body, "doubles", reread=lambda i: None) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
+    data = _seal_raw(body)
+    assert _outcome(data, True) == _outcome(data, False) and _outcome(data, False)[0] == "refused"
+
+
+def _seal_raw(raw: bytes) -> bytes:
+    return HEADER.pack(MAGIC, wire.FORMAT_MAJOR, 0, 0, uuid.uuid4().bytes, len(raw), zlib.crc32(raw)) + raw
